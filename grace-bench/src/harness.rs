@@ -1,0 +1,183 @@
+//! Shared measurement plumbing: callback counters, the membarrier baseline,
+//! and helpers that turn raw timings into [`BenchResult`]s.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::BenchResult;
+
+/// A callback counter that deferred closures reach through one raw pointer,
+/// so that a closure is a single word (small enough for every peer to store
+/// inline) and costs no reference-count traffic.
+///
+/// The counter is heap-allocated; [`Counter::finish`] frees it only when all
+/// expected callbacks have run and leaks it otherwise, so a straggling
+/// callback never touches freed memory.
+pub(crate) struct Counter {
+    cell: *mut AtomicU64,
+}
+
+// SAFETY: `Counter` owns its heap cell, an `AtomicU64`; moving the owner to
+// another thread is fine.
+unsafe impl Send for Counter {}
+// SAFETY: through `&Counter` the cell is only read atomically (`get`).
+unsafe impl Sync for Counter {}
+
+impl Counter {
+    pub(crate) fn new() -> Self {
+        Self {
+            cell: Box::into_raw(Box::new(AtomicU64::new(0))),
+        }
+    }
+
+    /// The handle callbacks capture.
+    pub(crate) fn ptr(&self) -> CounterPtr {
+        CounterPtr(self.cell)
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        // SAFETY: `cell` came from `Box::into_raw` and is only freed by
+        // `finish`, which consumes `self`.
+        unsafe { (*self.cell).load(Ordering::Acquire) }
+    }
+
+    /// Frees the counter if `expected` callbacks ran, else leaks it (a late
+    /// callback may still increment it). Returns the final count.
+    pub(crate) fn finish(self, expected: u64) -> u64 {
+        let ran = self.get();
+        if ran == expected {
+            // SAFETY: every callback that holds a `CounterPtr` to this cell
+            // has run (the count says so and each runs exactly once), and
+            // `self` is consumed, so no reference to the cell remains.
+            drop(unsafe { Box::from_raw(self.cell) });
+        }
+        ran
+    }
+}
+
+/// A pointer to a [`Counter`], captured by callbacks.
+#[derive(Clone, Copy)]
+pub(crate) struct CounterPtr(*const AtomicU64);
+
+// SAFETY: the pointee is an `AtomicU64` (itself `Send + Sync`) that
+// `Counter` keeps alive until every callback holding this pointer has run.
+unsafe impl Send for CounterPtr {}
+// SAFETY: as above; only atomic operations go through the pointer.
+unsafe impl Sync for CounterPtr {}
+
+impl CounterPtr {
+    /// Adds one (the callbacks' "tiny work"). A method rather than a field
+    /// access, so closures capture the whole `Send` wrapper.
+    #[inline]
+    pub(crate) fn bump(self) {
+        // SAFETY: `Counter` keeps the cell alive until this callback has run
+        // (see `Counter::finish`).
+        unsafe { (*self.0).fetch_add(1, Ordering::Relaxed) };
+    }
+
+    pub(crate) fn as_ptr(self) -> *const AtomicU64 {
+        self.0
+    }
+}
+
+/// The bare `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` system call.
+pub(crate) mod membarrier {
+    #[cfg(target_os = "linux")]
+    const CMD_PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
+    #[cfg(target_os = "linux")]
+    const CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
+
+    #[cfg(target_os = "linux")]
+    fn call(cmd: libc::c_long) -> Result<(), String> {
+        // SAFETY: membarrier takes two integer arguments (cmd, flags) and a
+        // cpu id that is ignored without MEMBARRIER_CMD_FLAG_CPU; it touches
+        // no memory of ours.
+        let rc = unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0 as libc::c_long, 0) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error().to_string())
+        }
+    }
+
+    /// Registers the process for private expedited membarrier (idempotent).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn register() -> Result<(), String> {
+        call(CMD_REGISTER_PRIVATE_EXPEDITED)
+            .map_err(|e| format!("membarrier REGISTER_PRIVATE_EXPEDITED failed: {e}"))
+    }
+
+    /// One private expedited membarrier.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn barrier() -> Result<(), String> {
+        call(CMD_PRIVATE_EXPEDITED)
+            .map_err(|e| format!("membarrier PRIVATE_EXPEDITED failed: {e}"))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub(crate) fn register() -> Result<(), String> {
+        Err("membarrier is Linux-only".into())
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub(crate) fn barrier() -> Result<(), String> {
+        Err("membarrier is Linux-only".into())
+    }
+}
+
+/// A row from a mean per-operation cost and an aggregate rate.
+pub(crate) fn row(
+    suite: &'static str,
+    impl_name: &str,
+    threads: usize,
+    ns_per_op: f64,
+    ops_per_s: f64,
+    note: Option<String>,
+) -> BenchResult {
+    BenchResult {
+        suite,
+        impl_name: impl_name.to_string(),
+        threads,
+        ns_per_op,
+        ops_per_s,
+        note,
+    }
+}
+
+/// A row for a measurement that could not be taken (`NaN` figures).
+pub(crate) fn skipped(
+    suite: &'static str,
+    impl_name: &str,
+    threads: usize,
+    why: String,
+) -> BenchResult {
+    row(suite, impl_name, threads, f64::NAN, f64::NAN, Some(why))
+}
+
+/// Nanoseconds in `d`, as a float.
+pub(crate) fn ns(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e9
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_counts_and_frees() {
+        let c = Counter::new();
+        let p = c.ptr();
+        let handles: Vec<_> = (0..4)
+            .map(|_| std::thread::spawn(move || (0..1000).for_each(|_| p.bump())))
+            .collect();
+        handles.into_iter().for_each(|h| h.join().unwrap());
+        assert_eq!(c.finish(4000), 4000);
+    }
+
+    #[test]
+    fn membarrier_register_then_barrier() {
+        if membarrier::register().is_ok() {
+            membarrier::barrier().expect("registered membarrier");
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! Head-to-head benchmarks of `grace` against its peers, measured in the same
+//! run and returned as data.
+//!
+//! Three suites, each a function returning one [`BenchResult`] per
+//! implementation and thread count:
+//!
+//! * [`run_read`]: one outermost read-side critical section (enter + exit)
+//!   for grace, liburcu (inline C and FFI), crossbeam-epoch, seize and
+//!   haphazard;
+//! * [`run_sync`]: the latency of one grace-period wait with idle readers,
+//!   for grace (normal and expedited), the bare membarrier system call and
+//!   liburcu;
+//! * [`run_call`]: deferred-callback throughput (queue N per thread, then
+//!   one drain) for grace, liburcu, crossbeam-epoch and seize.
+//!
+//! # Fairness
+//!
+//! Every implementation runs the same harness in the same process: the same
+//! thread counts, the same start barrier, the same warm-up, the same clock
+//! (`CLOCK_MONOTONIC`, which [`std::time::Instant`] uses and the C peer reads
+//! directly) and the same batching (10 000 read sections per clock read).
+//! Each peer is used the way its documentation recommends for the common
+//! case (crossbeam's default collector, one shared seize collector, the
+//! global haphazard domain, liburcu's default `call_rcu` thread), work is
+//! kept identical and tiny (an empty section, a counter increment), and
+//! results are checked: callback counts must match exactly. The suites
+//! spawn every thread they use, so the caller's thread is never registered
+//! with any implementation. The per-suite details are in the docs of
+//! [`run_read`], [`run_sync`] and [`run_call`].
+//!
+//! # liburcu
+//!
+//! The liburcu peer (the C reference) needs liburcu-dev at build time; the
+//! build script compiles `csrc/urcu_peer.c` when it finds liburcu-memb and
+//! otherwise prints a cargo warning and leaves the liburcu rows out.
+//! [`liburcu_status`] says which it was. See the [`liburcu`] module.
+//!
+//! # Implementation names
+//!
+//! [`BenchResult::impl_name`] is one of `grace-rcu`, `grace-rcu-expedited`,
+//! `liburcu-memb-inline-c`, `liburcu-memb-ffi`, `liburcu-memb`,
+//! `crossbeam-epoch`, `seize`, `haphazard`, `membarrier-syscall`; other tools
+//! parse these exactly. [`expected_impls`] lists them per suite.
+
+#![warn(missing_docs)]
+
+use std::time::Duration;
+
+mod call;
+mod harness;
+pub mod liburcu;
+mod read;
+mod sync;
+
+/// The suites, by the names used in [`BenchResult::suite`].
+pub const SUITES: [&str; 3] = ["read", "sync", "call"];
+
+/// One measured figure: one implementation at one thread count.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchResult {
+    /// The suite: `"read"`, `"sync"` or `"call"`.
+    pub suite: &'static str,
+    /// The implementation (see the [crate docs](crate#implementation-names)).
+    pub impl_name: String,
+    /// Threads taking part (readers for `sync`, queuing workers for `call`).
+    pub threads: usize,
+    /// Nanoseconds per operation: the mean over threads of each thread's
+    /// ns/op for `read`; the mean latency of one wait for `sync`; total time
+    /// over total callbacks for `call`. `NaN` when the measurement could not
+    /// be taken (then `note` says why).
+    pub ns_per_op: f64,
+    /// Operations per second: the sum of the threads' rates for `read`;
+    /// waits per second for `sync`; callbacks per second, all threads
+    /// together, for `call`. `NaN` when not measured.
+    pub ops_per_s: f64,
+    /// A caveat, or why the row was not measured.
+    pub note: Option<String>,
+}
+
+impl BenchResult {
+    /// Whether the row holds a measurement (finite, positive figures) rather
+    /// than a skip notice.
+    pub fn is_measured(&self) -> bool {
+        self.ns_per_op.is_finite() && self.ns_per_op > 0.0
+    }
+}
+
+/// What to measure and for how long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// The thread counts to measure at, in order. Zeros are ignored.
+    pub threads: Vec<usize>,
+    /// How long each measurement runs (after its warm-up); for `call`, it
+    /// sets the number of callbacks per thread (one million per second,
+    /// clamped to 5 000..=2 000 000).
+    pub duration: Duration,
+}
+
+impl Default for Options {
+    /// One thread and, if the machine has more than one CPU, as many
+    /// threads as it has CPUs; 300 ms per measurement.
+    fn default() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        let mut threads = vec![1];
+        if cpus > 1 {
+            threads.push(cpus);
+        }
+        Self {
+            threads,
+            duration: Duration::from_millis(300),
+        }
+    }
+}
+
+impl Options {
+    /// The thread counts actually used: `threads` without zeros.
+    fn thread_counts(&self) -> impl Iterator<Item = usize> + '_ {
+        self.threads.iter().copied().filter(|&t| t > 0)
+    }
+}
+
+/// Runs the read suite: the cost of one outermost read-side critical
+/// section.
+///
+/// For each thread count in `opts.threads`, each implementation runs on that
+/// many threads at once; every thread builds its per-thread state, waits on
+/// a common barrier, warms up, then times batches of 10 000 sections per
+/// clock read for `opts.duration`. A row's `ns_per_op` is the mean of the
+/// threads' ns/op and `ops_per_s` the sum of their rates. One operation is:
+///
+/// * `grace-rcu`: `grace::rcu::read_lock()` and drop of the guard;
+/// * `liburcu-memb-inline-c`: `urcu_memb_read_lock(); barrier();
+///   urcu_memb_read_unlock()` in C with liburcu's inline read side
+///   (`_LGPL_SOURCE`), what a C program gets;
+/// * `liburcu-memb-ffi`: the same through liburcu's exported symbols called
+///   from Rust, what a Rust binding to liburcu gets;
+/// * `crossbeam-epoch`: `crossbeam_epoch::pin()` and drop (default
+///   collector);
+/// * `seize`: `collector.enter()` and drop, one collector shared by all
+///   threads;
+/// * `haphazard`: `protect` of a shared `haphazard::AtomicPtr` through the
+///   thread's `HazardPointer`, then `reset_protection()`.
+///
+/// Every guard passes through [`std::hint::black_box`]. `progress` is called
+/// with a short label (`"read grace-rcu t=2"`) before each measurement.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use grace_bench::{run_read, Options};
+///
+/// let opts = Options { threads: vec![1, 2], duration: Duration::from_millis(100) };
+/// for r in run_read(&opts, &mut |label| eprintln!("measuring {label}")) {
+///     println!("{:<24} t={} {:>8.2} ns/op", r.impl_name, r.threads, r.ns_per_op);
+/// }
+/// ```
+pub fn run_read(opts: &Options, progress: &mut dyn FnMut(&str)) -> Vec<BenchResult> {
+    read::run(opts, progress)
+}
+
+/// Runs the sync suite: the latency of one grace-period wait with idle
+/// readers.
+///
+/// For thread count `T`, the measuring thread and `T - 1` idle reader
+/// threads register with the implementation (one read-side section each, or
+/// liburcu's `register_thread`) and the idle ones park outside any section;
+/// the measuring thread warms up and then waits back to back for
+/// `opts.duration`. `ns_per_op` is the mean latency of one call:
+///
+/// * `grace-rcu`: `grace::rcu::synchronize()`;
+/// * `grace-rcu-expedited`: `grace::rcu::synchronize_expedited()`;
+/// * `membarrier-syscall`: one bare `membarrier(PRIVATE_EXPEDITED)` system
+///   call after `REGISTER_PRIVATE_EXPEDITED`, the kernel's floor under an
+///   expedited grace period (a `NaN` row with a note if the kernel refuses);
+/// * `liburcu-memb`: `urcu_memb_synchronize_rcu()`.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use grace_bench::{run_sync, Options};
+///
+/// let opts = Options { threads: vec![1, 4], duration: Duration::from_millis(200) };
+/// let rows = run_sync(&opts, &mut |_| {});
+/// assert!(rows.iter().any(|r| r.impl_name == "grace-rcu-expedited"));
+/// ```
+pub fn run_sync(opts: &Options, progress: &mut dyn FnMut(&str)) -> Vec<BenchResult> {
+    sync::run(opts, progress)
+}
+
+/// Runs the call suite: deferred-callback throughput, end to end.
+///
+/// For thread count `T`, `T` workers each queue `N` callbacks (one million
+/// per second of `opts.duration`, clamped to 5 000..=2 000 000) that each
+/// increment a shared counter, then one drain makes every callback run; the
+/// time from the workers' common start to the end of the drain, divided by
+/// `T * N`, is `ns_per_op`. An untimed warm-up round comes first, and the
+/// counter must equal `T * N` afterwards (otherwise the row is `NaN` with a
+/// note: a bug).
+///
+/// * `grace-rcu`: `grace::rcu::call(closure)` ×N, then
+///   `grace::rcu::barrier()`;
+/// * `liburcu-memb`: `call_rcu` ×N on preallocated heads (grace stores small
+///   closures inline, so no allocation is timed for either), then
+///   `rcu_barrier()`;
+/// * `crossbeam-epoch`: `guard.defer(closure)` ×N, re-pinning every 64 and
+///   flushing at the end, then `pin().flush()` in a loop until the count is
+///   complete (gives up with a note after 10 s + 10 × duration);
+/// * `seize`: `collector.retire(boxed, reclaimer)` ×N (seize retires
+///   pointers, so the box is part of the cost), in guards re-entered every
+///   64, then `Collector::reclaim_all()` once no thread is active.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use grace_bench::{run_call, Options};
+///
+/// let opts = Options { threads: vec![2], duration: Duration::from_millis(300) };
+/// for r in run_call(&opts, &mut |_| {}) {
+///     println!("{} {:.1} Mcallbacks/s", r.impl_name, r.ops_per_s / 1e6);
+/// }
+/// ```
+pub fn run_call(opts: &Options, progress: &mut dyn FnMut(&str)) -> Vec<BenchResult> {
+    call::run(opts, progress)
+}
+
+/// Runs the suite named `suite` (`"read"`, `"sync"` or `"call"`); `None` for
+/// another name.
+pub fn run_suite(
+    suite: &str,
+    opts: &Options,
+    progress: &mut dyn FnMut(&str),
+) -> Option<Vec<BenchResult>> {
+    match suite {
+        "read" => Some(run_read(opts, progress)),
+        "sync" => Some(run_sync(opts, progress)),
+        "call" => Some(run_call(opts, progress)),
+        _ => None,
+    }
+}
+
+/// The implementations `suite` reports, in run order, given whether liburcu
+/// is available in this build; empty for an unknown suite.
+pub fn expected_impls(suite: &str) -> Vec<&'static str> {
+    match suite {
+        "read" => read::impls(),
+        "sync" => sync::impls(),
+        "call" => call::impls(),
+        _ => Vec::new(),
+    }
+}
+
+/// How many times `run_<suite>` will call `progress` (one per measurement)
+/// with these options: for sizing a progress bar. 0 for an unknown suite.
+pub fn planned_steps(suite: &str, opts: &Options) -> usize {
+    expected_impls(suite).len() * opts.thread_counts().count()
+}
+
+/// `Ok` when the liburcu peer was built in; otherwise why not (for example
+/// that liburcu-dev was not found at build time).
+pub fn liburcu_status() -> Result<(), &'static str> {
+    if liburcu::available() {
+        Ok(())
+    } else {
+        Err(liburcu::unavailable_reason())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn planned_steps_counts_measurements() {
+        let opts = Options {
+            threads: vec![1, 0, 2],
+            duration: Duration::from_millis(1),
+        };
+        let extra = usize::from(liburcu::available());
+        assert_eq!(planned_steps("read", &opts), (4 + 2 * extra) * 2);
+        assert_eq!(planned_steps("sync", &opts), (3 + extra) * 2);
+        assert_eq!(planned_steps("call", &opts), (3 + extra) * 2);
+        assert_eq!(planned_steps("nope", &opts), 0);
+    }
+
+    #[test]
+    fn call_sizes_are_clamped() {
+        assert_eq!(call::calls_per_thread(Duration::ZERO), 5_000);
+        assert_eq!(call::calls_per_thread(Duration::from_millis(300)), 300_000);
+        assert_eq!(call::calls_per_thread(Duration::from_secs(60)), 2_000_000);
+    }
+}

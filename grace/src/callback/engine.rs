@@ -1,0 +1,460 @@
+//! The background half of callbacks: one grace-period thread per flavor and a small pool of
+//! worker threads.
+//!
+//! # The grace-period thread
+//!
+//! It sleeps until there is work, then runs one *cycle*, whose steps are:
+//!
+//! 1. **wait**: until hurried (`call_hurry`, `barrier`, a full ring), asked to poll
+//!    (`start_poll`), or the lazy deadline passes (set by the first lazy `call` after a cycle;
+//!    this is the batching that saves wake-ups, bounded by the configured delay);
+//! 2. **drain**: clear `armed`, execute the heavy barrier, and move every ring's records into
+//!    its shard, tagged with a fresh grace-period snapshot;
+//! 3. **grace period**: run normal grace periods until the newest cookie any shard (or poller)
+//!    waits for is done;
+//! 4. **advance**: move completed segments to `done` and hand each such shard to a worker.
+//!
+//! # The lazy hand-shake (`armed`)
+//!
+//! ```text
+//!   producer (call)                       GP thread (drain step)
+//!   ring.tail.store(t+1, Release)         armed.store(false)
+//!   light_barrier()                       heavy_barrier()
+//!   if !armed.load() { arm() }            drain every ring (tail.load(Acquire))
+//! ```
+//!
+//! Store-buffering: either the producer sees `armed == false` and arms (a new cycle follows),
+//! or the drain sees the new tail. Without the barrier pair both could read the old values and
+//! the record would sit in the ring until some later `call` armed the thread again.
+//!
+//! # Workers
+//!
+//! A shard whose `done` segment is non-empty is handed to one worker at a time (`busy`), so a
+//! shard's callbacks run in FIFO order; that is what `barrier`'s entrained markers rely on. A
+//! callback that panics is caught, counted and reported; the rest of the batch still runs.
+
+use super::ring::{self, Ring};
+use super::seglist::{Node, SegList};
+use super::Callback;
+use crate::gp::seq;
+use crate::rcu::reader::{Readers, Slot};
+use crate::sync::{lock, AtomicBool, AtomicU64, Condvar, Mutex, Ordering};
+use crate::sys::{self, BarrierMode};
+use crossbeam_utils::CachePadded;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+thread_local! {
+    /// Set on callback worker threads, so that `barrier` from a callback is refused.
+    pub(crate) static IN_CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// What a flavor lends its callback engine.
+pub(crate) trait Host: Sync + 'static {
+    fn readers(&self) -> &Readers;
+    fn mode(&self) -> BarrierMode;
+    /// Wait until the normal sequence reaches `snap`, running grace periods as needed.
+    fn run_until(&self, snap: u64);
+    fn snapshot(&self) -> u64;
+    fn current(&self) -> u64;
+    /// Thread-name prefix, e.g. `grace-rcu`.
+    fn name(&self) -> &'static str;
+}
+
+/// Requests to the grace-period thread, under `Engine::ctl`.
+#[derive(Default)]
+struct Ctl {
+    /// Start a cycle now (call_hurry, barrier, a full ring).
+    hurry: bool,
+    /// Someone polls for this snapshot (start_poll).
+    poll_target: Option<u64>,
+    /// When the lazily queued callbacks are due.
+    lazy_deadline: Option<Instant>,
+}
+
+/// Counters for [`crate::rcu::Stats`].
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) invoked: AtomicU64,
+    pub(crate) panics: AtomicU64,
+    pub(crate) cycles: AtomicU64,
+}
+
+pub(crate) struct Engine {
+    host: &'static dyn Host,
+    shards: Box<[CachePadded<Mutex<SegList>>]>,
+    /// See "The lazy hand-shake" in the module docs.
+    armed: AtomicBool,
+    ctl: Mutex<Ctl>,
+    wake: Condvar,
+    work: Mutex<VecDeque<usize>>,
+    work_ready: Condvar,
+    lazy_delay: Duration,
+    pub(crate) counters: Counters,
+}
+
+impl Engine {
+    /// Create the engine and start its threads.
+    pub(crate) fn start(host: &'static dyn Host, lazy_delay: Duration, workers: usize) -> &'static Engine {
+        let shards = (0..sys::num_cpus())
+            .map(|_| CachePadded::new(Mutex::new(SegList::default())))
+            .collect();
+        let engine: &'static Engine = Box::leak(Box::new(Engine {
+            host,
+            shards,
+            armed: AtomicBool::new(false),
+            ctl: Mutex::new(Ctl::default()),
+            wake: Condvar::new(),
+            work: Mutex::new(VecDeque::new()),
+            work_ready: Condvar::new(),
+            lazy_delay,
+            counters: Counters::default(),
+        }));
+        spawn(format!("{}-gp", host.name()), move || engine.gp_thread());
+        for i in 0..workers.max(1) {
+            spawn(format!("{}-cb{i}", host.name()), move || engine.worker());
+        }
+        engine
+    }
+
+    /// Queue a callback from the thread owning `slot`.
+    #[inline]
+    pub(crate) fn call(&self, slot: &Slot, cb: Callback, hurry: bool) {
+        // Relaxed: only the owner thread stores the ring pointer, in ring_slow.
+        let ring = slot.ring.load(Ordering::Relaxed);
+        let ring = if ring.is_null() {
+            self.ring_slow(slot)
+        } else {
+            // SAFETY: rings are leaked by ring_slow and never freed.
+            unsafe { &*ring }
+        };
+        // SAFETY: the caller runs on the thread that owns `slot`, hence the ring's producer.
+        if let Err(cb) = unsafe { ring.push(cb) } {
+            self.ring_full(ring, cb);
+        }
+        if hurry {
+            self.hurry();
+        } else {
+            // Pairs with the heavy_barrier() in gp_thread's drain step ("The lazy hand-shake").
+            sys::light_barrier(self.host.mode());
+            // Relaxed: ordered by the barrier pair above.
+            if !self.armed.load(Ordering::Relaxed) {
+                self.arm();
+            }
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn ring_slow(&self, slot: &Slot) -> &'static Ring {
+        let ring: &'static Ring = Box::leak(Box::new(Ring::new(sys::current_cpu() % self.shards.len())));
+        // Release: pairs with the Acquire in drain_all; the ring is initialized before a
+        // drainer can find it.
+        slot.ring.store(ring as *const Ring as *mut Ring, Ordering::Release);
+        ring
+    }
+
+    /// The ring is full: drain it ourselves (we are its producer; the consumer lock keeps us
+    /// apart from the grace-period thread), start a cycle now, and queue `cb` in the emptied
+    /// ring.
+    #[cold]
+    #[inline(never)]
+    fn ring_full(&self, ring: &Ring, cb: Callback) {
+        self.drain_ring(ring);
+        // SAFETY: we are the ring's producer (see `call`).
+        if let Err(cb) = unsafe { ring.push(cb) } {
+            // Cannot happen: we just emptied it and only we produce. Keep the callback anyway.
+            debug_assert!(false, "ring full right after draining");
+            let node = Node::new(vec![cb]);
+            let cookie = self.host.snapshot();
+            lock(&self.shards[ring.shard]).push(cookie, node, self.host.current());
+        }
+        self.hurry();
+    }
+
+    #[cold]
+    fn arm(&self) {
+        // Relaxed: the flag is a hint guarded by the barrier pair (module docs); the mutex
+        // below orders the deadline.
+        if self.armed.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let mut ctl = lock(&self.ctl);
+        if ctl.lazy_deadline.is_none() {
+            ctl.lazy_deadline = Some(Instant::now() + self.lazy_delay);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Ask for a cycle now.
+    pub(crate) fn hurry(&self) {
+        let mut ctl = lock(&self.ctl);
+        if !ctl.hurry {
+            ctl.hurry = true;
+            self.wake.notify_one();
+        }
+    }
+
+    /// Ask the grace-period thread to run grace periods until `snap` is done.
+    pub(crate) fn request_gp(&self, snap: u64) {
+        let mut ctl = lock(&self.ctl);
+        ctl.poll_target = Some(match ctl.poll_target {
+            Some(t) if seq::ge(t, snap) => t,
+            _ => snap,
+        });
+        self.wake.notify_one();
+    }
+
+    /// Move one ring's records into its shard.
+    fn drain_ring(&self, ring: &Ring) {
+        // Allocate before taking any lock (no allocation under the consumer or shard lock).
+        let mut node = Node::new(Vec::with_capacity(ring::CAP));
+        let _consumer = lock(&ring.consumer);
+        // SAFETY: we hold the ring's consumer lock.
+        if unsafe { ring.drain_into(&mut node.cbs) } == 0 {
+            return;
+        }
+        // The drain read the tail with Acquire, so each `call` happened before this snapshot,
+        // whose fence orders it after them: the cookie is at least as late as one taken inside
+        // `call` would have been.
+        let cookie = self.host.snapshot();
+        // Pushing while still holding `consumer` keeps each ring's records FIFO in its shard
+        // even when two drainers race. Lock order: consumer, then shard.
+        lock(&self.shards[ring.shard]).push(cookie, node, self.host.current());
+    }
+
+    /// Drain every ring of every registered thread (live or exited).
+    fn drain_all(&self) {
+        for slot in self.host.readers().iter() {
+            // Acquire: pairs with the Release in ring_slow.
+            let ring = slot.ring.load(Ordering::Acquire);
+            // SAFETY: rings are leaked and never freed.
+            if let Some(ring) = unsafe { ring.as_ref() } {
+                if ring.has_records() {
+                    self.drain_ring(ring);
+                }
+            }
+        }
+    }
+
+    fn gp_thread(&self) {
+        loop {
+            let poll_target = self.wait_for_work();
+            // Relaxed: see "The lazy hand-shake"; the heavy barrier orders it.
+            self.armed.store(false, Ordering::Relaxed);
+            sys::heavy_barrier(self.host.mode());
+            self.drain_all();
+
+            let mut target = poll_target;
+            for shard in self.shards.iter() {
+                if let Some(c) = lock(shard).newest_cookie() {
+                    target = Some(match target {
+                        Some(t) if seq::ge(t, c) => t,
+                        _ => c,
+                    });
+                }
+            }
+            if let Some(t) = target {
+                self.host.run_until(t);
+            }
+            self.advance_all();
+            // Relaxed: a statistic.
+            self.counters.cycles.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sleep until a cycle is due; returns the poll target to satisfy, if any.
+    fn wait_for_work(&self) -> Option<u64> {
+        let mut ctl = lock(&self.ctl);
+        loop {
+            if ctl.hurry || ctl.poll_target.is_some() {
+                ctl.hurry = false;
+                ctl.lazy_deadline = None;
+                return ctl.poll_target.take();
+            }
+            match ctl.lazy_deadline {
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        ctl.lazy_deadline = None;
+                        return None;
+                    }
+                    ctl = match self.wake.wait_timeout(ctl, d - now) {
+                        Ok((g, _)) => g,
+                        Err(p) => p.into_inner().0,
+                    };
+                }
+                None => {
+                    ctl = match self.wake.wait(ctl) {
+                        Ok(g) => g,
+                        Err(p) => p.into_inner(),
+                    };
+                }
+            }
+        }
+    }
+
+    /// Move completed segments to `done` and give ready shards to workers.
+    fn advance_all(&self) {
+        let cur = self.host.current();
+        let mut ready = Vec::new();
+        for (i, shard) in self.shards.iter().enumerate() {
+            let mut l = lock(shard);
+            l.advance(cur);
+            if claim_for_worker(&mut l) {
+                ready.push(i);
+            }
+        }
+        if !ready.is_empty() {
+            let mut q = lock(&self.work);
+            q.extend(ready);
+            self.work_ready.notify_all();
+        }
+    }
+
+    fn worker(&self) {
+        IN_CALLBACK.with(|c| c.set(true));
+        loop {
+            let idx = {
+                let mut q = lock(&self.work);
+                loop {
+                    if let Some(i) = q.pop_front() {
+                        break i;
+                    }
+                    q = match self.work_ready.wait(q) {
+                        Ok(g) => g,
+                        Err(p) => p.into_inner(),
+                    };
+                }
+            };
+            loop {
+                let batch = {
+                    let mut l = lock(&self.shards[idx]);
+                    let b = l.take_done();
+                    if b.is_empty() {
+                        l.busy = false;
+                        break;
+                    }
+                    b
+                };
+                for mut node in batch.into_nodes() {
+                    let n = node.cbs.len() as u64;
+                    for cb in node.cbs.drain(..) {
+                        self.invoke(cb);
+                    }
+                    // Relaxed: a statistic (barrier waits on its markers, not on this).
+                    self.counters.invoked.fetch_add(n, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn invoke(&self, cb: Callback) {
+        if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb.run())) {
+            // Relaxed: a statistic.
+            let n = self.counters.panics.fetch_add(1, Ordering::Relaxed) + 1;
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "<non-string panic payload>".into());
+            eprintln!(
+                "grace: an {} callback panicked ({msg}); caught, {n} so far; the other callbacks still run",
+                self.host.name()
+            );
+        }
+    }
+
+    /// Wait until every callback queued (on any thread) before this call has been invoked.
+    pub(crate) fn barrier(&self) {
+        self.drain_all();
+        let state = Arc::new(BarrierState::default());
+        let mut spare: Option<Box<Node>> = None;
+        let mut entrained = 0usize;
+        let mut ready = Vec::new();
+        for (i, shard) in self.shards.iter().enumerate() {
+            let node = spare.take().unwrap_or_else(|| {
+                let s = state.clone();
+                Node::new(vec![Callback::new(move || s.arrive())])
+            });
+            let mut l = lock(shard);
+            match l.entrain(node) {
+                Ok(()) => {
+                    entrained += 1;
+                    if claim_for_worker(&mut l) {
+                        ready.push(i);
+                    }
+                }
+                Err(node) => spare = Some(node),
+            }
+        }
+        if let Some(mut node) = spare {
+            for cb in node.cbs.drain(..) {
+                cb.discard();
+            }
+        }
+        if !ready.is_empty() {
+            lock(&self.work).extend(ready);
+            self.work_ready.notify_all();
+        }
+        if entrained > 0 {
+            self.hurry();
+            state.wait_for(entrained);
+        }
+    }
+
+    /// Callbacks queued so far and not yet invoked (an estimate while calls race).
+    pub(crate) fn queued_total(&self) -> u64 {
+        self.host
+            .readers()
+            .iter()
+            .filter_map(|s| {
+                // SAFETY: rings are leaked and never freed.
+                unsafe { s.ring.load(Ordering::Acquire).as_ref() }
+            })
+            .map(|r| r.produced() as u64)
+            .sum()
+    }
+}
+
+/// If `l` has ready callbacks and no worker, mark it busy; the caller then queues it.
+fn claim_for_worker(l: &mut SegList) -> bool {
+    if !l.busy && !l.done.is_empty() {
+        l.busy = true;
+        true
+    } else {
+        false
+    }
+}
+
+fn spawn(name: String, f: impl FnOnce() + Send + 'static) {
+    if let Err(e) = std::thread::Builder::new().name(name.clone()).spawn(f) {
+        // Without this thread no callback would ever run; refusing loudly beats losing them.
+        panic!("grace: cannot start thread {name}: {e}");
+    }
+}
+
+#[derive(Default)]
+struct BarrierState {
+    arrived: Mutex<usize>,
+    cv: Condvar,
+}
+
+impl BarrierState {
+    fn arrive(&self) {
+        *lock(&self.arrived) += 1;
+        self.cv.notify_all();
+    }
+
+    fn wait_for(&self, n: usize) {
+        let mut a = lock(&self.arrived);
+        while *a < n {
+            a = match self.cv.wait(a) {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+        }
+    }
+}

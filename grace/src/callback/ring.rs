@@ -1,0 +1,228 @@
+//! The per-thread callback ring: a bounded single-producer queue whose producer is the thread
+//! that owns the reader slot, and whose consumer is whoever holds `consumer` (the
+//! grace-period thread, `barrier`, or the owner itself when the ring is full).
+//!
+//! ```text
+//!   head (consumer)                tail (producer)
+//!     │                              │
+//!  ───┼──────────────────────────────┼────────  indices grow forever; slot = index % CAP
+//!     └──── records to be drained ───┘
+//! ```
+//!
+//! | field | written by | read by |
+//! |---|---|---|
+//! | `tail` | owner, store-release after writing the record | consumer, load-acquire |
+//! | `head` | consumer, store-release after copying records out | owner, load-acquire, only when its cached copy says full |
+//! | `cached_head` | owner only | owner only |
+//!
+//! When a thread exits, its slot (and ring) goes back to the registry with the records still
+//! in it; the next drain takes them, and the next owner continues from the same indices.
+
+use super::Callback;
+use crate::sync::{AtomicUsize, Mutex, Ordering};
+use crossbeam_utils::CachePadded;
+use std::cell::UnsafeCell;
+use std::mem::MaybeUninit;
+
+/// Capacity in records (a power of two; 8 KiB per ring on 64-bit).
+#[cfg(not(miri))]
+pub(crate) const CAP: usize = 256;
+/// Tiny under Miri so that wrap-around and the full path are exercised.
+#[cfg(miri)]
+pub(crate) const CAP: usize = 4;
+
+pub(crate) struct Ring {
+    tail: CachePadded<AtomicUsize>,
+    /// Owner-only lower bound of `head`.
+    cached_head: UnsafeCell<usize>,
+    head: CachePadded<AtomicUsize>,
+    /// Serializes consumers.
+    pub(crate) consumer: Mutex<()>,
+    /// Shard whose list receives this ring's callbacks.
+    pub(crate) shard: usize,
+    slots: Box<[UnsafeCell<MaybeUninit<Callback>>]>,
+}
+
+// SAFETY: the ring is shared between its owner (producer) and consumers. Records move through
+// it by value (Callback is Send). `cached_head` is touched only by the owning thread (the
+// thread holding the slot IN_USE), and each record slot is written only by the producer while
+// it lies in [tail, head + CAP) and read only by a consumer holding `consumer` while it lies
+// in [head, tail); the Release/Acquire pairs on head and tail hand each slot over.
+unsafe impl Sync for Ring {}
+// SAFETY: as above; nothing in the ring is tied to a thread.
+unsafe impl Send for Ring {}
+
+impl Ring {
+    pub(crate) fn new(shard: usize) -> Ring {
+        Ring {
+            tail: CachePadded::new(AtomicUsize::new(0)),
+            cached_head: UnsafeCell::new(0),
+            head: CachePadded::new(AtomicUsize::new(0)),
+            consumer: Mutex::new(()),
+            shard,
+            slots: (0..CAP).map(|_| UnsafeCell::new(MaybeUninit::uninit())).collect(),
+        }
+    }
+
+    /// Producer: append a record, or give it back if the ring is full.
+    ///
+    /// # Safety
+    ///
+    /// Only the ring's owner thread may call this (one producer at a time).
+    #[inline]
+    pub(crate) unsafe fn push(&self, cb: Callback) -> Result<(), Callback> {
+        // Relaxed: only the producer writes tail.
+        let t = self.tail.load(Ordering::Relaxed);
+        // SAFETY: owner-only field, and the caller is the owner.
+        let cached = unsafe { &mut *self.cached_head.get() };
+        if t.wrapping_sub(*cached) >= CAP {
+            // Acquire: pairs with the Release in `drain_into`; the consumer finished copying
+            // the records we are about to overwrite.
+            *cached = self.head.load(Ordering::Acquire);
+            if t.wrapping_sub(*cached) >= CAP {
+                return Err(cb);
+            }
+        }
+        // SAFETY: index t lies in [tail, head + CAP): no consumer reads it until we publish
+        // the new tail below, and we are the only producer.
+        unsafe { (*self.slots[t % CAP].get()).write(cb) };
+        // Release: pairs with the Acquire in `drain_into`; the record is written before a
+        // consumer can see it.
+        self.tail.store(t.wrapping_add(1), Ordering::Release);
+        Ok(())
+    }
+
+    /// Producer-side: number of records queued so far in the ring's life (for statistics).
+    pub(crate) fn produced(&self) -> usize {
+        // Relaxed: a statistic.
+        self.tail.load(Ordering::Relaxed)
+    }
+
+    /// Is anything waiting to be drained? A hint: may be stale as soon as it returns.
+    pub(crate) fn has_records(&self) -> bool {
+        // Relaxed: a hint; the drain itself re-reads with Acquire.
+        self.tail.load(Ordering::Relaxed) != self.head.load(Ordering::Relaxed)
+    }
+
+    /// Consumer: move every published record into `out`. Returns how many moved.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds `self.consumer`.
+    pub(crate) unsafe fn drain_into(&self, out: &mut Vec<Callback>) -> usize {
+        // Relaxed: only consumers (serialized by `consumer`) write head.
+        let h = self.head.load(Ordering::Relaxed);
+        // Acquire: pairs with the Release in `push`; the records up to t are written.
+        let t = self.tail.load(Ordering::Acquire);
+        let n = t.wrapping_sub(h);
+        out.reserve(n);
+        for i in 0..n {
+            let idx = h.wrapping_add(i) % CAP;
+            // SAFETY: idx lies in [head, tail): written by the producer (published by the
+            // Acquire above) and not yet consumed; the caller is the only consumer.
+            out.push(unsafe { (*self.slots[idx].get()).assume_init_read() });
+        }
+        // Release: pairs with the Acquire in `push`; our reads of the slots are done before
+        // the producer may reuse them.
+        self.head.store(t, Ordering::Release);
+        n
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        // Rings live as long as their slot, which is never freed; a ring is dropped only in
+        // tests. Discard what is left so that captures are dropped.
+        let mut left = Vec::new();
+        // SAFETY: `&mut self`: no other producer or consumer exists.
+        unsafe { self.drain_into(&mut left) };
+        for cb in left {
+            cb.discard();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize as StdUsize;
+    use std::sync::Arc;
+
+    #[test]
+    fn fifo_wraparound_and_full() {
+        let ring = Ring::new(0);
+        let hits = Arc::new(StdUsize::new(0));
+        let mut out = Vec::new();
+        let mut pushed = 0;
+        for round in 0..3 {
+            loop {
+                let h = hits.clone();
+                let expect = pushed;
+                // SAFETY: this test thread is the only producer.
+                let r = unsafe {
+                    ring.push(Callback::new(move || {
+                        assert_eq!(h.fetch_add(1, Ordering::Relaxed), expect, "FIFO order");
+                    }))
+                };
+                match r {
+                    Ok(()) => pushed += 1,
+                    Err(cb) => {
+                        cb.discard();
+                        break;
+                    }
+                }
+            }
+            assert_eq!(pushed, (round + 1) * CAP, "ring holds exactly CAP records");
+            let _c = crate::sync::lock(&ring.consumer);
+            // SAFETY: we hold `consumer`.
+            assert_eq!(unsafe { ring.drain_into(&mut out) }, CAP);
+            for cb in out.drain(..) {
+                cb.run();
+            }
+        }
+        assert_eq!(hits.load(Ordering::Relaxed), 3 * CAP);
+        assert_eq!(Arc::strong_count(&hits), 1);
+    }
+
+    #[test]
+    fn concurrent_producer_and_consumer() {
+        let ring = Arc::new(Ring::new(0));
+        let total = Arc::new(StdUsize::new(0));
+        let n = if cfg!(miri) { 50 } else { 20_000 };
+        let producer = {
+            let ring = ring.clone();
+            let total = total.clone();
+            std::thread::spawn(move || {
+                for i in 0..n {
+                    let t = total.clone();
+                    let mut cb = Callback::new(move || {
+                        t.fetch_add(i, Ordering::Relaxed);
+                    });
+                    loop {
+                        // SAFETY: this thread is the only producer.
+                        match unsafe { ring.push(cb) } {
+                            Ok(()) => break,
+                            Err(back) => {
+                                cb = back;
+                                std::thread::yield_now();
+                            }
+                        }
+                    }
+                }
+            })
+        };
+        let mut got = 0;
+        let mut out = Vec::new();
+        while got < n {
+            let _c = crate::sync::lock(&ring.consumer);
+            // SAFETY: we hold `consumer`.
+            got += unsafe { ring.drain_into(&mut out) };
+            for cb in out.drain(..) {
+                cb.run();
+            }
+            std::thread::yield_now();
+        }
+        producer.join().unwrap();
+        assert_eq!(total.load(Ordering::Relaxed), (0..n).sum::<usize>());
+    }
+}

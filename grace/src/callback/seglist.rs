@@ -1,0 +1,268 @@
+//! A shard's segmented callback list, after the kernel's `rcu_segcblist`.
+//!
+//! ```text
+//!   done ─────────► pending[0] (cookie a) ─────► pending[1] (cookie b)      a < b
+//!   ready to run     waits for GP a               waits for GP b
+//! ```
+//!
+//! New batches join the *tail* segment when they wait for the same cookie, or open a new
+//! pending segment. [`SegList::advance`] moves every segment whose cookie has completed into
+//! `done`. Order is FIFO end to end: callbacks leave in the order they arrived, which is what
+//! lets `barrier` entrain a marker at the tail and know that everything before it has run once
+//! the marker has.
+//!
+//! Why two pending segments suffice: a cookie that is not yet done is one of at most
+//! [`NUM_ACTIVE_POLL_OLDSTATE`] values (see `gp::seq`), and each arriving batch carries a
+//! cookie at least as new as the tail's. If both pending segments are taken and a newer cookie
+//! arrives, the older segment's cookie must already be done; [`SegList::push`] advances first,
+//! and in the impossible case that it did not complete, merges the new batch into the tail with
+//! the newer cookie, which only ever makes callbacks wait longer, never shorter.
+//!
+//! Batches are linked [`Node`]s the caller allocates before taking the shard lock, so the list
+//! itself never allocates.
+
+use super::Callback;
+use crate::cookie::NUM_ACTIVE_POLL_OLDSTATE;
+use crate::gp::seq;
+
+/// A block of callbacks, allocated outside any lock.
+pub(crate) struct Node {
+    next: Option<Box<Node>>,
+    pub(crate) cbs: Vec<Callback>,
+}
+
+impl Node {
+    pub(crate) fn new(cbs: Vec<Callback>) -> Box<Node> {
+        Box::new(Node { next: None, cbs })
+    }
+}
+
+/// A FIFO of nodes.
+#[derive(Default)]
+pub(crate) struct Batch {
+    head: Option<Box<Node>>,
+    /// Last node of `head`'s chain; null when empty.
+    tail: Option<std::ptr::NonNull<Node>>,
+    len: usize,
+}
+
+// SAFETY: `tail` points into the chain owned by `head`; the batch owns its nodes outright.
+unsafe impl Send for Batch {}
+
+impl Batch {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.head.is_none()
+    }
+
+    fn push_node(&mut self, mut node: Box<Node>) {
+        self.len += node.cbs.len();
+        node.next = None;
+        let raw = std::ptr::NonNull::from(&mut *node);
+        match self.tail {
+            // SAFETY: `tail` is the last node of the chain owned by `head`, alive while the
+            // batch is, and we hold `&mut self`.
+            Some(mut t) => unsafe { t.as_mut().next = Some(node) },
+            None => self.head = Some(node),
+        }
+        self.tail = Some(raw);
+    }
+
+    fn append(&mut self, mut other: Batch) {
+        if let Some(head) = other.head.take() {
+            let other_tail = other.tail.take();
+            self.len += std::mem::take(&mut other.len);
+            match self.tail {
+                // SAFETY: as in push_node.
+                Some(mut t) => unsafe { t.as_mut().next = Some(head) },
+                None => self.head = Some(head),
+            }
+            self.tail = other_tail;
+        }
+    }
+
+    /// Consume the batch node by node (for invoking; nodes are freed as they are emptied).
+    pub(crate) fn into_nodes(mut self) -> impl Iterator<Item = Box<Node>> {
+        self.tail = None;
+        self.len = 0;
+        let mut cur = self.head.take();
+        std::iter::from_fn(move || {
+            let mut n = cur.take()?;
+            cur = n.next.take();
+            Some(n)
+        })
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        // Unlink iteratively (no recursion on long chains). Callbacks still inside are
+        // discarded, which only happens when a shard is torn down in tests.
+        let mut cur = self.head.take();
+        while let Some(mut n) = cur {
+            cur = n.next.take();
+            for cb in n.cbs.drain(..) {
+                cb.discard();
+            }
+        }
+    }
+}
+
+/// A shard's callbacks, by segment.
+#[derive(Default)]
+pub(crate) struct SegList {
+    pub(crate) done: Batch,
+    /// In cookie order; `None` entries only at the end.
+    pending: [Option<(u64, Batch)>; NUM_ACTIVE_POLL_OLDSTATE],
+    /// A worker is invoking a batch taken from `done`.
+    pub(crate) busy: bool,
+}
+
+impl SegList {
+    /// Total callbacks in all segments (not counting a batch a worker took).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.done.len()
+            + self
+                .pending
+                .iter()
+                .flatten()
+                .map(|(_, b)| b.len())
+                .sum::<usize>()
+    }
+
+    /// Nothing queued and nothing being invoked.
+    pub(crate) fn is_idle(&self) -> bool {
+        !self.busy && self.done.is_empty() && self.pending.iter().all(Option::is_none)
+    }
+
+    /// The newest cookie anything here waits for.
+    pub(crate) fn newest_cookie(&self) -> Option<u64> {
+        self.pending.iter().flatten().map(|(c, _)| *c).last()
+    }
+
+    /// Queue `node` to wait for `cookie`; `cur` is the sequence's current value.
+    pub(crate) fn push(&mut self, cookie: u64, node: Box<Node>, cur: u64) {
+        self.advance(cur);
+        let used = self.pending.iter().filter(|p| p.is_some()).count();
+        if let Some(last) = used.checked_sub(1) {
+            let (c, b) = self.pending[last].as_mut().expect("counted");
+            if *c == cookie || used == NUM_ACTIVE_POLL_OLDSTATE {
+                // Same grace period, or (cannot happen, see module docs) no room: join the
+                // tail, waiting for the newer of the two cookies.
+                debug_assert!(*c == cookie, "a third distinct pending cookie");
+                if seq::ge(cookie, *c) {
+                    *c = cookie;
+                }
+                b.push_node(node);
+                return;
+            }
+        }
+        let mut b = Batch::default();
+        b.push_node(node);
+        self.pending[used] = Some((cookie, b));
+    }
+
+    /// Entrain `node` behind everything already queued, waiting for nothing new (the marker of
+    /// `barrier`). Returns `false`, leaving the node to the caller, if the shard is idle.
+    pub(crate) fn entrain(&mut self, node: Box<Node>) -> Result<(), Box<Node>> {
+        if self.is_idle() {
+            return Err(node);
+        }
+        match self.pending.iter_mut().flatten().last() {
+            Some((_, b)) => b.push_node(node),
+            None => self.done.push_node(node),
+        }
+        Ok(())
+    }
+
+    /// Move every pending segment whose cookie is done (at sequence value `cur`) into `done`.
+    pub(crate) fn advance(&mut self, cur: u64) {
+        while let Some((c, _)) = &self.pending[0] {
+            if !seq::done(cur, *c) {
+                break;
+            }
+            let (_, b) = self.pending[0].take().expect("checked");
+            self.done.append(b);
+            self.pending.rotate_left(1);
+        }
+    }
+
+    /// Take the `done` segment for invoking.
+    pub(crate) fn take_done(&mut self) -> Batch {
+        std::mem::take(&mut self.done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    fn node(log: &Arc<Mutex<Vec<u32>>>, ids: &[u32]) -> Box<Node> {
+        Node::new(
+            ids.iter()
+                .map(|&i| {
+                    let log = log.clone();
+                    Callback::new(move || log.lock().unwrap().push(i))
+                })
+                .collect(),
+        )
+    }
+
+    fn run(b: Batch) {
+        for mut n in b.into_nodes() {
+            for cb in n.cbs.drain(..) {
+                cb.run();
+            }
+        }
+    }
+
+    #[test]
+    fn segments_advance_in_cookie_order_and_stay_fifo() {
+        let log = Arc::new(Mutex::new(vec![]));
+        let mut l = SegList::default();
+        let mut s = 0u64;
+        let a = seq::snapshot(s); // end of GP 1
+        l.push(a, node(&log, &[1, 2]), s);
+        s = seq::started(s);
+        let b = seq::snapshot(s); // end of GP 2
+        l.push(b, node(&log, &[3]), s);
+        l.push(b, node(&log, &[4]), s);
+        assert_eq!(l.newest_cookie(), Some(b));
+        assert_eq!(l.len(), 4);
+        l.advance(s);
+        assert!(l.done.is_empty(), "nothing completes while GP 1 runs");
+        s = seq::ended(s);
+        l.advance(s);
+        assert_eq!(l.done.len(), 2);
+        // Marker entrained behind 3 and 4.
+        l.entrain(node(&log, &[99])).ok().unwrap();
+        s = seq::ended(seq::started(s));
+        l.advance(s);
+        run(l.take_done());
+        assert_eq!(*log.lock().unwrap(), vec![1, 2, 3, 4, 99]);
+        assert!(l.is_idle());
+        assert!(l.entrain(node(&log, &[100])).is_err(), "idle shard needs no marker");
+    }
+
+    #[test]
+    fn a_third_cookie_advances_the_oldest_first() {
+        let log = Arc::new(Mutex::new(vec![]));
+        let mut l = SegList::default();
+        let mut s = 0u64;
+        l.push(seq::snapshot(s), node(&log, &[1]), s);
+        s = seq::started(s);
+        l.push(seq::snapshot(s), node(&log, &[2]), s);
+        s = seq::ended(s);
+        s = seq::started(s);
+        // GP 1 ended, GP 2 running: a new snapshot needs GP 3.
+        l.push(seq::snapshot(s), node(&log, &[3]), s);
+        assert_eq!(l.done.len(), 1);
+        assert_eq!(l.len(), 3);
+    }
+}

@@ -1,0 +1,58 @@
+//! # grace: the Linux kernel's RCU, in user space
+//!
+//! Read-copy-update lets readers traverse shared data with no locks, no atomic
+//! read-modify-writes and no shared-cache-line writes: a read-side section costs a
+//! thread-local load and store. Updaters publish new versions and reclaim old ones only after a
+//! *grace period*, once every reader that could have seen them has moved on.
+//!
+//! ```
+//! use grace::{rcu, RcuCell};
+//! let cell = RcuCell::new(String::from("v1"));
+//! { let g = rcu::read_lock(); assert_eq!(cell.load(&g), "v1"); }
+//! cell.replace(String::from("v2")).defer_drop(); // freed after a grace period
+//! ```
+//!
+//! ## Map of the crate
+//!
+//! | module | what it is |
+//! |---|---|
+//! | [`rcu`] | the RCU flavor: read side, `synchronize`, polled cookies, `call`, `barrier` |
+//! | [`cookie`] | grace-period cookies as types, and how many can be outstanding |
+//! | [`flavor`] | the [`Flavor`] trait every flavor implements, so higher layers are generic |
+//! | [`cell`] | [`RcuCell`], a safe RCU-protected pointer, and [`Retired`] values |
+//! | [`config`] | `GRACE_*` settings |
+//! | [`sys`] | everything platform-specific: `membarrier`, CPU hint |
+//! | `gp` (internal) | grace-period sequence arithmetic and the phase-named engine |
+//! | `callback` (internal) | per-thread rings, per-shard segmented lists, workers |
+//!
+//! ## Guarantees
+//!
+//! * No early free: nothing handed to a grace-period API is reclaimed while a reader that
+//!   could see it is inside its section.
+//! * Nothing lost: every callback runs exactly once, also when the thread that queued it
+//!   exits; a panicking callback is caught and does not take the others with it.
+//! * Safe API: guards are `!Send`, references are tied to guards, callbacks are
+//!   `Send + 'static`.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub(crate) mod callback;
+pub mod config;
+pub mod cookie;
+pub(crate) mod gp;
+pub mod rcu;
+pub(crate) mod sync;
+pub mod sys;
+
+#[cfg(not(loom))]
+pub mod cell;
+#[cfg(not(loom))]
+pub mod flavor;
+
+#[cfg(not(loom))]
+pub use cell::{RcuCell, Retired};
+#[cfg(not(loom))]
+pub use flavor::{Flavor, Rcu};
+pub use gp::GpPhase;
+pub use sys::BarrierMode;

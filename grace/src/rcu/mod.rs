@@ -1,0 +1,653 @@
+//! The RCU flavor: one process-wide domain with the kernel's full API.
+//!
+//! # Read side
+//!
+//! [`read_lock`] returns a [`Guard`]; the section lasts until the guard is dropped. Sections
+//! nest (an inner lock only bumps a count). The outermost lock is one load of a global word
+//! and one store into this thread's slot, plus a compiler fence; unlock is one store. The
+//! guard is neither `Send` nor `Sync`: the section belongs to the thread that opened it.
+//!
+//! Threads register on their first `read_lock` (or `call`), and unregister when they exit,
+//! also when they exit by panicking (unwinding drops their guards first). See "Thread exit"
+//! below.
+//!
+//! # Update side
+//!
+//! * [`synchronize`] waits for a normal grace period; [`synchronize_expedited`] drives one
+//!   with the least latency. Concurrent callers share grace periods.
+//! * Polling: [`get_state`] / [`start_poll`] give a [`Cookie`]; [`poll_state`],
+//!   [`poll_state_any`], [`cond_synchronize`] consume it. The `_full` variants use a
+//!   [`FullCookie`], which an expedited grace period also completes.
+//! * [`call`] queues a closure to run after a grace period, lazily (batched for up to the
+//!   configured delay, `GRACE_LAZY_MS`); [`call_hurry`] does not wait to batch; [`barrier`]
+//!   waits until every callback queued before it has run.
+//!
+//! # Ordering guarantee
+//!
+//! If a read-side section began before a grace period started, the grace period ends after
+//! the section does, and every access of the section happens-before whatever follows the end
+//! of the grace period (the return of `synchronize`, a `poll_state` that returns `true`, the
+//! invocation of a callback). Every access made before the grace period started (the call to
+//! `synchronize`, `get_state`, `start_poll` or `call`) happens-before the accesses of every
+//! section that did not end before it.
+//!
+//! # Misuse
+//!
+//! Waiting for a grace period inside a read-side section of the same thread would wait for
+//! itself. [`synchronize`], [`synchronize_expedited`], [`barrier`] and a [`cond_synchronize`]
+//! that would wait panic at once with a message naming the mistake (one thread-local read,
+//! kept in release builds). [`barrier`] called from inside a callback panics as well.
+//!
+//! # Thread exit
+//!
+//! A thread's registration is a thread-local value whose destructor gives its slot back. A
+//! thread that exits outside any section never delays a grace period again. A guard that
+//! outlives the registration (leaked with `mem::forget`, or stored in another thread-local
+//! destroyed later) keeps its section open: grace periods wait for it, exactly as they would
+//! on a live thread, and the slot is never reused. Callbacks queued by an exiting thread are
+//! not lost: they stay in its ring until the grace-period thread drains them.
+//!
+//! Callbacks still queued when the *process* exits are not run; call [`barrier`] before
+//! returning from `main` if they must.
+
+pub(crate) mod reader;
+
+#[cfg(not(loom))]
+pub use api::*;
+
+#[cfg(not(loom))]
+mod api {
+    use super::reader::{Readers, Slot};
+    use crate::callback::engine::{Engine, Host, IN_CALLBACK};
+    use crate::callback::Callback;
+    use crate::config::Config;
+    use crate::cookie::{Cookie, FullCookie};
+    use crate::gp::{seq, GpEngine, GpKind, GpPhase};
+    use crate::sync::{fence, Ordering};
+    use crate::sys::{self, BarrierMode};
+    use std::cell::Cell;
+    use std::marker::PhantomData;
+    use std::ptr;
+    use std::sync::OnceLock;
+
+    /// The flavor's reader set and grace-period engine. A static, so that the read side
+    /// addresses the epoch word directly.
+    static READERS: Readers = Readers::new();
+    static GP: GpEngine = GpEngine::new();
+    static CONFIG: OnceLock<Config> = OnceLock::new();
+    static ENGINE: OnceLock<&'static Engine> = OnceLock::new();
+
+    thread_local! {
+        /// This thread's slot, or null before registration. No destructor, so access is a
+        /// plain thread-local load with no state check.
+        static LOCAL: Cell<*const Slot> = const { Cell::new(ptr::null()) };
+        /// Gives the slot back when the thread exits.
+        static EXIT_HOOK: ExitHook = const { ExitHook(Cell::new(ptr::null())) };
+    }
+
+    struct ExitHook(Cell<*const Slot>);
+
+    impl Drop for ExitHook {
+        fn drop(&mut self) {
+            let p = self.0.get();
+            if p.is_null() {
+                return;
+            }
+            // SAFETY: slots are never freed.
+            let slot = unsafe { &*p };
+            if slot.depth() == 0 {
+                // A later read_lock on this thread (from another thread-local's destructor)
+                // registers afresh, as an abandoned slot (see register_slow).
+                let _ = LOCAL.try_with(|l| l.set(ptr::null()));
+            }
+            READERS.release(slot);
+        }
+    }
+
+    /// Initialize the flavor once: settings, barrier mode, the epoch word's FENCE bit.
+    fn config() -> &'static Config {
+        CONFIG.get_or_init(|| {
+            let cfg = Config::from_env_or_warn();
+            if sys::init(cfg.no_membarrier) == BarrierMode::Fence {
+                READERS.set_fence_mode();
+            }
+            cfg
+        })
+    }
+
+    #[inline]
+    fn mode() -> BarrierMode {
+        match sys::mode() {
+            Some(m) if CONFIG.get().is_some() => m,
+            _ => {
+                config();
+                sys::mode().unwrap_or(BarrierMode::Fence)
+            }
+        }
+    }
+
+    #[inline]
+    fn local_slot() -> &'static Slot {
+        let p = LOCAL.with(Cell::get);
+        if p.is_null() {
+            register_slow()
+        } else {
+            // SAFETY: slots are leaked by Readers::push and never freed.
+            unsafe { &*p }
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn register_slow() -> &'static Slot {
+        // Initialization (and the FENCE bit) happens before our slot can exist.
+        config();
+        let hooked = EXIT_HOOK.try_with(|_| ()).is_ok();
+        let slot = if hooked {
+            READERS.acquire()
+        } else {
+            // Registering while this thread's thread-locals are being destroyed: nothing will
+            // run at exit to give the slot back, so it is abandoned from the start.
+            READERS.push(super::reader::state::ABANDONED)
+        };
+        if hooked {
+            let _ = EXIT_HOOK.try_with(|h| h.0.set(slot));
+        }
+        LOCAL.with(|l| l.set(slot));
+        slot
+    }
+
+    fn assert_not_reading(what: &str) {
+        let p = LOCAL.try_with(Cell::get).unwrap_or(ptr::null());
+        // SAFETY: slots are never freed.
+        if !p.is_null() && unsafe { &*p }.depth() > 0 {
+            reading_panic(what);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn reading_panic(what: &str) -> ! {
+        panic!(
+            "grace: rcu::{what}() called inside an RCU read-side critical section on the same \
+             thread; it would wait for that very section to end (self-deadlock). Drop the \
+             read guard first."
+        );
+    }
+
+    /// A read-side critical section of the RCU flavor. Dropping it ends the section.
+    ///
+    /// Neither `Send` nor `Sync`: the section belongs to the thread that opened it.
+    ///
+    /// ```compile_fail
+    /// fn needs_send<T: Send>(_: T) {}
+    /// needs_send(grace::rcu::read_lock());
+    /// ```
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let outer = grace::rcu::read_lock();
+    /// let inner = grace::rcu::read_lock(); // nesting is cheap
+    /// drop(inner);
+    /// drop(outer);
+    /// ```
+    #[must_use = "the read-side section ends when the guard is dropped"]
+    pub struct Guard {
+        slot: &'static Slot,
+        _not_send: PhantomData<*mut ()>,
+    }
+
+    impl Drop for Guard {
+        #[inline]
+        fn drop(&mut self) {
+            self.slot.unlock();
+        }
+    }
+
+    impl std::fmt::Debug for Guard {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("rcu::Guard")
+                .field("depth", &self.slot.depth())
+                .finish()
+        }
+    }
+
+    /// Enter a read-side critical section (the kernel's `rcu_read_lock`).
+    ///
+    /// Objects reached through RCU-protected pointers while the guard lives are not freed
+    /// by any grace-period-based reclamation until it is dropped.
+    ///
+    /// # Panics
+    ///
+    /// If sections nest more than 65535 deep (a leaked guard in a loop).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use grace::{rcu, RcuCell};
+    /// let cell = RcuCell::new(String::from("hello"));
+    /// let guard = rcu::read_lock();
+    /// assert_eq!(cell.load(&guard), "hello");
+    /// ```
+    #[inline]
+    pub fn read_lock() -> Guard {
+        let slot = local_slot();
+        slot.lock(&READERS.epoch);
+        Guard {
+            slot,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// Whether this thread is inside a read-side section (the kernel's
+    /// `rcu_read_lock_held`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(!grace::rcu::is_reading());
+    /// let g = grace::rcu::read_lock();
+    /// assert!(grace::rcu::is_reading());
+    /// # drop(g);
+    /// ```
+    pub fn is_reading() -> bool {
+        let p = LOCAL.try_with(Cell::get).unwrap_or(ptr::null());
+        // SAFETY: slots are never freed.
+        !p.is_null() && unsafe { &*p }.depth() > 0
+    }
+
+    /// Wait until every read-side section that began before this call has ended (the
+    /// kernel's `synchronize_rcu`). See the module docs for the ordering guarantee.
+    ///
+    /// Concurrent callers share grace periods. Readers are waited for with a gentle back-off
+    /// (spin, yield, then short sleeps), so a long reader costs the waiter little CPU.
+    ///
+    /// # Panics
+    ///
+    /// If called inside a read-side section on the same thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use grace::{rcu, RcuCell};
+    /// let cell = RcuCell::new(1);
+    /// let old = cell.replace(2);
+    /// rcu::synchronize();
+    /// // No reader can still see the old value.
+    /// # drop(old);
+    /// ```
+    pub fn synchronize() {
+        assert_not_reading("synchronize");
+        GP.synchronize(&READERS, mode(), GpKind::Normal);
+    }
+
+    /// Like [`synchronize`], but drives the grace period now and waits by spinning and
+    /// yielding, for the least latency (the kernel's `synchronize_rcu_expedited`). Completes
+    /// [`FullCookie`]s, not plain [`Cookie`]s.
+    ///
+    /// # Panics
+    ///
+    /// If called inside a read-side section on the same thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// grace::rcu::synchronize_expedited();
+    /// ```
+    pub fn synchronize_expedited() {
+        assert_not_reading("synchronize_expedited");
+        GP.synchronize(&READERS, mode(), GpKind::Expedited);
+    }
+
+    /// A cookie for the grace period that will end after every section active now has
+    /// ended; starts nothing (the kernel's `get_state_synchronize_rcu`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use grace::rcu;
+    /// let c = rcu::get_state();
+    /// rcu::synchronize();
+    /// assert!(rcu::poll_state(c));
+    /// ```
+    #[inline]
+    pub fn get_state() -> Cookie {
+        mode();
+        Cookie(GP.snapshot(GpKind::Normal))
+    }
+
+    /// Like [`get_state`], and makes sure that grace period will run, on the background
+    /// grace-period thread (the kernel's `start_poll_synchronize_rcu`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use grace::rcu;
+    /// let c = rcu::start_poll();
+    /// while !rcu::poll_state(c) {
+    ///     std::thread::yield_now();
+    /// }
+    /// ```
+    pub fn start_poll() -> Cookie {
+        let c = get_state();
+        if !poll_state(c) {
+            engine().request_gp(c.0);
+        }
+        c
+    }
+
+    /// Has the grace period of `cookie` ended (the kernel's `poll_state_synchronize_rcu`)?
+    /// A `true` answer gives the ordering guarantee of [`synchronize`] returning.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use grace::rcu;
+    /// assert!(rcu::poll_state(rcu::get_completed_state()));
+    /// ```
+    #[inline]
+    pub fn poll_state(cookie: Cookie) -> bool {
+        GP.done(GpKind::Normal, cookie.0)
+    }
+
+    /// The index of the first cookie in `cookies` whose grace period has ended, reading the
+    /// sequence once (the multi-cookie poll offered in the `rcu_pending` review).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use grace::rcu;
+    /// let cs = [rcu::get_state(), rcu::get_completed_state()];
+    /// assert_eq!(rcu::poll_state_any(&cs), Some(1));
+    /// ```
+    pub fn poll_state_any(cookies: &[Cookie]) -> Option<usize> {
+        let cur = GP.current(GpKind::Normal);
+        cookies.iter().position(|c| seq::done(cur, c.0))
+    }
+
+    /// Wait, if needed, until the grace period of `cookie` has ended (the kernel's
+    /// `cond_synchronize_rcu`). Returns at once when it already has.
+    ///
+    /// # Panics
+    ///
+    /// If it would wait and is called inside a read-side section on the same thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use grace::rcu;
+    /// let c = rcu::get_state();
+    /// rcu::cond_synchronize(c);
+    /// assert!(rcu::poll_state(c));
+    /// ```
+    pub fn cond_synchronize(cookie: Cookie) {
+        if !poll_state(cookie) {
+            assert_not_reading("cond_synchronize");
+            GP.run_until(&READERS, mode(), GpKind::Normal, cookie.0);
+        }
+    }
+
+    /// A cookie that always reads as completed (the kernel's
+    /// `get_completed_synchronize_rcu`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(grace::rcu::poll_state(grace::rcu::get_completed_state()));
+    /// ```
+    pub const fn get_completed_state() -> Cookie {
+        Cookie::completed()
+    }
+
+    /// Whether two cookies stand for the same grace period (the kernel's
+    /// `same_state_synchronize_rcu`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let c = grace::rcu::get_state();
+    /// assert!(grace::rcu::same_state(c, c));
+    /// ```
+    pub fn same_state(a: Cookie, b: Cookie) -> bool {
+        a.same_state(b)
+    }
+
+    /// A [`FullCookie`]: completes on the next normal *or* expedited grace period (the
+    /// kernel's `get_state_synchronize_rcu_full`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use grace::rcu;
+    /// let c = rcu::get_state_full();
+    /// rcu::synchronize_expedited();
+    /// assert!(rcu::poll_state_full(c));
+    /// ```
+    pub fn get_state_full() -> FullCookie {
+        mode();
+        // SeqCst: as in GpEngine::snapshot, for both sequences at once.
+        fence(Ordering::SeqCst);
+        FullCookie {
+            normal: seq::snapshot(GP.current(GpKind::Normal)),
+            expedited: seq::snapshot(GP.current(GpKind::Expedited)),
+        }
+    }
+
+    /// Like [`get_state_full`], and makes sure a normal grace period will run.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use grace::rcu;
+    /// let c = rcu::start_poll_full();
+    /// rcu::cond_synchronize_full(c);
+    /// assert!(rcu::poll_state_full(c));
+    /// ```
+    pub fn start_poll_full() -> FullCookie {
+        let c = get_state_full();
+        if !poll_state_full(c) {
+            engine().request_gp(c.normal);
+        }
+        c
+    }
+
+    /// Has a normal or an expedited grace period ended since `cookie` was taken?
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use grace::rcu;
+    /// let c = rcu::get_state_full();
+    /// rcu::synchronize();
+    /// assert!(rcu::poll_state_full(c));
+    /// ```
+    pub fn poll_state_full(cookie: FullCookie) -> bool {
+        GP.done(GpKind::Normal, cookie.normal) || GP.done(GpKind::Expedited, cookie.expedited)
+    }
+
+    /// Wait, if needed, until [`poll_state_full`] would return `true`.
+    ///
+    /// # Panics
+    ///
+    /// If it would wait and is called inside a read-side section on the same thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let c = grace::rcu::get_state_full();
+    /// grace::rcu::cond_synchronize_full(c);
+    /// ```
+    pub fn cond_synchronize_full(cookie: FullCookie) {
+        if !poll_state_full(cookie) {
+            assert_not_reading("cond_synchronize_full");
+            GP.run_until(&READERS, mode(), GpKind::Normal, cookie.normal);
+        }
+    }
+
+    struct RcuHost;
+
+    impl Host for RcuHost {
+        fn readers(&self) -> &Readers {
+            &READERS
+        }
+        fn mode(&self) -> BarrierMode {
+            mode()
+        }
+        fn run_until(&self, snap: u64) {
+            GP.run_until(&READERS, mode(), GpKind::Normal, snap)
+        }
+        fn snapshot(&self) -> u64 {
+            GP.snapshot(GpKind::Normal)
+        }
+        fn current(&self) -> u64 {
+            GP.current(GpKind::Normal)
+        }
+        fn name(&self) -> &'static str {
+            "grace-rcu"
+        }
+    }
+
+    static HOST: RcuHost = RcuHost;
+
+    fn engine() -> &'static Engine {
+        ENGINE.get_or_init(|| {
+            let cfg = config();
+            Engine::start(&HOST, cfg.lazy_delay, cfg.workers)
+        })
+    }
+
+    /// Queue `f` to run after a grace period (the kernel's `call_rcu`), lazily: it may wait
+    /// up to the configured delay (`GRACE_LAZY_MS`, 10 ms by default) to be batched with
+    /// others, saving wake-ups. Runs on a worker thread; a panic in `f` is caught, counted in
+    /// [`Stats::callback_panics`] and reported, and the other callbacks still run.
+    ///
+    /// Closures of up to three words (an `Arc`, a `Box`, a pointer and two integers) are stored
+    /// without allocating.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::sync::Arc;
+    /// let ran = Arc::new(AtomicBool::new(false));
+    /// let r = ran.clone();
+    /// grace::rcu::call(move || r.store(true, Ordering::Relaxed));
+    /// grace::rcu::barrier();
+    /// assert!(ran.load(Ordering::Relaxed));
+    /// ```
+    #[inline]
+    pub fn call<F: FnOnce() + Send + 'static>(f: F) {
+        let slot = local_slot();
+        engine().call(slot, Callback::new(f), false);
+    }
+
+    /// Like [`call`], without waiting to batch: the grace period starts now (the kernel's
+    /// `call_rcu_hurry`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// grace::rcu::call_hurry(|| println!("after a grace period"));
+    /// grace::rcu::barrier();
+    /// ```
+    pub fn call_hurry<F: FnOnce() + Send + 'static>(f: F) {
+        let slot = local_slot();
+        engine().call(slot, Callback::new(f), true);
+    }
+
+    /// Wait until every callback queued by [`call`] or [`call_hurry`] before this call, on
+    /// any thread, has run (the kernel's `rcu_barrier`). Does not wait for callbacks queued
+    /// after it starts.
+    ///
+    /// # Panics
+    ///
+    /// If called inside a read-side section, or from inside a callback (both would wait for
+    /// themselves).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// grace::rcu::call(|| ());
+    /// grace::rcu::barrier();
+    /// assert_eq!(grace::rcu::stats().callbacks_pending, 0);
+    /// ```
+    pub fn barrier() {
+        assert_not_reading("barrier");
+        if IN_CALLBACK.try_with(Cell::get).unwrap_or(false) {
+            panic!(
+                "grace: rcu::barrier() called from inside an RCU callback; it would wait for \
+                 the very worker running it (self-deadlock)"
+            );
+        }
+        if let Some(e) = ENGINE.get() {
+            e.barrier();
+        }
+    }
+
+    /// Counters and state of the RCU flavor, for diagnostics and tests.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let before = grace::rcu::stats().grace_periods;
+    /// grace::rcu::synchronize();
+    /// assert!(grace::rcu::stats().grace_periods > before);
+    /// ```
+    #[derive(Clone, Debug)]
+    #[non_exhaustive]
+    pub struct Stats {
+        /// Normal grace periods completed.
+        pub grace_periods: u64,
+        /// Expedited grace periods completed.
+        pub expedited_grace_periods: u64,
+        /// Callbacks queued by `call`/`call_hurry` since start.
+        pub callbacks_queued: u64,
+        /// Callbacks invoked since start (panicked ones included).
+        pub callbacks_invoked: u64,
+        /// Callbacks queued and not yet invoked.
+        pub callbacks_pending: u64,
+        /// Callbacks that panicked.
+        pub callback_panics: u64,
+        /// Grace-period thread cycles run.
+        pub gp_thread_cycles: u64,
+        /// Reader slots ever registered (live, free for reuse, or abandoned).
+        pub reader_slots: usize,
+        /// The barrier mode in use.
+        pub barrier_mode: BarrierMode,
+        /// The grace-period engine's phase now.
+        pub phase: GpPhase,
+    }
+
+    /// A snapshot of the flavor's [`Stats`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let s = grace::rcu::stats();
+    /// println!("{} grace periods, mode {:?}", s.grace_periods, s.barrier_mode);
+    /// ```
+    pub fn stats() -> Stats {
+        let (queued, invoked, panics, cycles) = match ENGINE.get() {
+            Some(e) => (
+                e.queued_total(),
+                e.counters.invoked.load(Ordering::Relaxed),
+                e.counters.panics.load(Ordering::Relaxed),
+                e.counters.cycles.load(Ordering::Relaxed),
+            ),
+            None => (0, 0, 0, 0),
+        };
+        Stats {
+            grace_periods: GP.completed(GpKind::Normal),
+            expedited_grace_periods: GP.completed(GpKind::Expedited),
+            callbacks_queued: queued,
+            callbacks_invoked: invoked,
+            callbacks_pending: queued.saturating_sub(invoked),
+            callback_panics: panics,
+            gp_thread_cycles: cycles,
+            reader_slots: READERS.iter().count(),
+            barrier_mode: mode(),
+            phase: GP.phase(),
+        }
+    }
+}

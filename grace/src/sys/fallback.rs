@@ -1,0 +1,19 @@
+//! The portable stand-in for the system calls, used under Miri, loom and on non-Linux targets:
+//! no membarrier (so [`super::init`] always picks fence mode) and a CPU hint derived from the
+//! thread's identity.
+
+pub(super) fn membarrier_register() -> bool {
+    false
+}
+
+pub(super) fn membarrier() {
+    // Never reached: membarrier_register() refused, so the mode is Fence.
+    crate::sync::fence(crate::sync::Ordering::SeqCst);
+}
+
+pub(super) fn current_cpu() -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::thread::current().id().hash(&mut h);
+    h.finish() as usize
+}

@@ -1,0 +1,49 @@
+//! Linux system calls: `membarrier(2)` and `sched_getcpu(3)`.
+
+const MEMBARRIER_CMD_QUERY: libc::c_int = 0;
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
+
+fn membarrier_syscall(cmd: libc::c_int) -> libc::c_long {
+    // SAFETY: membarrier takes two integer arguments (cmd, flags) and a cpu id that is ignored
+    // without MEMBARRIER_CMD_FLAG_CPU; it reads and writes no memory of ours.
+    unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0 as libc::c_uint, 0 as libc::c_int) }
+}
+
+/// Query support for, and register this process with, private expedited membarrier.
+/// Returns `false` (and the caller falls back to fences) if either step fails.
+pub(super) fn membarrier_register() -> bool {
+    let supported = membarrier_syscall(MEMBARRIER_CMD_QUERY);
+    if supported < 0 {
+        return false;
+    }
+    let need = (MEMBARRIER_CMD_PRIVATE_EXPEDITED | MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED)
+        as libc::c_long;
+    if supported & need != need {
+        return false;
+    }
+    membarrier_syscall(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0
+}
+
+/// Make every running thread of this process execute a full memory barrier.
+pub(super) fn membarrier() {
+    if membarrier_syscall(MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0 {
+        // Registration succeeded before the mode was chosen, so the kernel cannot refuse the
+        // command now; continuing would silently drop the reader/updater ordering. This is the
+        // one "cannot happen" system-call failure we abort on (as liburcu's urcu_die does).
+        let err = std::io::Error::last_os_error();
+        eprintln!("grace: membarrier(PRIVATE_EXPEDITED) failed after registration: {err}");
+        std::process::abort();
+    }
+}
+
+#[inline]
+pub(super) fn current_cpu() -> usize {
+    // SAFETY: sched_getcpu has no preconditions; it returns -1 on failure.
+    let cpu = unsafe { libc::sched_getcpu() };
+    if cpu < 0 {
+        0
+    } else {
+        cpu as usize
+    }
+}

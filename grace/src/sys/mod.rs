@@ -1,0 +1,159 @@
+//! Everything platform-specific: the asymmetric memory barrier (`membarrier`), the
+//! current-CPU hint used for sharding, and the CPU count.
+//!
+//! # The barrier pair
+//!
+//! Readers pay for a grace period's ordering with a [`light_barrier`]; updaters pay with a
+//! [`heavy_barrier`]. Two implementations exist, and one of them is chosen once, at
+//! start-up, by [`init`], never a mix:
+//!
+//! | mode | light (reader) | heavy (updater) |
+//! |---|---|---|
+//! | [`BarrierMode::Membarrier`] | compiler fence only | `membarrier(PRIVATE_EXPEDITED)`: every running thread of the process executes a full fence |
+//! | [`BarrierMode::Fence`] | `fence(SeqCst)` | `fence(SeqCst)` |
+//!
+//! The membarrier pair is the one liburcu's "memb" flavor uses: a reader's compiler fence plus
+//! the updater's system call behave as if both sides had executed a full fence, because the
+//! kernel interrupts every CPU running one of our threads (and a thread that is not running
+//! passes through a context switch, itself a full barrier). The fence mode is the fallback for
+//! kernels without the command, for Miri and loom (which cannot model a system call), and for
+//! testing with `GRACE_NO_MEMBARRIER=1`.
+//!
+//! Under `cfg(miri)` and on non-Linux targets the system calls are replaced by the portable
+//! `fallback` module, so the rest of the crate runs under Miri unchanged.
+
+use crate::sync::{compiler_fence, fence, AtomicU8, Ordering};
+
+#[cfg(all(target_os = "linux", not(miri), not(loom)))]
+mod linux;
+#[cfg(all(target_os = "linux", not(miri), not(loom)))]
+use linux as imp;
+
+#[cfg(not(all(target_os = "linux", not(miri), not(loom))))]
+mod fallback;
+#[cfg(not(all(target_os = "linux", not(miri), not(loom))))]
+use fallback as imp;
+
+/// Which pair of barriers the process uses. Chosen once by [`init`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BarrierMode {
+    /// Readers use a compiler fence; updaters call `membarrier(PRIVATE_EXPEDITED)`.
+    Membarrier,
+    /// Both sides execute `fence(SeqCst)`.
+    Fence,
+}
+
+const MODE_UNSET: u8 = 0;
+const MODE_MEMBARRIER: u8 = 1;
+const MODE_FENCE: u8 = 2;
+
+#[cfg(not(loom))]
+static MODE: AtomicU8 = AtomicU8::new(MODE_UNSET);
+
+#[cfg(loom)]
+loom::lazy_static! {
+    static ref MODE: AtomicU8 = AtomicU8::new(MODE_FENCE);
+}
+
+/// Choose the barrier mode for the life of the process and return it.
+///
+/// The first call decides: membarrier is used when the kernel supports
+/// `MEMBARRIER_CMD_PRIVATE_EXPEDITED` and registration succeeds, unless `force_fence` is set
+/// (from `GRACE_NO_MEMBARRIER=1`). Later calls return the decision already made, whatever
+/// they pass, so the two halves of a barrier pair can never disagree.
+pub fn init(force_fence: bool) -> BarrierMode {
+    // Acquire: pairs with the Release of the winning store below, so a thread that sees the
+    // decision also sees the membarrier registration that preceded it.
+    match MODE.load(Ordering::Acquire) {
+        MODE_MEMBARRIER => return BarrierMode::Membarrier,
+        MODE_FENCE => return BarrierMode::Fence,
+        _ => {}
+    }
+    init_slow(force_fence)
+}
+
+#[cold]
+#[inline(never)]
+fn init_slow(force_fence: bool) -> BarrierMode {
+    let want = if !force_fence && imp::membarrier_register() {
+        MODE_MEMBARRIER
+    } else {
+        MODE_FENCE
+    };
+    // AcqRel: first writer wins; Release publishes the registration done above, Acquire on
+    // failure reads the winner's registration (pairs with itself in racing initializers).
+    let decided = match MODE.compare_exchange(MODE_UNSET, want, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => want,
+        Err(already) => already,
+    };
+    if decided == MODE_MEMBARRIER {
+        BarrierMode::Membarrier
+    } else {
+        BarrierMode::Fence
+    }
+}
+
+/// The mode chosen by [`init`], or `None` before anything initialized it.
+pub fn mode() -> Option<BarrierMode> {
+    match MODE.load(Ordering::Acquire) {
+        MODE_MEMBARRIER => Some(BarrierMode::Membarrier),
+        MODE_FENCE => Some(BarrierMode::Fence),
+        _ => None,
+    }
+}
+
+/// The reader's half of the barrier pair, for code that does not carry the mode in a word
+/// of its own (the read side of RCU keeps it in the epoch word instead).
+#[inline]
+pub(crate) fn light_barrier(mode: BarrierMode) {
+    match mode {
+        // Pairs with heavy_barrier(): the updater's membarrier turns this compiler fence into
+        // a full fence on our CPU at whatever point we happen to be.
+        BarrierMode::Membarrier => compiler_fence(Ordering::SeqCst),
+        // Pairs with the SeqCst fence in heavy_barrier() (store-buffering pattern).
+        BarrierMode::Fence => fence(Ordering::SeqCst),
+    }
+}
+
+/// The updater's half of the barrier pair: after it returns, every thread of the process has
+/// executed a full memory barrier since this call began (membarrier mode), or this thread has
+/// executed a `SeqCst` fence that pairs with the readers' own (fence mode).
+pub(crate) fn heavy_barrier(mode: BarrierMode) {
+    // SeqCst: orders this thread's own earlier accesses in the language's model too; the
+    // system call's barrier is invisible to the Rust memory model.
+    fence(Ordering::SeqCst);
+    if mode == BarrierMode::Membarrier {
+        imp::membarrier();
+        // SeqCst: and this thread's later accesses after the call.
+        fence(Ordering::SeqCst);
+    }
+}
+
+/// A hint of the CPU the calling thread runs on, in `0..num_cpus()`. It may be stale by the
+/// time it is used; callers use it only to spread load, never for correctness.
+#[inline]
+pub fn current_cpu() -> usize {
+    imp::current_cpu() % num_cpus()
+}
+
+/// How many CPUs the process may run on (at least 1). Computed once.
+pub fn num_cpus() -> usize {
+    use std::sync::OnceLock;
+    static N: OnceLock<usize> = OnceLock::new();
+    *N.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
+}
+
+/// Issue one bare `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` system call, for measuring
+/// what a grace period's heavy barrier costs. Returns `false` if the process is not in
+/// membarrier mode (see [`init`]) and nothing was issued.
+pub fn membarrier_once() -> bool {
+    if init(false) != BarrierMode::Membarrier {
+        return false;
+    }
+    imp::membarrier();
+    true
+}
