@@ -1,0 +1,138 @@
+//! `call`, `call_hurry` and `barrier`: nothing lost, panics contained, exiting threads.
+
+use grace::rcu;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[test]
+fn barrier_waits_for_every_callback_from_every_thread() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let hits = hits.clone();
+            std::thread::spawn(move || {
+                // More than a ring holds, so the full-ring path runs too.
+                for i in 0..3000 {
+                    let h = hits.clone();
+                    if (i + t) % 97 == 0 {
+                        rcu::call_hurry(move || {
+                            h.fetch_add(1, Ordering::Relaxed);
+                        });
+                    } else {
+                        rcu::call(move || {
+                            h.fetch_add(1, Ordering::Relaxed);
+                        });
+                    }
+                }
+            })
+        })
+        .collect();
+    // The threads exit with callbacks still in their rings: nothing may be lost.
+    for t in threads {
+        t.join().unwrap();
+    }
+    rcu::barrier();
+    assert_eq!(hits.load(Ordering::Relaxed), 4 * 3000);
+}
+
+#[test]
+fn callbacks_run_after_a_grace_period() {
+    // A reader inside a section when `call` is made holds the callback back.
+    let entered = Arc::new(AtomicBool::new(false));
+    let leave = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (entered, leave) = (entered.clone(), leave.clone());
+        std::thread::spawn(move || {
+            let g = rcu::read_lock();
+            entered.store(true, Ordering::SeqCst);
+            while !leave.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            drop(g);
+        })
+    };
+    while !entered.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
+    let ran = Arc::new(AtomicBool::new(false));
+    let r = ran.clone();
+    rcu::call_hurry(move || r.store(true, Ordering::SeqCst));
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!ran.load(Ordering::SeqCst), "callback ran while a pre-existing reader was inside");
+    leave.store(true, Ordering::SeqCst);
+    reader.join().unwrap();
+    rcu::barrier();
+    assert!(ran.load(Ordering::SeqCst));
+}
+
+#[test]
+fn lazy_callbacks_run_without_a_barrier() {
+    let ran = Arc::new(AtomicBool::new(false));
+    let r = ran.clone();
+    rcu::call(move || r.store(true, Ordering::SeqCst));
+    // Bounded by the lazy delay (10 ms by default) plus a grace period.
+    for _ in 0..2000 {
+        if ran.load(Ordering::SeqCst) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    panic!("a lazy callback did not run within 2 s");
+}
+
+#[test]
+fn a_panicking_callback_is_caught_and_the_others_run() {
+    let before = rcu::stats().callback_panics;
+    let hits = Arc::new(AtomicUsize::new(0));
+    for i in 0..10 {
+        let h = hits.clone();
+        rcu::call(move || {
+            if i == 3 {
+                panic!("callback {i} fails on purpose");
+            }
+            h.fetch_add(1, Ordering::Relaxed);
+        });
+    }
+    rcu::barrier();
+    assert_eq!(hits.load(Ordering::Relaxed), 9);
+    assert!(rcu::stats().callback_panics > before);
+    // The workers survived: more callbacks still run.
+    let h = hits.clone();
+    rcu::call(move || {
+        h.fetch_add(1, Ordering::Relaxed);
+    });
+    rcu::barrier();
+    assert_eq!(hits.load(Ordering::Relaxed), 10);
+}
+
+#[test]
+fn large_closures_are_boxed_and_run() {
+    let sum = Arc::new(AtomicUsize::new(0));
+    let big = [3usize; 32];
+    let s = sum.clone();
+    rcu::call(move || {
+        s.fetch_add(big.iter().sum(), Ordering::Relaxed);
+    });
+    rcu::barrier();
+    assert_eq!(sum.load(Ordering::Relaxed), 96);
+}
+
+#[test]
+fn barrier_inside_a_callback_is_refused_not_deadlocked() {
+    let before = rcu::stats().callback_panics;
+    rcu::call(rcu::barrier);
+    rcu::barrier();
+    assert!(rcu::stats().callback_panics > before);
+}
+
+#[test]
+fn stats_account_for_every_callback() {
+    for _ in 0..100 {
+        rcu::call(|| ());
+    }
+    rcu::barrier();
+    let s = rcu::stats();
+    assert!(s.callbacks_queued >= 100);
+    assert!(s.callbacks_invoked >= 100);
+}

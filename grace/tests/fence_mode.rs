@@ -1,0 +1,42 @@
+//! The fence fallback (`GRACE_NO_MEMBARRIER=1`): chosen once at start-up and used for the
+//! whole process. Alone in its binary because the choice is process-wide.
+
+use grace::{rcu, BarrierMode, RcuCell};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+#[test]
+fn fence_mode_is_chosen_once_and_works() {
+    std::env::set_var("GRACE_NO_MEMBARRIER", "1");
+    assert_eq!(rcu::stats().barrier_mode, BarrierMode::Fence);
+    // The decision does not change afterwards, whatever anyone asks for.
+    assert_eq!(grace::sys::init(false), BarrierMode::Fence);
+    assert!(!grace::sys::membarrier_once());
+
+    let cell = Arc::new(RcuCell::new(0u64));
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let (cell, stop, reads) = (cell.clone(), stop.clone(), reads.clone());
+        std::thread::spawn(move || {
+            let mut last = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let g = rcu::read_lock();
+                let v = *cell.load(&g);
+                assert!(v >= last, "values go backwards: {v} after {last}");
+                last = v;
+                reads.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    for i in 1..200u64 {
+        cell.replace(i).defer_drop();
+        if i % 50 == 0 {
+            rcu::synchronize();
+        }
+    }
+    rcu::barrier();
+    stop.store(true, Ordering::Relaxed);
+    reader.join().unwrap();
+    assert!(reads.load(Ordering::Relaxed) > 0);
+}
