@@ -62,11 +62,14 @@ pub(crate) trait Host: Sync + 'static {
     fn name(&self) -> &'static str;
 }
 
+/// How long a full ring lets the grace-period thread wait to gather more callbacks before a
+/// cycle. Under a flood this caps cycles (each costs up to two membarrier IPIs on every CPU
+/// running our threads) at one per window, while bounding what piles up to one window's worth.
+const FLOOD_WINDOW: Duration = Duration::from_micros(100);
+
 /// Requests to the grace-period thread, under `Engine::ctl`.
 #[derive(Default)]
 struct Ctl {
-    /// Start a cycle now (call_hurry, barrier, a full ring).
-    hurry: bool,
     /// Someone polls for this snapshot (start_poll).
     poll_target: Option<u64>,
     /// When the lazily queued callbacks are due.
@@ -86,13 +89,25 @@ pub(crate) struct Engine {
     shards: Box<[CachePadded<Mutex<SegList>>]>,
     /// See "The lazy hand-shake" in the module docs.
     armed: AtomicBool,
+    /// A cycle is wanted now (call_hurry, barrier). Set without the lock when already set, so
+    /// a stream of hurries costs one wake-up per cycle, not one each.
+    hurry_pending: AtomicBool,
     ctl: Mutex<Ctl>,
     wake: Condvar,
     work: Mutex<VecDeque<usize>>,
     work_ready: Condvar,
     lazy_delay: Duration,
+    /// The host's barrier mode, fixed before the engine starts; cached here because `call`
+    /// needs it on every invocation.
+    mode: BarrierMode,
+    /// Emptied nodes kept for reuse, so a flood does not churn the allocator (and does not
+    /// page-fault fresh memory in) for every ring's worth of callbacks.
+    spare_nodes: Mutex<Vec<Box<Node>>>,
     pub(crate) counters: Counters,
 }
+
+/// Most nodes kept in `spare_nodes` (8 KiB each).
+const SPARE_NODES: usize = 64;
 
 impl Engine {
     /// Create the engine and start its threads.
@@ -104,11 +119,14 @@ impl Engine {
             host,
             shards,
             armed: AtomicBool::new(false),
+            hurry_pending: AtomicBool::new(false),
             ctl: Mutex::new(Ctl::default()),
             wake: Condvar::new(),
             work: Mutex::new(VecDeque::new()),
             work_ready: Condvar::new(),
             lazy_delay,
+            mode: host.mode(),
+            spare_nodes: Mutex::new(Vec::new()),
             counters: Counters::default(),
         }));
         spawn(format!("{}-gp", host.name()), move || engine.gp_thread());
@@ -137,7 +155,7 @@ impl Engine {
             self.hurry();
         } else {
             // Pairs with the heavy_barrier() in gp_thread's drain step ("The lazy hand-shake").
-            sys::light_barrier(self.host.mode());
+            sys::light_barrier(self.mode);
             // Relaxed: ordered by the barrier pair above.
             if !self.armed.load(Ordering::Relaxed) {
                 self.arm();
@@ -156,8 +174,8 @@ impl Engine {
     }
 
     /// The ring is full: drain it ourselves (we are its producer; the consumer lock keeps us
-    /// apart from the grace-period thread), start a cycle now, and queue `cb` in the emptied
-    /// ring.
+    /// apart from the grace-period thread), make sure a cycle comes within the flood window,
+    /// and queue `cb` in the emptied ring.
     #[cold]
     #[inline(never)]
     fn ring_full(&self, ring: &Ring, cb: Callback) {
@@ -170,30 +188,44 @@ impl Engine {
             let cookie = self.host.snapshot();
             lock(&self.shards[ring.shard]).push(cookie, node, self.host.current());
         }
-        self.hurry();
+        self.kick_within(FLOOD_WINDOW);
     }
 
     #[cold]
     fn arm(&self) {
         // Relaxed: the flag is a hint guarded by the barrier pair (module docs); the mutex
-        // below orders the deadline.
+        // in kick_within orders the deadline.
         if self.armed.swap(true, Ordering::Relaxed) {
             return;
         }
+        self.kick_within(self.lazy_delay);
+    }
+
+    /// Make sure a cycle starts within `delay`.
+    fn kick_within(&self, delay: Duration) {
+        let due = Instant::now() + delay;
         let mut ctl = lock(&self.ctl);
-        if ctl.lazy_deadline.is_none() {
-            ctl.lazy_deadline = Some(Instant::now() + self.lazy_delay);
-            self.wake.notify_one();
+        match ctl.lazy_deadline {
+            Some(d) if d <= due => {}
+            _ => {
+                ctl.lazy_deadline = Some(due);
+                self.wake.notify_one();
+            }
         }
     }
 
     /// Ask for a cycle now.
     pub(crate) fn hurry(&self) {
-        let mut ctl = lock(&self.ctl);
-        if !ctl.hurry {
-            ctl.hurry = true;
-            self.wake.notify_one();
+        // AcqRel: Release pairs with the swap in wait_for_work, so the thread that consumes
+        // the request sees what we queued before it; a `true` already there means a wake-up
+        // is on its way and ours would be redundant.
+        if self.hurry_pending.swap(true, Ordering::AcqRel) {
+            return;
         }
+        // Taking the lock before notifying closes the lost-wake-up window: the GP thread
+        // tests the flag under this lock before it sleeps.
+        let _ctl = lock(&self.ctl);
+        self.wake.notify_one();
     }
 
     /// Ask the grace-period thread to run grace periods until `snap` is done.
@@ -209,10 +241,12 @@ impl Engine {
     /// Move one ring's records into its shard.
     fn drain_ring(&self, ring: &Ring) {
         // Allocate before taking any lock (no allocation under the consumer or shard lock).
-        let mut node = Node::new(Vec::with_capacity(ring::CAP));
-        let _consumer = lock(&ring.consumer);
+        let mut node = self.node();
+        let consumer = lock(&ring.consumer);
         // SAFETY: we hold the ring's consumer lock.
         if unsafe { ring.drain_into(&mut node.cbs) } == 0 {
+            drop(consumer);
+            self.recycle(node);
             return;
         }
         // The drain read the tail with Acquire, so each `call` happened before this snapshot,
@@ -222,6 +256,24 @@ impl Engine {
         // Pushing while still holding `consumer` keeps each ring's records FIFO in its shard
         // even when two drainers race. Lock order: consumer, then shard.
         lock(&self.shards[ring.shard]).push(cookie, node, self.host.current());
+    }
+
+    /// An empty node with room for a ring's worth of callbacks, reused when possible.
+    fn node(&self) -> Box<Node> {
+        lock(&self.spare_nodes)
+            .pop()
+            .unwrap_or_else(|| Node::new(Vec::with_capacity(ring::CAP)))
+    }
+
+    /// Keep an emptied node for reuse (or free it when enough are kept).
+    fn recycle(&self, node: Box<Node>) {
+        debug_assert!(node.cbs.is_empty());
+        if node.cbs.capacity() >= ring::CAP {
+            let mut spare = lock(&self.spare_nodes);
+            if spare.len() < SPARE_NODES {
+                spare.push(node);
+            }
+        }
     }
 
     /// Drain every ring of every registered thread (live or exited).
@@ -241,9 +293,12 @@ impl Engine {
     fn gp_thread(&self) {
         loop {
             let poll_target = self.wait_for_work();
-            // Relaxed: see "The lazy hand-shake"; the heavy barrier orders it.
-            self.armed.store(false, Ordering::Relaxed);
-            sys::heavy_barrier(self.host.mode());
+            // Relaxed: see "The lazy hand-shake"; the heavy barrier orders it. If nobody armed
+            // since the last cycle, the barrier is not needed: a producer whose record the
+            // drain below misses has yet to load `armed`, will see `false` and arm again.
+            if self.armed.swap(false, Ordering::Relaxed) {
+                sys::heavy_barrier(self.mode);
+            }
             self.drain_all();
 
             let mut target = poll_target;
@@ -268,8 +323,9 @@ impl Engine {
     fn wait_for_work(&self) -> Option<u64> {
         let mut ctl = lock(&self.ctl);
         loop {
-            if ctl.hurry || ctl.poll_target.is_some() {
-                ctl.hurry = false;
+            // Acquire: pairs with the AcqRel swap in `hurry`.
+            let hurried = self.hurry_pending.swap(false, Ordering::Acquire);
+            if hurried || ctl.poll_target.is_some() {
                 ctl.lazy_deadline = None;
                 return ctl.poll_target.take();
             }
@@ -345,6 +401,7 @@ impl Engine {
                     }
                     // Relaxed: a statistic (barrier waits on its markers, not on this).
                     self.counters.invoked.fetch_add(n, Ordering::Relaxed);
+                    self.recycle(node);
                 }
             }
         }

@@ -25,6 +25,7 @@
 pub(crate) mod engine;
 pub(crate) mod ring;
 pub(crate) mod seglist;
+#[cfg(all(test, loom))] #[path = "tests/mod.rs"] mod loom_tests;
 
 use std::mem::{self, MaybeUninit};
 

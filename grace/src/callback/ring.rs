@@ -116,11 +116,24 @@ impl Ring {
         let t = self.tail.load(Ordering::Acquire);
         let n = t.wrapping_sub(h);
         out.reserve(n);
-        for i in 0..n {
-            let idx = h.wrapping_add(i) % CAP;
-            // SAFETY: idx lies in [head, tail): written by the producer (published by the
-            // Acquire above) and not yet consumed; the caller is the only consumer.
-            out.push(unsafe { (*self.slots[idx].get()).assume_init_read() });
+        // The records form at most two contiguous runs of the slot array (before and after the
+        // wrap); copy each with one memcpy.
+        let first = n.min(CAP - h % CAP);
+        for (start, len) in [(h % CAP, first), (0, n - first)] {
+            if len == 0 {
+                continue;
+            }
+            // SAFETY: slots [start, start + len) lie in [head, tail): written by the producer
+            // (published by the Acquire above) and not yet consumed; the caller is the only
+            // consumer. `out` has room for `len` more (reserved above); UnsafeCell and
+            // MaybeUninit are repr(transparent) over Callback. Copying moves the records out:
+            // advancing head below forgets the originals.
+            unsafe {
+                let src = self.slots.as_ptr().add(start).cast::<Callback>();
+                let dst = out.as_mut_ptr().add(out.len());
+                std::ptr::copy_nonoverlapping(src, dst, len);
+                out.set_len(out.len() + len);
+            }
         }
         // Release: pairs with the Acquire in `push`; our reads of the slots are done before
         // the producer may reuse them.

@@ -29,6 +29,7 @@
 //! nothing on x86 (both are plain `mov`s). That halves the system calls per grace period.
 
 pub(crate) mod seq;
+#[cfg(all(test, loom))] mod tests;
 
 use crate::rcu::reader::{quiescent, Readers, Slot, EPOCH_UNIT};
 use crate::sync::{fence, lock, AtomicU64, AtomicU8, AtomicUsize, Mutex, Ordering};

@@ -51,6 +51,7 @@
 //! returning from `main` if they must.
 
 pub(crate) mod reader;
+#[cfg(all(test, loom))] mod tests;
 
 #[cfg(not(loom))]
 pub use api::*;

@@ -1,0 +1,3 @@
+//! Loom models of the grace-period engine (run by `.ci/loom.sh`).
+
+mod loom_seq;

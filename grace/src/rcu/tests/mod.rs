@@ -1,0 +1,3 @@
+//! Loom models of the read side (run by `.ci/loom.sh`).
+
+mod loom_reader;
