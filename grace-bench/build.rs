@@ -23,6 +23,7 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=csrc/urcu_peer.c");
     println!("cargo:rerun-if-env-changed=GRACE_BENCH_NO_LIBURCU");
+    println!("cargo:rerun-if-env-changed=PKG_CONFIG");
     println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
 
     match configure() {
@@ -31,6 +32,8 @@ fn main() {
             println!("cargo:rustc-env=GRACE_BENCH_LIBURCU_REASON=");
         }
         Err(reason) => {
+            // One line: both directives end at the first newline.
+            let reason = reason.split_whitespace().collect::<Vec<_>>().join(" ");
             println!("cargo:warning={reason}: the liburcu peer is skipped in benchmarks ({INSTALL_HINT})");
             println!("cargo:rustc-env=GRACE_BENCH_LIBURCU_REASON={reason}");
         }
@@ -71,16 +74,17 @@ fn configure() -> Result<(), String> {
     Ok(())
 }
 
-/// Asks `pkg-config` about `liburcu-memb`.
+/// Asks `pkg-config` (or `$PKG_CONFIG`) about `liburcu-memb`.
 fn probe_pkg_config() -> Option<Urcu> {
-    let exists = Command::new("pkg-config")
+    let pkg_config = env::var_os("PKG_CONFIG").unwrap_or_else(|| "pkg-config".into());
+    let exists = Command::new(&pkg_config)
         .args(["--exists", "liburcu-memb"])
         .status()
         .ok()?;
     if !exists.success() {
         return None;
     }
-    let out = Command::new("pkg-config")
+    let out = Command::new(&pkg_config)
         .args(["--cflags", "--libs", "liburcu-memb"])
         .output()
         .ok()?;
@@ -132,7 +136,10 @@ fn multiarch() -> Option<String> {
 /// usual system directories.
 fn probe_paths() -> Option<Urcu> {
     let ma = multiarch();
-    let mut inc_roots = vec![PathBuf::from("/usr/local/include"), PathBuf::from("/usr/include")];
+    let mut inc_roots = vec![
+        PathBuf::from("/usr/local/include"),
+        PathBuf::from("/usr/include"),
+    ];
     let mut lib_roots = vec![
         PathBuf::from("/usr/local/lib"),
         PathBuf::from("/usr/lib64"),

@@ -5,7 +5,8 @@
 //! relaxed increment of a shared counter, reached through one captured
 //! pointer so that every closure is a single word. Then the coordinating
 //! thread performs **one** final drain, after which every callback must have
-//! run. The clock starts when the workers are released together and stops
+//! run. The clock starts when the first worker is released (all are
+//! released together by a barrier, each stamping its own start) and stops
 //! when the drain returns; workers stay parked (alive, outside any section)
 //! until then, so thread exit is not part of the figure. The row holds total
 //! time / total callbacks as `ns_per_op`, and callbacks per second.
@@ -35,7 +36,7 @@
 //!   shared by the workers; drained by `Collector::reclaim_all`, seize's
 //!   documented way to run everything retired once no thread is active.
 
-use std::sync::Barrier;
+use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::harness::{ns, row, skipped, Counter, CounterPtr};
@@ -72,12 +73,19 @@ struct Phases {
     start: Barrier,
     queued: Barrier,
     drained: Barrier,
+    /// The earliest instant a worker got past `start`: the clock's start.
+    /// (Taken by the workers, not the coordinator, which may be scheduled
+    /// late after the barrier when threads outnumber CPUs.)
+    first_start: Mutex<Option<Instant>>,
 }
 
 impl Phases {
-    /// Setup done; wait for the clock to start.
+    /// Setup done; wait for the others, then start the clock.
     fn start(&self) {
         self.start.wait();
+        let now = Instant::now();
+        let mut first = self.first_start.lock().unwrap_or_else(|e| e.into_inner());
+        *first = Some(first.map_or(now, |t| t.min(now)));
     }
 
     /// Queuing done; stay parked until the coordinator has drained.
@@ -93,13 +101,20 @@ impl Phases {
 }
 
 /// Runs one round: `threads` workers each run `worker(phases, n, counter)`,
-/// then a coordinator thread runs `drain(counter, total)`. Returns the time from
-/// the workers' release to the end of the drain, or why the counter is
-/// short.
-fn round<W, D>(threads: usize, n: u64, worker: &W, drain: D) -> Result<Duration, String>
+/// then a coordinator thread, set up by `prepare` before the clock starts,
+/// runs `drain(state, counter, total)`. Returns the time from the workers'
+/// release to the end of the drain, or why the counter is short.
+fn round<W, P, S, D>(
+    threads: usize,
+    n: u64,
+    worker: &W,
+    prepare: P,
+    drain: D,
+) -> Result<Duration, String>
 where
     W: Fn(&Phases, u64, CounterPtr, &Counter) + Sync,
-    D: FnOnce(&Counter, u64) -> Result<(), String> + Send,
+    P: FnOnce() -> Result<S, String> + Send,
+    D: FnOnce(&S, &Counter, u64) -> Result<(), String> + Send,
 {
     let total = n * threads as u64;
     let counter = Counter::new();
@@ -108,6 +123,7 @@ where
         start: Barrier::new(threads + 1),
         queued: Barrier::new(threads + 1),
         drained: Barrier::new(threads + 1),
+        first_start: Mutex::new(None),
     };
     let timed = std::thread::scope(|s| {
         for _ in 0..threads {
@@ -119,11 +135,14 @@ where
         // is never registered with any implementation.
         let (phases, counter) = (&phases, &counter);
         s.spawn(move || {
+            let state = prepare();
             phases.start.wait();
-            let t = Instant::now();
             phases.queued.wait();
-            let drained = drain(counter, total);
-            let elapsed = t.elapsed();
+            let drained = state.and_then(|state| drain(&state, counter, total));
+            let end = Instant::now();
+            // Every worker stamped the start before arriving at `queued`.
+            let first = *phases.first_start.lock().unwrap_or_else(|e| e.into_inner());
+            let elapsed = end.duration_since(first.unwrap_or(end));
             phases.drained.wait();
             drained.map(|()| elapsed)
         })
@@ -147,18 +166,22 @@ fn grace_worker(ph: &Phases, n: u64, c: CounterPtr, _: &Counter) {
     ph.finish();
 }
 
-fn grace_drain(_: &Counter, _: u64) -> Result<(), String> {
+fn no_prep() -> Result<(), String> {
+    Ok(())
+}
+
+fn grace_drain(_: &(), _: &Counter, _: u64) -> Result<(), String> {
     grace::rcu::barrier();
     Ok(())
 }
 
 fn liburcu_worker(ph: &Phases, n: u64, c: CounterPtr, counter: &Counter) {
     let reg = liburcu::Registration::new();
-    // SAFETY: `round` keeps the counter alive until the drain has run and
-    // then frees it only if every callback ran (it leaks it otherwise).
-    let heads = reg
-        .as_ref()
-        .and_then(|reg| unsafe { liburcu::CallHeads::new(reg, n, c.as_ptr()) });
+    let heads = reg.as_ref().and_then(|reg| {
+        // SAFETY: `round` keeps the counter alive until the drain has run
+        // and then frees it only if every callback ran (else it leaks it).
+        unsafe { liburcu::CallHeads::new(reg, n, c.as_ptr()) }
+    });
     ph.start();
     let heads = match (reg.as_ref(), heads) {
         (Some(reg), Some(mut heads)) => {
@@ -175,11 +198,14 @@ fn liburcu_worker(ph: &Phases, n: u64, c: CounterPtr, counter: &Counter) {
         // every callback ran; otherwise they are leaked.
         heads.free_after_barrier(ph.all_ran(counter));
     }
-    drop(reg);
+    // `reg` drops last (unregistering the thread), after the heads are gone.
 }
 
-fn liburcu_drain(_: &Counter, _: u64) -> Result<(), String> {
-    let reg = liburcu::Registration::new().ok_or(liburcu::unavailable_reason())?;
+fn liburcu_prep() -> Result<liburcu::Registration, String> {
+    liburcu::register()
+}
+
+fn liburcu_drain(reg: &liburcu::Registration, _: &Counter, _: u64) -> Result<(), String> {
     reg.barrier();
     Ok(())
 }
@@ -264,14 +290,14 @@ fn seize_drain(collector: &seize::Collector) -> Result<(), String> {
 /// One round of `name`; `n` callbacks per worker.
 fn round_of(name: &str, threads: usize, n: u64, duration: Duration) -> Result<Duration, String> {
     match name {
-        "grace-rcu" => round(threads, n, &grace_worker, grace_drain),
+        "grace-rcu" => round(threads, n, &grace_worker, no_prep, grace_drain),
         "liburcu-memb" => {
             if !liburcu::available() {
                 return Err(liburcu::unavailable_reason().into());
             }
-            round(threads, n, &liburcu_worker, liburcu_drain)
+            round(threads, n, &liburcu_worker, liburcu_prep, liburcu_drain)
         }
-        "crossbeam-epoch" => round(threads, n, &crossbeam_worker, |c, total| {
+        "crossbeam-epoch" => round(threads, n, &crossbeam_worker, no_prep, |_, c, total| {
             crossbeam_drain(c, total, crossbeam_timeout(duration))
         }),
         "seize" => {
@@ -280,7 +306,8 @@ fn round_of(name: &str, threads: usize, n: u64, duration: Duration) -> Result<Du
                 threads,
                 n,
                 &|ph, n, c, _| seize_worker(&collector, ph, n, c),
-                |_, _| seize_drain(&collector),
+                no_prep,
+                |_, _, _| seize_drain(&collector),
             )
         }
         other => Err(format!("unknown call implementation {other}")),

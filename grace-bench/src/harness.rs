@@ -110,8 +110,7 @@ pub(crate) mod membarrier {
     /// One private expedited membarrier.
     #[cfg(target_os = "linux")]
     pub(crate) fn barrier() -> Result<(), String> {
-        call(CMD_PRIVATE_EXPEDITED)
-            .map_err(|e| format!("membarrier PRIVATE_EXPEDITED failed: {e}"))
+        call(CMD_PRIVATE_EXPEDITED).map_err(|e| format!("membarrier PRIVATE_EXPEDITED failed: {e}"))
     }
 
     #[cfg(not(target_os = "linux"))]

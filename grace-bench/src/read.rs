@@ -120,11 +120,11 @@ fn measure_impl(name: &str, threads: usize, duration: Duration) -> Result<(f64, 
             }) as BatchFn)
         }),
         "liburcu-memb-inline-c" => measure(threads, duration, &|| {
-            let reg = liburcu::Registration::new().ok_or(liburcu::unavailable_reason())?;
+            let reg = liburcu::register()?;
             Ok(Box::new(move |n| reg.read_loop_inline(n)) as BatchFn)
         }),
         "liburcu-memb-ffi" => measure(threads, duration, &|| {
-            let reg = liburcu::Registration::new().ok_or(liburcu::unavailable_reason())?;
+            let reg = liburcu::register()?;
             Ok(Box::new(move |n| time_batch(n, || reg.read_section_ffi())) as BatchFn)
         }),
         "crossbeam-epoch" => measure(threads, duration, &|| {
@@ -175,12 +175,18 @@ fn measure_impl(name: &str, threads: usize, duration: Duration) -> Result<(f64, 
 
 /// The read suite; see the module docs.
 pub(crate) fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Vec<BenchResult> {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     let mut out = Vec::new();
     for threads in opts.thread_counts() {
+        let note = (threads > cpus).then(|| {
+            format!("{threads} threads on {cpus} CPUs: preemption inflates the per-thread figure")
+        });
         for name in impls() {
             progress(&format!("{SUITE} {name} t={threads}"));
             out.push(match measure_impl(name, threads, opts.duration) {
-                Ok((ns_per_op, ops_per_s)) => row(SUITE, name, threads, ns_per_op, ops_per_s, None),
+                Ok((ns_per_op, ops_per_s)) => {
+                    row(SUITE, name, threads, ns_per_op, ops_per_s, note.clone())
+                }
                 Err(e) => skipped(SUITE, name, threads, e),
             });
         }

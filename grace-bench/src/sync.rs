@@ -53,15 +53,18 @@ where
     let done = Barrier::new(threads);
     let warmup = (duration / 10).clamp(Duration::from_millis(1), Duration::from_millis(20));
     std::thread::scope(|s| {
-        for _ in 1..threads {
-            let (ready, done) = (&ready, &done);
-            s.spawn(move || {
-                let keep = idle();
-                ready.wait();
-                done.wait();
-                drop(keep);
-            });
-        }
+        let idlers: Vec<_> = (1..threads)
+            .map(|_| {
+                let (ready, done) = (&ready, &done);
+                s.spawn(move || {
+                    let keep = idle();
+                    ready.wait();
+                    done.wait();
+                    // Unregisters (drops the registration) after measuring.
+                    keep.map(drop)
+                })
+            })
+            .collect();
         let (ready, done) = (&ready, &done);
         s.spawn(move || {
             let made = make();
@@ -86,6 +89,15 @@ where
         })
         .join()
         .unwrap_or_else(|_| Err("measuring thread panicked".into()))
+        .and_then(|ns_per_op| {
+            for idler in idlers {
+                idler
+                    .join()
+                    .unwrap_or_else(|_| Err("idle reader thread panicked".into()))
+                    .map_err(|e| format!("idle reader setup failed: {e}"))?;
+            }
+            Ok(ns_per_op)
+        })
     })
 }
 
@@ -120,21 +132,18 @@ fn measure_impl(name: &str, threads: usize, duration: Duration) -> Result<f64, S
                 Ok(Box::new(membarrier::barrier) as WaitFn)
             })
         }
-        "liburcu-memb" => {
-            let register = || liburcu::Registration::new().ok_or(liburcu::unavailable_reason());
-            measure(
-                threads,
-                duration,
-                &|| Ok(Box::new(register()?) as Keep),
-                &|| {
-                    let reg = register()?;
-                    Ok(Box::new(move || {
-                        reg.synchronize();
-                        Ok(())
-                    }) as WaitFn)
-                },
-            )
-        }
+        "liburcu-memb" => measure(
+            threads,
+            duration,
+            &|| Ok(Box::new(liburcu::register()?) as Keep),
+            &|| {
+                let reg = liburcu::register()?;
+                Ok(Box::new(move || {
+                    reg.synchronize();
+                    Ok(())
+                }) as WaitFn)
+            },
+        ),
         other => Err(format!("unknown sync implementation {other}")),
     }
 }

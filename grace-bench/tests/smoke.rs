@@ -15,8 +15,11 @@ fn tiny() -> Options {
     }
 }
 
+/// A suite's entry point.
+type Suite = fn(&Options, &mut dyn FnMut(&str)) -> Vec<BenchResult>;
+
 /// Runs `suite` and checks its rows against `expected_impls`.
-fn check(suite: &str, run: fn(&Options, &mut dyn FnMut(&str)) -> Vec<BenchResult>) {
+fn check(suite: &str, run: Suite) {
     let opts = tiny();
     let mut labels = Vec::new();
     let rows = run(&opts, &mut |l| labels.push(l.to_string()));
@@ -33,7 +36,7 @@ fn check(suite: &str, run: fn(&Options, &mut dyn FnMut(&str)) -> Vec<BenchResult
     }
     assert_eq!(labels.len(), planned_steps(suite, &opts), "{labels:?}");
 
-    let mut expected: Vec<&str> = expected_impls(suite);
+    let expected: Vec<&str> = expected_impls(suite);
     if liburcu_status().is_ok() {
         assert!(
             expected.iter().any(|i| i.starts_with("liburcu")),
@@ -46,7 +49,7 @@ fn check(suite: &str, run: fn(&Options, &mut dyn FnMut(&str)) -> Vec<BenchResult
     // kernels); then its row is a skip notice.
     let may_skip = |r: &BenchResult| r.impl_name == "membarrier-syscall" && r.note.is_some();
     for threads in [1, 2] {
-        for name in expected.drain(..).collect::<Vec<_>>() {
+        for &name in &expected {
             let row = rows
                 .iter()
                 .find(|r| r.impl_name == name && r.threads == threads)
@@ -59,7 +62,6 @@ fn check(suite: &str, run: fn(&Options, &mut dyn FnMut(&str)) -> Vec<BenchResult
                 row.is_measured() && row.ops_per_s.is_finite() && row.ops_per_s > 0.0,
                 "{suite}: bad figures for {name} at {threads} threads: {row:?}"
             );
-            expected.push(name);
         }
     }
     assert_eq!(rows.len(), planned_steps(suite, &opts));
@@ -82,10 +84,7 @@ fn call_suite() {
 
 #[test]
 fn liburcu_status_matches_module() {
-    assert_eq!(
-        liburcu_status().is_ok(),
-        grace_bench::liburcu::available()
-    );
+    assert_eq!(liburcu_status().is_ok(), grace_bench::liburcu::available());
     if let Err(why) = liburcu_status() {
         assert!(!why.is_empty());
     }

@@ -29,10 +29,16 @@ fn main() {
     for _ in 0..m {
         grace::rcu::synchronize();
     }
-    println!("synchronize: {:.0} ns", t.elapsed().as_nanos() as f64 / m as f64);
+    println!(
+        "synchronize: {:.0} ns",
+        t.elapsed().as_nanos() as f64 / m as f64
+    );
     let t = Instant::now();
     for _ in 0..m {
         grace::sys::membarrier_once();
     }
-    println!("membarrier: {:.0} ns", t.elapsed().as_nanos() as f64 / m as f64);
+    println!(
+        "membarrier: {:.0} ns",
+        t.elapsed().as_nanos() as f64 / m as f64
+    );
 }

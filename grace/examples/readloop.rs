@@ -15,5 +15,8 @@ fn main() {
         section();
     }
     let ns = t.elapsed().as_nanos() as f64 / n as f64;
-    println!("grace rcu read_lock+unlock: {ns:.2} ns/op ({:?})", grace::rcu::stats().barrier_mode);
+    println!(
+        "grace rcu read_lock+unlock: {ns:.2} ns/op ({:?})",
+        grace::rcu::stats().barrier_mode
+    );
 }

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `GRACE_NO_MEMBARRIER` | `1`/`true`: use the fence fallback instead of `membarrier` | `0` |
 //! | `GRACE_LAZY_MS` | how long a lazy `call` may wait to be batched, in milliseconds (1..=60000) | `10` |
-//! | `GRACE_CB_WORKERS` | callback worker threads per flavor (1..=256) | CPUs, at most 4 |
+//! | `GRACE_CB_WORKERS` | callback worker threads per flavor (1..=256) | half the CPUs, 1 to 4 |
 //!
 //! The library reads them once, when a flavor first initializes. A malformed value is reported
 //! on standard error and ignored (the library has no caller to return an error to at that
@@ -38,7 +38,8 @@ impl Default for Config {
         Config {
             no_membarrier: false,
             lazy_delay: Duration::from_millis(10),
-            workers: crate::sys::num_cpus().clamp(1, 4),
+            // Half the CPUs: the other half stays free for the threads that queue callbacks.
+            workers: (crate::sys::num_cpus() / 2).clamp(1, 4),
         }
     }
 }

@@ -56,3 +56,8 @@ pub use cell::{RcuCell, Retired};
 pub use flavor::{Flavor, Rcu};
 pub use gp::GpPhase;
 pub use sys::BarrierMode;
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

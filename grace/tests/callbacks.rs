@@ -59,7 +59,10 @@ fn callbacks_run_after_a_grace_period() {
     let r = ran.clone();
     rcu::call_hurry(move || r.store(true, Ordering::SeqCst));
     std::thread::sleep(Duration::from_millis(100));
-    assert!(!ran.load(Ordering::SeqCst), "callback ran while a pre-existing reader was inside");
+    assert!(
+        !ran.load(Ordering::SeqCst),
+        "callback ran while a pre-existing reader was inside"
+    );
     leave.store(true, Ordering::SeqCst);
     reader.join().unwrap();
     rcu::barrier();

@@ -27,7 +27,11 @@ fn get_state_does_not_start_a_grace_period() {
     let c = rcu::get_state();
     std::thread::sleep(Duration::from_millis(50));
     assert!(!rcu::poll_state(c));
-    assert_eq!(rcu::stats().grace_periods, before, "get_state started a grace period");
+    assert_eq!(
+        rcu::stats().grace_periods,
+        before,
+        "get_state started a grace period"
+    );
 }
 
 fn start_poll_does() {
@@ -77,10 +81,16 @@ fn full_cookies_complete_on_expedited_grace_periods() {
     assert!(!rcu::poll_state_full(full));
     let gps = rcu::stats().grace_periods;
     rcu::synchronize_expedited();
-    assert!(rcu::poll_state_full(full), "expedited GP must complete a full cookie");
+    assert!(
+        rcu::poll_state_full(full),
+        "expedited GP must complete a full cookie"
+    );
     if rcu::stats().grace_periods == gps {
         // No normal grace period ran meanwhile: the plain cookie must still be waiting.
-        assert!(!rcu::poll_state(normal), "an expedited GP completed a plain cookie");
+        assert!(
+            !rcu::poll_state(normal),
+            "an expedited GP completed a plain cookie"
+        );
     }
     // And a normal grace period completes a full cookie too.
     let full = rcu::get_state_full();
@@ -158,7 +168,11 @@ fn concurrent_synchronize_callers_share_grace_periods() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(returned.load(Ordering::SeqCst), 0, "synchronize returned under a reader");
+    assert_eq!(
+        returned.load(Ordering::SeqCst),
+        0,
+        "synchronize returned under a reader"
+    );
     leave.store(true, Ordering::SeqCst);
     for c in callers {
         c.join().unwrap();

@@ -17,7 +17,10 @@ fn synchronize_inside_a_section_panics() {
         let _g = rcu::read_lock();
         rcu::synchronize();
     });
-    assert!(msg.contains("synchronize") && msg.contains("self-deadlock"), "{msg}");
+    assert!(
+        msg.contains("synchronize") && msg.contains("self-deadlock"),
+        "{msg}"
+    );
     // The guard was dropped by unwinding: the thread is out of its section.
     assert!(!rcu::is_reading());
     rcu::synchronize();

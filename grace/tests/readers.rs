@@ -47,7 +47,8 @@ fn readers_never_see_a_reclaimed_value() {
                     for _ in 0..50 {
                         std::hint::spin_loop();
                     }
-                    if v.magic.load(Ordering::Relaxed) != ALIVE || v.payload.iter().any(|&x| x != first)
+                    if v.magic.load(Ordering::Relaxed) != ALIVE
+                        || v.payload.iter().any(|&x| x != first)
                     {
                         bad.fetch_add(1, Ordering::Relaxed);
                     }
@@ -85,7 +86,11 @@ fn readers_never_see_a_reclaimed_value() {
         r.join().unwrap();
     }
     rcu::barrier();
-    assert_eq!(bad.load(Ordering::Relaxed), 0, "a reader saw a reclaimed value");
+    assert_eq!(
+        bad.load(Ordering::Relaxed),
+        0,
+        "a reader saw a reclaimed value"
+    );
     assert!(reads.load(Ordering::Relaxed) > 100);
     assert!(n > 10);
 }
@@ -108,7 +113,10 @@ fn synchronize_waits_for_a_reader_that_started_before_it() {
         std::thread::yield_now();
     }
     rcu::synchronize();
-    assert!(released.load(Ordering::SeqCst), "synchronize returned while the reader was inside");
+    assert!(
+        released.load(Ordering::SeqCst),
+        "synchronize returned while the reader was inside"
+    );
     reader.join().unwrap();
 }
 

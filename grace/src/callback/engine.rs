@@ -102,6 +102,7 @@ pub(crate) struct Engine {
     mode: BarrierMode,
     /// Emptied nodes kept for reuse, so a flood does not churn the allocator (and does not
     /// page-fault fresh memory in) for every ring's worth of callbacks.
+    #[allow(clippy::vec_box)] // the boxes move in and out whole, to and from batches
     spare_nodes: Mutex<Vec<Box<Node>>>,
     pub(crate) counters: Counters,
 }
@@ -111,7 +112,11 @@ const SPARE_NODES: usize = 64;
 
 impl Engine {
     /// Create the engine and start its threads.
-    pub(crate) fn start(host: &'static dyn Host, lazy_delay: Duration, workers: usize) -> &'static Engine {
+    pub(crate) fn start(
+        host: &'static dyn Host,
+        lazy_delay: Duration,
+        workers: usize,
+    ) -> &'static Engine {
         let shards = (0..sys::num_cpus())
             .map(|_| CachePadded::new(Mutex::new(SegList::default())))
             .collect();
@@ -166,10 +171,12 @@ impl Engine {
     #[cold]
     #[inline(never)]
     fn ring_slow(&self, slot: &Slot) -> &'static Ring {
-        let ring: &'static Ring = Box::leak(Box::new(Ring::new(sys::current_cpu() % self.shards.len())));
+        let ring: &'static Ring =
+            Box::leak(Box::new(Ring::new(sys::current_cpu() % self.shards.len())));
         // Release: pairs with the Acquire in drain_all; the ring is initialized before a
         // drainer can find it.
-        slot.ring.store(ring as *const Ring as *mut Ring, Ordering::Release);
+        slot.ring
+            .store(ring as *const Ring as *mut Ring, Ordering::Release);
         ring
     }
 

@@ -23,9 +23,11 @@
 //! an `Arc`), so `call` allocates nothing for it; larger closures are boxed.
 
 pub(crate) mod engine;
+#[cfg(all(test, loom))]
+#[path = "tests/mod.rs"]
+mod loom_tests;
 pub(crate) mod ring;
 pub(crate) mod seglist;
-#[cfg(all(test, loom))] #[path = "tests/mod.rs"] mod loom_tests;
 
 use std::mem::{self, MaybeUninit};
 
@@ -157,6 +159,9 @@ mod tests {
 
     #[test]
     fn record_is_four_words() {
-        assert_eq!(std::mem::size_of::<Callback>(), 4 * std::mem::size_of::<usize>());
+        assert_eq!(
+            std::mem::size_of::<Callback>(),
+            4 * std::mem::size_of::<usize>()
+        );
     }
 }

@@ -60,7 +60,9 @@ impl Ring {
             head: CachePadded::new(AtomicUsize::new(0)),
             consumer: Mutex::new(()),
             shard,
-            slots: (0..CAP).map(|_| UnsafeCell::new(MaybeUninit::uninit())).collect(),
+            slots: (0..CAP)
+                .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
+                .collect(),
         }
     }
 

@@ -142,7 +142,7 @@ impl SegList {
 
     /// The newest cookie anything here waits for.
     pub(crate) fn newest_cookie(&self) -> Option<u64> {
-        self.pending.iter().flatten().map(|(c, _)| *c).last()
+        self.pending.iter().flatten().map(|(c, _)| *c).next_back()
     }
 
     /// Queue `node` to wait for `cookie`; `cur` is the sequence's current value.
@@ -173,7 +173,7 @@ impl SegList {
         if self.is_idle() {
             return Err(node);
         }
-        match self.pending.iter_mut().flatten().last() {
+        match self.pending.iter_mut().flatten().next_back() {
             Some((_, b)) => b.push_node(node),
             None => self.done.push_node(node),
         }
@@ -247,7 +247,10 @@ mod tests {
         run(l.take_done());
         assert_eq!(*log.lock().unwrap(), vec![1, 2, 3, 4, 99]);
         assert!(l.is_idle());
-        assert!(l.entrain(node(&log, &[100])).is_err(), "idle shard needs no marker");
+        assert!(
+            l.entrain(node(&log, &[100])).is_err(),
+            "idle shard needs no marker"
+        );
     }
 
     #[test]

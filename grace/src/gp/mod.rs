@@ -29,7 +29,8 @@
 //! nothing on x86 (both are plain `mov`s). That halves the system calls per grace period.
 
 pub(crate) mod seq;
-#[cfg(all(test, loom))] mod tests;
+#[cfg(all(test, loom))]
+mod tests;
 
 use crate::rcu::reader::{quiescent, Readers, Slot, EPOCH_UNIT};
 use crate::sync::{fence, lock, AtomicU64, AtomicU8, AtomicUsize, Mutex, Ordering};
@@ -209,7 +210,8 @@ impl GpEngine {
 
     /// Phase 2: wait until every slot is quiescent or reading in epoch `target`.
     fn gp_wait_readers(&self, readers: &Readers, target: u64, kind: GpKind) {
-        self.phase.store(GpPhase::WaitReaders as u8, Ordering::Relaxed);
+        self.phase
+            .store(GpPhase::WaitReaders as u8, Ordering::Relaxed);
         for slot in readers.iter() {
             self.wait_slot(slot, target, kind);
         }

@@ -97,8 +97,14 @@ mod tests {
         assert!(!done(s, snap_idle));
         s = ended(s);
         assert!(!in_progress(s));
-        assert!(done(s, snap_idle), "the GP that started after snap_idle ended");
-        assert!(!done(s, snap_busy), "the GP in progress at snap_busy does not count");
+        assert!(
+            done(s, snap_idle),
+            "the GP that started after snap_idle ended"
+        );
+        assert!(
+            !done(s, snap_busy),
+            "the GP in progress at snap_busy does not count"
+        );
         s = ended(started(s));
         assert!(done(s, snap_busy));
         assert!(done(s, COMPLETED));
@@ -107,7 +113,11 @@ mod tests {
             s = ended(started(s));
             assert!(done(s, snap_idle) && done(s, snap_busy));
         }
-        assert_eq!(snapshot(s) & STATE_MASK, 0, "a snapshot is never in progress");
+        assert_eq!(
+            snapshot(s) & STATE_MASK,
+            0,
+            "a snapshot is never in progress"
+        );
     }
 
     #[test]

@@ -51,7 +51,8 @@
 //! returning from `main` if they must.
 
 pub(crate) mod reader;
-#[cfg(all(test, loom))] mod tests;
+#[cfg(all(test, loom))]
+mod tests;
 
 #[cfg(not(loom))]
 pub use api::*;

@@ -205,9 +205,13 @@ impl Readers {
             // Acquire on success: pairs with the Release in `release`, so the previous owner's
             // last accesses (its ring's producer state) happen-before ours.
             if s.state.load(Ordering::Relaxed) == state::FREE
-                && s
-                    .state
-                    .compare_exchange(state::FREE, state::IN_USE, Ordering::Acquire, Ordering::Relaxed)
+                && s.state
+                    .compare_exchange(
+                        state::FREE,
+                        state::IN_USE,
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    )
                     .is_ok()
             {
                 return s;

@@ -7,7 +7,14 @@ const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
 fn membarrier_syscall(cmd: libc::c_int) -> libc::c_long {
     // SAFETY: membarrier takes two integer arguments (cmd, flags) and a cpu id that is ignored
     // without MEMBARRIER_CMD_FLAG_CPU; it reads and writes no memory of ours.
-    unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0 as libc::c_uint, 0 as libc::c_int) }
+    unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            cmd,
+            0 as libc::c_uint,
+            0 as libc::c_int,
+        )
+    }
 }
 
 /// Query support for, and register this process with, private expedited membarrier.

@@ -82,7 +82,8 @@ fn init_slow(force_fence: bool) -> BarrierMode {
     };
     // AcqRel: first writer wins; Release publishes the registration done above, Acquire on
     // failure reads the winner's registration (pairs with itself in racing initializers).
-    let decided = match MODE.compare_exchange(MODE_UNSET, want, Ordering::AcqRel, Ordering::Acquire) {
+    let decided = match MODE.compare_exchange(MODE_UNSET, want, Ordering::AcqRel, Ordering::Acquire)
+    {
         Ok(_) => want,
         Err(already) => already,
     };

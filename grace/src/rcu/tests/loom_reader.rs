@@ -69,7 +69,10 @@ fn read_section(sh: &Shared, slot: &Slot) {
     let p = sh.current.load(Ordering::Acquire);
     // SAFETY: objects are only released after every thread has been joined.
     let obj = unsafe { &*p };
-    assert!(!obj.freed.load(Ordering::Relaxed), "reader saw a freed object");
+    assert!(
+        !obj.freed.load(Ordering::Relaxed),
+        "reader saw a freed object"
+    );
     // A causality violation here means the free was not ordered after this read.
     let v = obj.payload.with(|v| unsafe { *v });
     assert_ne!(v, POISON, "reader saw a poisoned payload");
@@ -109,7 +112,8 @@ fn model_once(var: Variant) {
     // the old object's initialization ours before we poison it.
     let old = sh.current.swap(new, Ordering::AcqRel);
     if var.synchronize {
-        sh.gp.synchronize(&sh.readers, BarrierMode::Fence, GpKind::Normal);
+        sh.gp
+            .synchronize(&sh.readers, BarrierMode::Fence, GpKind::Normal);
     }
     // SAFETY: the old object is still allocated (released below, after the join).
     let o = unsafe { &*old };
@@ -131,14 +135,46 @@ fn model_once(var: Variant) {
     }
 }
 
-/// Run `var` under loom and report whether loom found a failing execution.
-fn fails(var: Variant) -> bool {
-    // Loom reports a failing execution by panicking out of `model`.
-    let prev = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+std::thread_local! {
+    /// Set while this thread runs a model expected to fail: its panics are not printed.
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run `var` under loom; return the failure loom found, if any. Loom reports a failing
+/// execution by panicking out of `model` (its model threads run on the calling thread).
+fn failure(var: Variant) -> Option<String> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(|q| q.get()) {
+                prev(info)
+            }
+        }));
+    });
+    QUIET.with(|q| q.set(true));
     let r = std::panic::catch_unwind(|| loom::model(move || model_once(var)));
-    std::panic::set_hook(prev);
-    r.is_err()
+    QUIET.with(|q| q.set(false));
+    let payload = r.err()?;
+    Some(
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default(),
+    )
+}
+
+/// The failure must be the early free itself: the reader's access to the payload racing with
+/// the free (loom's causality check), or the reader seeing the freed flag or the poison.
+fn assert_caught(var: Variant, what: &str) {
+    match failure(var) {
+        None => panic!("loom did not find {what}: the model cannot see the bug it guards against"),
+        Some(msg) => assert!(
+            msg.contains("Causality violation") || msg.contains("reader saw"),
+            "loom failed {what} for an unexpected reason: {msg}"
+        ),
+    }
 }
 
 #[test]
@@ -177,7 +213,8 @@ fn back_to_back_sections_never_see_a_free() {
             })
         };
         let old = sh.current.swap(new_obj(2), Ordering::AcqRel);
-        sh.gp.synchronize(&sh.readers, BarrierMode::Fence, GpKind::Normal);
+        sh.gp
+            .synchronize(&sh.readers, BarrierMode::Fence, GpKind::Normal);
         // SAFETY: released below, after the join.
         let o = unsafe { &*old };
         o.freed.store(true, Ordering::Relaxed);
@@ -191,15 +228,57 @@ fn back_to_back_sections_never_see_a_free() {
     });
 }
 
+/// A second updater runs grace periods of its own, so the first one's `synchronize` may be
+/// served by a grace period it did not run (seen through the sequence alone, without the
+/// lock), or may find one in progress that must not count for it. Exercises the fence in
+/// `GpEngine::snapshot`, the snapshot arithmetic, and the Release/Acquire pair on the sequence.
+#[test]
+fn synchronize_served_by_another_updaters_grace_period() {
+    loom::model(|| {
+        let sh = Arc::new(Shared {
+            readers: Readers::new(),
+            gp: GpEngine::new(),
+            current: AtomicPtr::new(new_obj(1)),
+        });
+        sh.readers.set_fence_mode();
+        let slot = sh.readers.acquire();
+        let reader = {
+            let sh = sh.clone();
+            thread::spawn(move || read_section(&sh, slot))
+        };
+        let other = {
+            let sh = sh.clone();
+            thread::spawn(move || {
+                sh.gp
+                    .synchronize(&sh.readers, BarrierMode::Fence, GpKind::Normal)
+            })
+        };
+        let old = sh.current.swap(new_obj(2), Ordering::AcqRel);
+        sh.gp
+            .synchronize(&sh.readers, BarrierMode::Fence, GpKind::Normal);
+        // SAFETY: released below, after the joins.
+        let o = unsafe { &*old };
+        o.freed.store(true, Ordering::Relaxed);
+        o.payload.with_mut(|v| unsafe { *v = POISON });
+        reader.join().unwrap();
+        other.join().unwrap();
+        // SAFETY: every thread has been joined.
+        unsafe {
+            drop(Box::from_raw(old));
+            drop(Box::from_raw(sh.current.load(Ordering::Relaxed)));
+        }
+    });
+}
+
 /// Negative check: freeing without a grace period must be caught.
 #[test]
 fn loom_catches_a_free_without_synchronize() {
-    assert!(
-        fails(Variant {
+    assert_caught(
+        Variant {
             synchronize: false,
             ..CORRECT
-        }),
-        "loom did not find the early free: the model cannot see the bug it guards against"
+        },
+        "a free without synchronize",
     );
 }
 
@@ -208,12 +287,12 @@ fn loom_catches_a_free_without_synchronize() {
 /// is the store-buffering case of `GpEngine::gp_init`.
 #[test]
 fn loom_catches_a_reader_without_its_fence() {
-    assert!(
-        fails(Variant {
+    assert_caught(
+        Variant {
             fence_bit: false,
             register_in_thread: false,
             ..CORRECT
-        }),
-        "loom did not find the missing reader fence"
+        },
+        "a reader without its fence",
     );
 }
