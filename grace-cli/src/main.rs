@@ -1,1 +1,219 @@
-fn main() {}
+//! `grace`: the command-line face of the grace RCU library.
+//!
+//! * `grace` alone runs the tour (about a minute: torture, then the headline benchmarks);
+//! * `grace torture rcu` runs rcutorture's pipeline check against `grace::rcu`;
+//! * `grace bench read|sync|call` compares grace with its peers.
+//!
+//! This file only parses arguments (clap) and dispatches. Before anything runs, the `GRACE_*`
+//! environment is validated with [`grace::config::Config::from_env`]: the library itself
+//! would only warn and fall back to defaults, but a tool whose figures depend on those
+//! settings must refuse a malformed one (exit status 2, like a bad argument).
+//!
+//! Exit status: 0 success; 1 the torture test found errors; 2 a bad argument or `GRACE_*`
+//! setting; 3 the torture test could not run (a thread failed to start or panicked).
+
+mod bench;
+mod torture;
+mod tour;
+mod ui;
+
+use clap::{Args, Parser, Subcommand};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "grace",
+    version,
+    about = "Torture tests and peer benchmarks for the grace RCU library",
+    long_about = "Torture tests and peer benchmarks for the grace RCU library.\n\n\
+        Run with no subcommand for the tour: a 15-second torture test, then the headline \
+        benchmarks against liburcu, crossbeam-epoch, seize and haphazard, about a minute in all.\n\n\
+        Environment: GRACE_NO_MEMBARRIER=1 (fence fallback), GRACE_LAZY_MS (call batching \
+        delay, 1..=60000), GRACE_CB_WORKERS (1..=256)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Torture-test a flavor: rcutorture's pipeline check, exit status 1 on any error
+    Torture {
+        #[command(subcommand)]
+        flavor: Flavor,
+    },
+    /// Benchmark grace against its peers (liburcu, crossbeam-epoch, seize, haphazard)
+    Bench(BenchArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum Flavor {
+    /// The RCU flavor (grace::rcu)
+    Rcu(TortureArgs),
+}
+
+#[derive(Args, Debug)]
+struct TortureArgs {
+    /// How long to run: 10s, 500ms, 2m, 1.5s, or plain seconds (5)
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Reader threads [default: the number of CPUs, at least 2]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    readers: Option<u32>,
+    /// Print one JSON object on standard output instead of the report
+    #[arg(long)]
+    json: bool,
+    /// Advance removed elements without waiting for grace periods, to prove the check fires
+    #[arg(long, hide = true)]
+    inject_early_free: bool,
+}
+
+#[derive(Args, Debug)]
+struct BenchArgs {
+    /// Which suite to run
+    #[arg(value_enum)]
+    suite: bench::Suite,
+    /// Thread counts, comma-separated [default: 1 and the number of CPUs]
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=1024))]
+    threads: Vec<u32>,
+    /// Milliseconds per measurement (after its warm-up)
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    duration_ms: u64,
+    /// Print one JSON object on standard output instead of the table
+    #[arg(long)]
+    json: bool,
+}
+
+/// The longest `--duration` accepted: one day.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// Parse `10s`, `500ms`, `2m`, `1h`, `1.5s` or plain seconds (`5`); zero and garbage are
+/// errors (clap prints them, naming the option).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let scale = match unit.trim() {
+        "" | "s" | "sec" | "secs" => 1.0,
+        "ms" => 1e-3,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => f64::NAN,
+    };
+    let value: f64 = num.parse().unwrap_or(f64::NAN);
+    let secs = value * scale;
+    if !secs.is_finite() || num.is_empty() {
+        return Err(format!(
+            "expected a duration such as 10s, 500ms, 2m or 5 (seconds), got {s:?}"
+        ));
+    }
+    if secs <= 0.0 {
+        return Err("the duration must be greater than zero".into());
+    }
+    let d = Duration::from_secs_f64(secs);
+    if d > MAX_DURATION {
+        return Err("the duration must be at most 24h".into());
+    }
+    if d.is_zero() {
+        return Err("the duration must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+fn main() -> ExitCode {
+    // Bad arguments: clap prints the error and exits with status 2.
+    let cli = Cli::parse();
+    if let Err(e) = grace::config::Config::from_env() {
+        eprintln!("grace: {e}");
+        return ExitCode::from(2);
+    }
+    match cli.command {
+        None => tour::run(),
+        Some(Command::Torture {
+            flavor: Flavor::Rcu(a),
+        }) => {
+            let opts = torture::Options {
+                duration: a.duration,
+                readers: a
+                    .readers
+                    .map_or_else(torture::Options::default_readers, |n| n as usize),
+                inject_early_free: a.inject_early_free,
+            };
+            let bar = torture::progress_bar(&opts, !a.json);
+            let report = torture::run(&opts, &bar);
+            bar.finish_and_clear();
+            if a.json {
+                let text = serde_json::to_string_pretty(&report).unwrap_or_else(|_| "null".into());
+                ui::out(&format!("{text}\n"));
+            } else {
+                ui::out(&report.human());
+            }
+            if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Some(Command::Bench(a)) => {
+            let defaults = grace_bench::Options::default();
+            let threads = if a.threads.is_empty() {
+                defaults.threads
+            } else {
+                a.threads.iter().map(|&n| n as usize).collect()
+            };
+            let opts = grace_bench::Options {
+                threads,
+                duration: Duration::from_millis(a.duration_ms),
+            };
+            bench::main(a.suite, &opts, a.json)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_parse() {
+        let ok = |s: &str| parse_duration(s).unwrap();
+        assert_eq!(ok("10s"), Duration::from_secs(10));
+        assert_eq!(ok("500ms"), Duration::from_millis(500));
+        assert_eq!(ok("2m"), Duration::from_secs(120));
+        assert_eq!(ok("5"), Duration::from_secs(5));
+        assert_eq!(ok("1.5s"), Duration::from_millis(1500));
+        assert_eq!(ok(" 3 s "), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn bad_durations_are_refused() {
+        for bad in [
+            "",
+            "banana",
+            "s",
+            "10x",
+            "0",
+            "0s",
+            "0.0",
+            "-1s",
+            "1.2.3",
+            "nan",
+            "inf",
+            "1e3",
+            "99999h",
+            "0.0000000001ms",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+}

@@ -368,7 +368,13 @@ fn reader(s: Arc<Shared>, exit: Arc<AtomicBool>, salt: u64) {
 
 /// One read-side section of the pipeline check.
 #[inline]
-fn read_once(s: &Shared, rng: &mut Rng, c: &mut ReaderCounts, sleep_one_in: u64, sleep_for: Duration) {
+fn read_once(
+    s: &Shared,
+    rng: &mut Rng,
+    c: &mut ReaderCounts,
+    sleep_one_in: u64,
+    sleep_for: Duration,
+) {
     let r = rng.next();
     let guard = rcu::read_lock();
     // Acquire: pairs with the writer's AcqRel swap, so the element's initialization (stage 0,
@@ -391,7 +397,10 @@ fn read_once(s: &Shared, rng: &mut Rng, c: &mut ReaderCounts, sleep_one_in: u64,
         let v = s.side.load(&guard);
         if !v.is_valid() {
             c.check_errors += 1;
-            let (seq, check) = (v.seq.load(Ordering::Relaxed), v.check.load(Ordering::Relaxed));
+            let (seq, check) = (
+                v.seq.load(Ordering::Relaxed),
+                v.check.load(Ordering::Relaxed),
+            );
             s.note(|| format!("reader saw an invalid side-cell value (seq {seq:#x}, check {check:#x}): freed early"));
         }
     }
@@ -406,7 +415,7 @@ fn read_once(s: &Shared, rng: &mut Rng, c: &mut ReaderCounts, sleep_one_in: u64,
         c.pipe_errors += 1;
         s.note(|| {
             format!(
-                "reader saw element {idx} at pipe stage {stage}: {} grace period(s) ended after its removal while the reader's section was open",
+                "reader saw element {idx} at pipe stage {stage} inside its section: it was advanced {} time(s) past removal, each one a grace period that should have waited for this reader",
                 stage - 1
             )
         });
@@ -441,7 +450,8 @@ impl Writer {
             self.generation += 1;
             let e = &self.s.pool[new];
             e.pipe.store(0, Ordering::Relaxed);
-            e.check.store(self.generation << 1 | ALIVE, Ordering::Relaxed);
+            e.check
+                .store(self.generation << 1 | ALIVE, Ordering::Relaxed);
             // AcqRel: Release publishes the element's initialization to readers.
             let old = self.s.current.swap(new, Ordering::AcqRel);
             // Removed: stage 0 -> 1.
@@ -472,7 +482,11 @@ impl Writer {
         }
         // Finish: give every removed element the grace periods it is owed.
         while !self.removed.is_empty() {
-            let mode = if self.s.inject { Mode::Inject } else { Mode::Sync };
+            let mode = if self.s.inject {
+                Mode::Inject
+            } else {
+                Mode::Sync
+            };
             self.wait(mode);
             self.advance_removed();
         }
@@ -492,7 +506,11 @@ impl Writer {
                 // Everything is in callback chains: let them run.
                 thread::sleep(Duration::from_micros(200));
             } else {
-                let mode = if self.s.inject { Mode::Inject } else { Mode::Sync };
+                let mode = if self.s.inject {
+                    Mode::Inject
+                } else {
+                    Mode::Sync
+                };
                 self.wait(mode);
                 self.advance_removed();
             }
@@ -513,8 +531,9 @@ impl Writer {
                 let c = rcu::get_state();
                 rcu::synchronize();
                 if !rcu::poll_state(c) {
-                    self.s
-                        .api_error("poll_state() is false for a cookie taken before synchronize()".into());
+                    self.s.api_error(
+                        "poll_state() is false for a cookie taken before synchronize()".into(),
+                    );
                 }
             }
             Mode::Expedited => {
@@ -528,13 +547,11 @@ impl Writer {
             }
             Mode::Poll => {
                 let c = rcu::start_poll();
-                // Half the time poll with the multi-cookie API, next to a cookie that is
-                // never done first.
+                // Half the time poll with the multi-cookie API.
                 let multi = self.rng.next() % 2 == 0;
-                let pending = [rcu::get_completed_state(), c];
                 loop {
                     let done = if multi {
-                        rcu::poll_state_any(&pending[1..]).is_some()
+                        rcu::poll_state_any(&[c]).is_some()
                     } else {
                         rcu::poll_state(c)
                     };
@@ -543,7 +560,8 @@ impl Writer {
                     }
                     thread::yield_now();
                 }
-                if !rcu::poll_state(c) || rcu::poll_state_any(&pending) != Some(0) {
+                let both = [rcu::get_completed_state(), c];
+                if !rcu::poll_state(c) || rcu::poll_state_any(&both) != Some(0) {
                     self.s
                         .api_error("poll_state() and poll_state_any() disagree".into());
                 }
@@ -597,8 +615,9 @@ impl Writer {
             _ => {
                 rcu::cond_synchronize(retired.cookie());
                 if let Err(r) = retired.try_reclaim() {
-                    self.s
-                        .api_error("Retired::try_reclaim() refused after cond_synchronize()".into());
+                    self.s.api_error(
+                        "Retired::try_reclaim() refused after cond_synchronize()".into(),
+                    );
                     r.defer_drop();
                 }
             }
@@ -684,7 +703,8 @@ pub struct Report {
     pub error_messages: Vec<String>,
 }
 
-/// Run the torture test, showing progress on `bar` (its length is set here).
+/// Run the torture test, showing progress on `bar`, whose length should be the duration in
+/// milliseconds (see [`progress_bar`]).
 pub fn run(opts: &Options, bar: &ProgressBar) -> Report {
     let before = rcu::stats();
     let s = Arc::new(Shared::new(opts.inject_early_free));
@@ -728,7 +748,6 @@ pub fn run(opts: &Options, bar: &ProgressBar) -> Report {
     };
 
     // Control loop: progress, and thread churn.
-    bar.set_length(opts.duration.as_millis() as u64);
     let start = Instant::now();
     let mut next_churn = start + CHURN_EVERY;
     let mut victim = 0usize;
@@ -739,7 +758,7 @@ pub fn run(opts: &Options, bar: &ProgressBar) -> Report {
         }
         bar.set_position(elapsed.as_millis() as u64);
         bar.set_message(format!(
-            "{:.1}/{:.0} s  {} reads  {} updates  {} errors",
+            "{:.1}/{:.1} s, {} reads, {} updates, {} errors",
             elapsed.as_secs_f64(),
             opts.duration.as_secs_f64(),
             crate::ui::si(s.reads() as f64),
@@ -792,7 +811,11 @@ pub fn run(opts: &Options, bar: &ProgressBar) -> Report {
     );
     if ran != queued {
         lost += queued.abs_diff(ran);
-        s.note(|| format!("{queued} callbacks queued by exiting reader threads, {ran} ran after barrier()"));
+        s.note(|| {
+            format!(
+                "{queued} callbacks queued by exiting reader threads, {ran} ran after barrier()"
+            )
+        });
     }
     let free = lock(&s.free).len();
     if chains == 0 && free + 1 != POOL_SIZE {
@@ -804,6 +827,7 @@ pub fn run(opts: &Options, bar: &ProgressBar) -> Report {
     let after = rcu::stats();
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let errors = s.errors() + lost;
+    let error_messages = lock(&s.messages).clone();
     Report {
         flavor: "rcu",
         errors,
@@ -829,8 +853,14 @@ pub fn run(opts: &Options, bar: &ProgressBar) -> Report {
         max_gp_wait_ms: writer.max_wait.as_secs_f64() * 1e3,
         barrier_mode: format!("{:?}", after.barrier_mode).to_lowercase(),
         inject_early_free: opts.inject_early_free,
-        error_messages: lock(&s.messages).clone(),
+        error_messages,
     }
+}
+
+/// The progress bar for a run of `opts` (hidden unless `show` and standard error is a
+/// terminal).
+pub fn progress_bar(opts: &Options, show: bool) -> ProgressBar {
+    crate::ui::bar(opts.duration.as_millis() as u64, "torture rcu", show)
 }
 
 fn join(h: JoinHandle<()>, what: &str) {
@@ -868,7 +898,10 @@ impl Report {
                 ""
             }
         ));
-        o.push_str(&format!("rcu-torture: Reader Pipe:  {}\n", join(&self.pipe)));
+        o.push_str(&format!(
+            "rcu-torture: Reader Pipe:  {}\n",
+            join(&self.pipe)
+        ));
         o.push_str(&format!(
             "rcu-torture: Free-Block Circulation:  {}\n",
             join(&self.free_block_circulation)

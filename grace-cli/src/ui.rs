@@ -16,8 +16,10 @@ pub fn bar(len: u64, prefix: &str, show: bool) -> ProgressBar {
     }
     let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
     // The template is a constant; should indicatif ever reject it, keep the default style.
+    // `wide_msg` is cut to the terminal's width, so the line never wraps (a wrapped line
+    // leaves a trail of copies behind as the bar redraws).
     if let Ok(style) =
-        ProgressStyle::with_template("{prefix:>12.bold} [{bar:32.cyan/blue}] {percent:>3}% {msg}")
+        ProgressStyle::with_template("{prefix:>12.bold} [{bar:24.cyan/blue}] {wide_msg}")
     {
         bar.set_style(style.progress_chars("=> "));
     }
@@ -130,7 +132,11 @@ impl Table {
     /// The table as text, each line indented by `indent` spaces and ending in a newline.
     pub fn render(&self, indent: usize) -> String {
         let n = self.columns.len();
-        let mut width: Vec<usize> = self.columns.iter().map(|(h, _)| h.chars().count()).collect();
+        let mut width: Vec<usize> = self
+            .columns
+            .iter()
+            .map(|(h, _)| h.chars().count())
+            .collect();
         for row in &self.rows {
             for (w, cell) in width.iter_mut().zip(row) {
                 *w = (*w).max(cell.chars().count());

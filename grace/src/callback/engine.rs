@@ -107,8 +107,9 @@ pub(crate) struct Engine {
     pub(crate) counters: Counters,
 }
 
-/// Most nodes kept in `spare_nodes` (8 KiB each).
-const SPARE_NODES: usize = 64;
+/// Most nodes kept in `spare_nodes` (8 KiB each, so at most 2 MiB): enough for the callbacks
+/// of a flood window plus a grace period at ~100 M callbacks/s.
+const SPARE_NODES: usize = 256;
 
 impl Engine {
     /// Create the engine and start its threads.
@@ -406,8 +407,10 @@ impl Engine {
                     for cb in node.cbs.drain(..) {
                         self.invoke(cb);
                     }
-                    // Relaxed: a statistic (barrier waits on its markers, not on this).
-                    self.counters.invoked.fetch_add(n, Ordering::Relaxed);
+                    if !node.internal {
+                        // Relaxed: a statistic (barrier waits on its markers, not on this).
+                        self.counters.invoked.fetch_add(n, Ordering::Relaxed);
+                    }
                     self.recycle(node);
                 }
             }
@@ -441,7 +444,7 @@ impl Engine {
         for (i, shard) in self.shards.iter().enumerate() {
             let node = spare.take().unwrap_or_else(|| {
                 let s = state.clone();
-                Node::new(vec![Callback::new(move || s.arrive())])
+                Node::internal(Callback::new(move || s.arrive()))
             });
             let mut l = lock(shard);
             match l.entrain(node) {
@@ -469,7 +472,7 @@ impl Engine {
         }
     }
 
-    /// Callbacks queued so far and not yet invoked (an estimate while calls race).
+    /// Callbacks queued by users since the engine started (barrier markers excluded).
     pub(crate) fn queued_total(&self) -> u64 {
         self.host
             .readers()

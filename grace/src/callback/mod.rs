@@ -72,7 +72,9 @@ impl Callback {
             }
         } else {
             let boxed: *mut F = Box::into_raw(Box::new(f));
-            payload[0] = MaybeUninit::new(boxed as usize);
+            // Stored as a pointer, not an integer, so that it keeps its provenance.
+            // SAFETY: a pointer fits in, and is aligned for, the payload's first word.
+            unsafe { payload.as_mut_ptr().cast::<*mut F>().write(boxed) };
             Callback {
                 vtable: boxed_vtable::<F>,
                 payload,
@@ -110,7 +112,7 @@ unsafe fn inline_vtable<F: FnOnce()>(p: *mut Payload, run: bool) {
 /// `p[0]` holds a `Box<F>` pointer written by `Callback::new`, used at most once.
 unsafe fn boxed_vtable<F: FnOnce()>(p: *mut Payload, run: bool) {
     // SAFETY: per the contract the first word is an initialized Box<F> raw pointer.
-    let raw = unsafe { (*p)[0].assume_init() } as *mut F;
+    let raw = unsafe { p.cast::<*mut F>().read() };
     // SAFETY: created by Box::into_raw in Callback::new, reclaimed exactly once.
     let f = unsafe { Box::from_raw(raw) };
     if run {

@@ -24,12 +24,19 @@
 use super::Callback;
 use crate::cookie::NUM_ACTIVE_POLL_OLDSTATE;
 use crate::gp::seq;
+use std::ptr::NonNull;
 
 /// A block of callbacks, allocated outside any lock.
 pub(crate) struct Node {
-    next: Option<Box<Node>>,
+    /// The next node of the batch this node is linked into; owned by that batch (see
+    /// [`Batch`]). `None` whenever the node is outside a batch.
+    next: Option<NonNull<Node>>,
     pub(crate) cbs: Vec<Callback>,
 }
+
+// SAFETY: `next` is only ever set while the node is owned by a `Batch` (which owns the whole
+// chain, see there); a node outside a batch owns nothing through it. Everything else is Send.
+unsafe impl Send for Node {}
 
 impl Node {
     pub(crate) fn new(cbs: Vec<Callback>) -> Box<Node> {
@@ -38,15 +45,23 @@ impl Node {
 }
 
 /// A FIFO of nodes.
+///
+/// The chain is linked with raw pointers, each node a leaked `Box` owned by the batch (the
+/// pattern of `std::collections::LinkedList`). `Box` links would not do: moving the `Box` that
+/// owns the last node (into the previous node, or moving a one-node batch) asserts its
+/// uniqueness and invalidates `tail` (undefined behaviour under Stacked and Tree Borrows,
+/// found by Miri).
 #[derive(Default)]
 pub(crate) struct Batch {
-    head: Option<Box<Node>>,
-    /// Last node of `head`'s chain; null when empty.
-    tail: Option<std::ptr::NonNull<Node>>,
+    /// First node; `None` when empty.
+    head: Option<NonNull<Node>>,
+    /// Last node; `None` when empty.
+    tail: Option<NonNull<Node>>,
     len: usize,
 }
 
-// SAFETY: `tail` points into the chain owned by `head`; the batch owns its nodes outright.
+// SAFETY: the batch owns its nodes outright (nothing else points into the chain), and nodes
+// are Send.
 unsafe impl Send for Batch {}
 
 impl Batch {
@@ -62,49 +77,54 @@ impl Batch {
     fn push_node(&mut self, mut node: Box<Node>) {
         self.len += node.cbs.len();
         node.next = None;
-        let raw = std::ptr::NonNull::from(&mut *node);
+        let raw = NonNull::from(Box::leak(node));
+        self.link(raw, raw);
+    }
+
+    /// Link the chain `first..=last` (owned by the caller, handed over) after our tail.
+    fn link(&mut self, first: NonNull<Node>, last: NonNull<Node>) {
         match self.tail {
-            // SAFETY: `tail` is the last node of the chain owned by `head`, alive while the
-            // batch is, and we hold `&mut self`.
-            Some(mut t) => unsafe { t.as_mut().next = Some(node) },
-            None => self.head = Some(node),
+            // SAFETY: `tail` is the last node of the chain this batch owns, and we hold
+            // `&mut self`.
+            Some(mut t) => unsafe { t.as_mut().next = Some(first) },
+            None => self.head = Some(first),
         }
-        self.tail = Some(raw);
+        self.tail = Some(last);
     }
 
     fn append(&mut self, mut other: Batch) {
-        if let Some(head) = other.head.take() {
-            let other_tail = other.tail.take();
+        if let (Some(first), Some(last)) = (other.head.take(), other.tail.take()) {
             self.len += std::mem::take(&mut other.len);
-            match self.tail {
-                // SAFETY: as in push_node.
-                Some(mut t) => unsafe { t.as_mut().next = Some(head) },
-                None => self.head = Some(head),
-            }
-            self.tail = other_tail;
+            self.link(first, last);
         }
     }
 
+    /// Unlink and return the first node.
+    fn pop_front(&mut self) -> Option<Box<Node>> {
+        let first = self.head?;
+        // SAFETY: `first` was leaked from a Box by push_node and is owned by this batch; taking
+        // it out of the chain hands that ownership back.
+        let mut node = unsafe { Box::from_raw(first.as_ptr()) };
+        self.head = node.next.take();
+        if self.head.is_none() {
+            self.tail = None;
+        }
+        self.len -= node.cbs.len();
+        Some(node)
+    }
+
     /// Consume the batch node by node (for invoking; nodes are freed as they are emptied).
+    /// Nodes the iterator does not reach are dropped with it, as by dropping the batch.
     pub(crate) fn into_nodes(mut self) -> impl Iterator<Item = Box<Node>> {
-        self.tail = None;
-        self.len = 0;
-        let mut cur = self.head.take();
-        std::iter::from_fn(move || {
-            let mut n = cur.take()?;
-            cur = n.next.take();
-            Some(n)
-        })
+        std::iter::from_fn(move || self.pop_front())
     }
 }
 
 impl Drop for Batch {
     fn drop(&mut self) {
-        // Unlink iteratively (no recursion on long chains). Callbacks still inside are
-        // discarded, which only happens when a shard is torn down in tests.
-        let mut cur = self.head.take();
-        while let Some(mut n) = cur {
-            cur = n.next.take();
+        // Iterative (no recursion on long chains). Callbacks still inside are discarded, which
+        // only happens when a shard is torn down in tests.
+        while let Some(mut n) = self.pop_front() {
             for cb in n.cbs.drain(..) {
                 cb.discard();
             }
@@ -247,10 +267,13 @@ mod tests {
         run(l.take_done());
         assert_eq!(*log.lock().unwrap(), vec![1, 2, 3, 4, 99]);
         assert!(l.is_idle());
-        assert!(
-            l.entrain(node(&log, &[100])).is_err(),
-            "idle shard needs no marker"
-        );
+        let mut back = l
+            .entrain(node(&log, &[100]))
+            .expect_err("idle shard needs no marker");
+        // A Callback must be consumed: dropping it would leak its closure (and `log`).
+        for cb in back.cbs.drain(..) {
+            cb.discard();
+        }
     }
 
     #[test]

@@ -615,6 +615,8 @@ mod api {
         pub gp_thread_cycles: u64,
         /// Reader slots ever registered (live, free for reuse, or abandoned).
         pub reader_slots: usize,
+        /// Threads registered now (slots in use by a live thread).
+        pub readers_live: usize,
         /// The barrier mode in use.
         pub barrier_mode: BarrierMode,
         /// The grace-period engine's phase now.
@@ -648,6 +650,10 @@ mod api {
             callback_panics: panics,
             gp_thread_cycles: cycles,
             reader_slots: READERS.iter().count(),
+            readers_live: READERS
+                .iter()
+                .filter(|s| s.state.load(Ordering::Relaxed) == super::reader::state::IN_USE)
+                .count(),
             barrier_mode: mode(),
             phase: GP.phase(),
         }

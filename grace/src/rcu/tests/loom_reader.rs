@@ -270,6 +270,63 @@ fn synchronize_served_by_another_updaters_grace_period() {
     });
 }
 
+/// The polled path (`get_state`, then `poll_state` until done, then free), with the grace
+/// period run by another thread (the grace-period thread): the updater never takes the
+/// engine's lock, so the sequence's Release/Acquire pair is all that orders the reader's
+/// section before the free. The updater polls a bounded number of times (loom needs bounded
+/// loops) and frees only if it saw its cookie done; the interleavings in which the other
+/// thread's grace period started after the cookie was taken are the ones that free.
+#[test]
+fn polled_cookie_completed_by_another_thread_never_frees_early() {
+    // Executions in which the updater saw its cookie done and freed (outside loom's model).
+    static FREED_RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    loom::model(|| {
+        let sh = Arc::new(Shared {
+            readers: Readers::new(),
+            gp: GpEngine::new(),
+            current: AtomicPtr::new(new_obj(1)),
+        });
+        sh.readers.set_fence_mode();
+        let slot = sh.readers.acquire();
+        let reader = {
+            let sh = sh.clone();
+            thread::spawn(move || read_section(&sh, slot))
+        };
+        let gp_thread = {
+            let sh = sh.clone();
+            thread::spawn(move || sh.gp.synchronize(&sh.readers, BarrierMode::Fence, GpKind::Normal))
+        };
+        let old = sh.current.swap(new_obj(2), Ordering::AcqRel);
+        let c = sh.gp.snapshot(GpKind::Normal);
+        let mut freed = false;
+        for _ in 0..3 {
+            if sh.gp.done(GpKind::Normal, c) {
+                // SAFETY: released below, after the joins.
+                let o = unsafe { &*old };
+                o.freed.store(true, Ordering::Relaxed);
+                o.payload.with_mut(|v| unsafe { *v = POISON });
+                freed = true;
+                break;
+            }
+            thread::yield_now();
+        }
+        reader.join().unwrap();
+        gp_thread.join().unwrap();
+        if freed {
+            FREED_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        // SAFETY: every thread has been joined.
+        unsafe {
+            drop(Box::from_raw(old));
+            drop(Box::from_raw(sh.current.load(Ordering::Relaxed)));
+        }
+    });
+    assert!(
+        FREED_RUNS.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "no execution freed: the model never reached the case it is about"
+    );
+}
+
 /// Negative check: freeing without a grace period must be caught.
 #[test]
 fn loom_catches_a_free_without_synchronize() {

@@ -1,0 +1,359 @@
+//! `grace bench read|sync|call`: run one `grace-bench` suite and present it.
+//!
+//! The measuring is `grace-bench`'s (same harness for grace and every peer, in one process);
+//! this module only drives it with a progress bar and turns its rows into a table for a
+//! person, or into the JSON object other tools parse (`suite`, `results[]` with `impl`,
+//! `threads`, `ns_per_op`, `ops_per_s`, `note`, then `machine` and `date`; keep those names).
+//!
+//! Every row is compared with `grace-rcu` at the same thread count as
+//! `grace-rcu's ns/op ÷ the row's ns/op`: `0.52x` means grace takes 0.52 times the peer's
+//! time per operation (grace is faster); above `1.00x` the peer is faster.
+
+use crate::ui::{self, Align, Table};
+use grace_bench::{BenchResult, Options};
+use serde::Serialize;
+use std::process::ExitCode;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The implementation every other row is compared with.
+pub const GRACE_IMPL: &str = "grace-rcu";
+
+/// A benchmark suite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Suite {
+    /// One outermost read-side section (enter + exit).
+    Read,
+    /// The latency of one grace-period wait, idle readers.
+    Sync,
+    /// Deferred-callback throughput, end to end.
+    Call,
+}
+
+impl Suite {
+    /// The three suites, in the order the tour runs them.
+    pub const ALL: [Suite; 3] = [Suite::Read, Suite::Sync, Suite::Call];
+
+    /// The suite's name, as `grace-bench` and the JSON spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Suite::Read => "read",
+            Suite::Sync => "sync",
+            Suite::Call => "call",
+        }
+    }
+
+    /// What one operation is, for table headers.
+    pub fn op(self) -> &'static str {
+        match self {
+            Suite::Read => "one read-side section",
+            Suite::Sync => "one grace-period wait",
+            Suite::Call => "one deferred callback",
+        }
+    }
+
+    fn run(self, opts: &Options, progress: &mut dyn FnMut(&str)) -> Vec<BenchResult> {
+        match self {
+            Suite::Read => grace_bench::run_read(opts, progress),
+            Suite::Sync => grace_bench::run_sync(opts, progress),
+            Suite::Call => grace_bench::run_call(opts, progress),
+        }
+    }
+}
+
+/// Run `suite` with a progress bar (one step per measurement) unless `show` is false.
+pub fn run(suite: Suite, opts: &Options, show: bool) -> Vec<BenchResult> {
+    let steps = grace_bench::planned_steps(suite.name(), opts) as u64;
+    let bar = ui::bar(steps, &format!("bench {}", suite.name()), show);
+    let mut done = 0u64;
+    let results = suite.run(opts, &mut |label| {
+        bar.set_position(done);
+        done += 1;
+        bar.set_message(format!("{done}/{steps} {label}"));
+    });
+    bar.finish_and_clear();
+    results
+}
+
+/// grace-rcu's ns/op divided by `r`'s, at `r`'s thread count; `None` when either figure is
+/// missing.
+pub fn ratio_to_grace(results: &[BenchResult], r: &BenchResult) -> Option<f64> {
+    let grace = results
+        .iter()
+        .find(|g| g.impl_name == GRACE_IMPL && g.threads == r.threads && g.is_measured())?;
+    r.is_measured().then(|| grace.ns_per_op / r.ns_per_op)
+}
+
+/// What the ratio column means, for every table that shows one.
+pub const RATIO_LEGEND: &str =
+    "grace/peer = grace-rcu's ns/op divided by the row's, at the same thread count: \
+     below 1.00x grace is faster, above it the peer is";
+
+/// The table for a person: one row per implementation and thread count, notes below it.
+pub fn table(suite: Suite, results: &[BenchResult]) -> String {
+    let mut t = Table::new(&[
+        ("impl", Align::Left),
+        ("threads", Align::Right),
+        ("ns/op", Align::Right),
+        ("ops/s", Align::Right),
+        ("grace/peer", Align::Right),
+        ("", Align::Left),
+    ]);
+    let mut notes: Vec<&str> = Vec::new();
+    for r in results {
+        let mark = match &r.note {
+            Some(n) => {
+                let i = match notes.iter().position(|m| *m == n.as_str()) {
+                    Some(i) => i,
+                    None => {
+                        notes.push(n);
+                        notes.len() - 1
+                    }
+                };
+                format!("[{}]", i + 1)
+            }
+            None => String::new(),
+        };
+        let ratio = if r.impl_name == GRACE_IMPL {
+            "(ref)".to_string()
+        } else {
+            ui::ratio(ratio_to_grace(results, r))
+        };
+        t.row(vec![
+            r.impl_name.clone(),
+            r.threads.to_string(),
+            ui::ns(r.ns_per_op),
+            ui::si(r.ops_per_s),
+            ratio,
+            mark,
+        ]);
+    }
+    let mut o = format!("bench {}: ns/op = {}\n", suite.name(), suite.op());
+    o.push_str(&t.render(2));
+    for (i, n) in notes.iter().enumerate() {
+        o.push_str(&format!("  [{}] {n}\n", i + 1));
+    }
+    o.push_str(&format!("  {RATIO_LEGEND}\n"));
+    o
+}
+
+/// Why the liburcu peer is missing, with how to get it; `None` when it is built in.
+pub fn liburcu_notice() -> Option<String> {
+    let reason = grace_bench::liburcu_status().err()?;
+    let mut s = format!("the liburcu peer is not in this build: {reason}");
+    if !reason.contains("apt-get") {
+        s.push_str(
+            "; install liburcu-dev (apt-get install liburcu-dev, dnf install userspace-rcu-devel) \
+             and rebuild to compare with it",
+        );
+    }
+    Some(s)
+}
+
+/// Print [`liburcu_notice`] on standard error, at most once per process.
+pub fn print_liburcu_notice() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    if let Some(n) = liburcu_notice() {
+        ONCE.get_or_init(|| eprintln!("grace: {n}"));
+    }
+}
+
+/// One row of the JSON output.
+#[derive(Serialize)]
+struct JsonRow<'a> {
+    #[serde(rename = "impl")]
+    impl_name: &'a str,
+    threads: usize,
+    /// `null` when not measured (serde_json writes non-finite numbers as `null`).
+    ns_per_op: f64,
+    ops_per_s: f64,
+    note: Option<&'a str>,
+}
+
+/// The machine the figures were taken on.
+#[derive(Serialize)]
+pub struct Machine {
+    cpus: usize,
+    os: &'static str,
+    arch: &'static str,
+    kernel: Option<String>,
+    cpu_model: Option<String>,
+    barrier_mode: String,
+}
+
+impl Machine {
+    /// This machine.
+    pub fn this() -> Machine {
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .ok()
+            .map(|s| s.trim().to_string());
+        let cpu_model = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name") || l.starts_with("Model"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        });
+        Machine {
+            cpus: grace::sys::num_cpus(),
+            os: std::env::consts::OS,
+            arch: std::env::consts::ARCH,
+            kernel,
+            cpu_model,
+            barrier_mode: format!("{:?}", grace::rcu::stats().barrier_mode).to_lowercase(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Liburcu {
+    available: bool,
+    reason: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct JsonOut<'a> {
+    suite: &'static str,
+    results: Vec<JsonRow<'a>>,
+    machine: Machine,
+    date: String,
+    duration_ms: u64,
+    liburcu: Liburcu,
+}
+
+/// The `--json` object for `results`, as text (fields in the agreed order: `suite`,
+/// `results`, `machine`, `date`, then extras).
+pub fn json(suite: Suite, results: &[BenchResult], duration: Duration) -> String {
+    let out = JsonOut {
+        suite: suite.name(),
+        results: results
+            .iter()
+            .map(|r| JsonRow {
+                impl_name: &r.impl_name,
+                threads: r.threads,
+                ns_per_op: r.ns_per_op,
+                ops_per_s: r.ops_per_s,
+                note: r.note.as_deref(),
+            })
+            .collect(),
+        machine: Machine::this(),
+        date: utc_now(),
+        duration_ms: duration.as_millis() as u64,
+        liburcu: Liburcu {
+            available: grace_bench::liburcu_status().is_ok(),
+            reason: grace_bench::liburcu_status().err(),
+        },
+    };
+    // Serializing plain structs of numbers and strings cannot fail.
+    serde_json::to_string_pretty(&out).unwrap_or_else(|_| "null".into())
+}
+
+/// The current time in UTC as ISO 8601 (`2025-01-31T12:34:56Z`).
+pub fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    iso8601(secs)
+}
+
+/// Seconds since the Unix epoch as ISO 8601 UTC (Howard Hinnant's `civil_from_days`).
+fn iso8601(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// `grace bench <suite>`: run it, print the table (or the JSON object).
+pub fn main(suite: Suite, opts: &Options, json_out: bool) -> ExitCode {
+    print_liburcu_notice();
+    let results = run(suite, opts, !json_out);
+    if json_out {
+        ui::out(&format!("{}\n", json(suite, &results, opts.duration)));
+    } else {
+        ui::out(&table(suite, &results));
+    }
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, threads: usize, ns: f64) -> BenchResult {
+        BenchResult {
+            suite: "read",
+            impl_name: name.into(),
+            threads,
+            ns_per_op: ns,
+            ops_per_s: 1e9 / ns,
+            note: None,
+        }
+    }
+
+    #[test]
+    fn ratio_is_grace_over_peer_at_the_same_thread_count() {
+        let rs = vec![
+            row("grace-rcu", 1, 1.0),
+            row("grace-rcu", 2, 3.0),
+            row("seize", 1, 2.0),
+            row("seize", 2, 2.0),
+            row("haphazard", 4, 2.0),
+        ];
+        assert_eq!(ratio_to_grace(&rs, &rs[2]), Some(0.5));
+        assert_eq!(ratio_to_grace(&rs, &rs[3]), Some(1.5));
+        assert_eq!(ratio_to_grace(&rs, &rs[4]), None);
+        assert_eq!(ratio_to_grace(&rs, &row("x", 1, f64::NAN)), None);
+    }
+
+    #[test]
+    fn json_keeps_the_agreed_field_names() {
+        let mut rs = vec![row("grace-rcu", 1, 1.5), row("seize", 1, f64::NAN)];
+        rs[1].note = Some("skipped".into());
+        let text = json(Suite::Read, &rs, Duration::from_millis(20));
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let order: Vec<usize> = ["\"suite\"", "\"results\"", "\"machine\"", "\"date\""]
+            .iter()
+            .map(|k| text.find(k).unwrap())
+            .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
+        assert_eq!(v["suite"], "read");
+        assert_eq!(v["results"][0]["impl"], "grace-rcu");
+        assert_eq!(v["results"][0]["threads"], 1);
+        assert_eq!(v["results"][0]["ns_per_op"], 1.5);
+        assert!(v["results"][0]["ops_per_s"].is_number());
+        assert!(v["results"][0]["note"].is_null());
+        assert!(v["results"][1]["ns_per_op"].is_null());
+        assert_eq!(v["results"][1]["note"], "skipped");
+        assert!(v["machine"]["cpus"].as_u64().is_some_and(|n| n >= 1));
+        assert!(v["machine"]["os"].is_string());
+        assert!(v["date"].as_str().is_some_and(|d| d.ends_with('Z')));
+    }
+
+    #[test]
+    fn dates_are_iso8601() {
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00Z");
+        assert_eq!(iso8601(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(iso8601(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn tables_say_what_the_ratio_means() {
+        let rs = vec![row("grace-rcu", 1, 1.0), row("seize", 1, 2.0)];
+        let t = table(Suite::Read, &rs);
+        assert!(t.contains("0.50x"), "{t}");
+        assert!(t.contains("divided by"), "{t}");
+    }
+}
