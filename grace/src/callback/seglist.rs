@@ -32,6 +32,8 @@ pub(crate) struct Node {
     /// [`Batch`]). `None` whenever the node is outside a batch.
     next: Option<NonNull<Node>>,
     pub(crate) cbs: Vec<Callback>,
+    /// Holds the engine's own callbacks (barrier markers), which statistics leave out.
+    pub(crate) internal: bool,
 }
 
 // SAFETY: `next` is only ever set while the node is owned by a `Batch` (which owns the whole
@@ -40,7 +42,20 @@ unsafe impl Send for Node {}
 
 impl Node {
     pub(crate) fn new(cbs: Vec<Callback>) -> Box<Node> {
-        Box::new(Node { next: None, cbs })
+        Box::new(Node {
+            next: None,
+            cbs,
+            internal: false,
+        })
+    }
+
+    /// A node for one of the engine's own callbacks.
+    pub(crate) fn internal(cb: Callback) -> Box<Node> {
+        Box::new(Node {
+            next: None,
+            cbs: vec![cb],
+            internal: true,
+        })
     }
 }
 
