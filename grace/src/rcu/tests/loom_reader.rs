@@ -294,7 +294,10 @@ fn polled_cookie_completed_by_another_thread_never_frees_early() {
         };
         let gp_thread = {
             let sh = sh.clone();
-            thread::spawn(move || sh.gp.synchronize(&sh.readers, BarrierMode::Fence, GpKind::Normal))
+            thread::spawn(move || {
+                sh.gp
+                    .synchronize(&sh.readers, BarrierMode::Fence, GpKind::Normal)
+            })
         };
         let old = sh.current.swap(new_obj(2), Ordering::AcqRel);
         let c = sh.gp.snapshot(GpKind::Normal);
