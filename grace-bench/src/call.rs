@@ -11,8 +11,9 @@
 //! until then, so thread exit is not part of the figure. The row holds total
 //! time / total callbacks as `ns_per_op`, and callbacks per second.
 //!
-//! A short untimed round warms each implementation up first (helper threads,
-//! allocator pools). After the drain the counter must equal `T * N`; if it
+//! A full-size untimed round warms each implementation up first (helper
+//! threads, allocator pools, memory faulted in); then three timed rounds run
+//! and the median is reported. After the drain the counter must equal `T * N`; if it
 //! does not, that is a bug: the row gets `NaN` figures and a note, and the
 //! crate's tests fail.
 //!
@@ -47,8 +48,8 @@ const SUITE: &str = "call";
 /// Deferrals per guard for the epoch peers (crossbeam, seize).
 const PER_GUARD: u64 = 64;
 
-/// Callbacks per worker in the untimed warm-up round.
-const WARMUP_CALLS: u64 = 2_000;
+/// Timed rounds per measurement; the median is reported.
+const TIMED_ROUNDS: usize = 3;
 
 /// The implementations of this suite, in run order.
 pub(crate) fn impls() -> Vec<&'static str> {
@@ -315,10 +316,19 @@ fn round_of(name: &str, threads: usize, n: u64, duration: Duration) -> Result<Du
 }
 
 fn measure_impl(name: &str, threads: usize, duration: Duration) -> Result<f64, String> {
-    round_of(name, threads, WARMUP_CALLS, duration)?;
     let n = calls_per_thread(duration);
-    let elapsed = round_of(name, threads, n, duration)?;
-    Ok(ns(elapsed) / (n * threads as u64) as f64)
+    // A full-size untimed round first: every implementation reaches its steady state (pools
+    // filled, memory faulted in, helper threads started) before the clock runs. A tiny warm-up
+    // left the first timed round paying one-time page faults, which made short runs report
+    // 2-4x their steady-state cost.
+    round_of(name, threads, n, duration)?;
+    let mut per_op = Vec::with_capacity(TIMED_ROUNDS);
+    for _ in 0..TIMED_ROUNDS {
+        let elapsed = round_of(name, threads, n, duration)?;
+        per_op.push(ns(elapsed) / (n * threads as u64) as f64);
+    }
+    per_op.sort_by(f64::total_cmp);
+    Ok(per_op[TIMED_ROUNDS / 2])
 }
 
 /// The call suite; see the module docs.

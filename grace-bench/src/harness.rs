@@ -14,6 +14,7 @@ use crate::BenchResult;
 /// expected callbacks have run and leaks it otherwise, so a straggling
 /// callback never touches freed memory.
 pub(crate) struct Counter {
+    /// Points at the `AtomicU64` at offset 0 of a heap [`PaddedCell`].
     cell: *mut AtomicU64,
 }
 
@@ -26,7 +27,8 @@ unsafe impl Sync for Counter {}
 impl Counter {
     pub(crate) fn new() -> Self {
         Self {
-            cell: Box::into_raw(Box::new(AtomicU64::new(0))),
+            // repr(C): the AtomicU64 is at offset 0, so the cast keeps pointing at it.
+            cell: Box::into_raw(Box::new(PaddedCell(AtomicU64::new(0)))).cast::<AtomicU64>(),
         }
     }
 
@@ -49,11 +51,18 @@ impl Counter {
             // SAFETY: every callback that holds a `CounterPtr` to this cell
             // has run (the count says so and each runs exactly once), and
             // `self` is consumed, so no reference to the cell remains.
-            drop(unsafe { Box::from_raw(self.cell) });
+            drop(unsafe { Box::from_raw(self.cell.cast::<PaddedCell>()) });
         }
         ran
     }
 }
+
+/// The counter on a cache line of its own. A small heap cell shares its line with whatever
+/// the allocator put beside it (other small objects, malloc's chunk headers), which the
+/// implementation under test may write on every operation; that false sharing made the
+/// figures depend on allocation order (a 3x swing for grace's `call` at one thread).
+#[repr(C, align(128))]
+struct PaddedCell(AtomicU64);
 
 /// A pointer to a [`Counter`], captured by callbacks.
 #[derive(Clone, Copy)]

@@ -5,7 +5,9 @@ static HITS: AtomicU64 = AtomicU64::new(0);
 use std::time::Instant;
 
 fn main() {
-    let n = 2_000_000u64;
+    let n: u64 = std::env::args()
+        .nth(1)
+        .map_or(2_000_000, |a| a.parse().expect("N"));
     for round in 0..3 {
         HITS.store(0, Ordering::Relaxed);
         let t = Instant::now();
@@ -19,8 +21,9 @@ fn main() {
         let total = t.elapsed();
         assert_eq!(HITS.load(Ordering::Relaxed), n);
         println!(
-            "round {round}: call {:.1} ns/op enqueue, {:.1} ns/op incl. barrier",
+            "round {round}: call {:.1} ns/op enqueue, barrier {:?}, {:.1} ns/op incl. barrier",
             queued.as_nanos() as f64 / n as f64,
+            total - queued,
             total.as_nanos() as f64 / n as f64
         );
     }

@@ -87,8 +87,9 @@ pub(crate) struct Counters {
 pub(crate) struct Engine {
     host: &'static dyn Host,
     shards: Box<[CachePadded<Mutex<SegList>>]>,
-    /// See "The lazy hand-shake" in the module docs.
-    armed: AtomicBool,
+    /// See "The lazy hand-shake" in the module docs. Read by every `call`, so it has a cache
+    /// line of its own: the fields workers write (counters, spare nodes) must not share it.
+    armed: CachePadded<AtomicBool>,
     /// A cycle is wanted now (call_hurry, barrier). Set without the lock when already set, so
     /// a stream of hurries costs one wake-up per cycle, not one each.
     hurry_pending: AtomicBool,
@@ -104,7 +105,7 @@ pub(crate) struct Engine {
     /// page-fault fresh memory in) for every ring's worth of callbacks.
     #[allow(clippy::vec_box)] // the boxes move in and out whole, to and from batches
     spare_nodes: Mutex<Vec<Box<Node>>>,
-    pub(crate) counters: Counters,
+    pub(crate) counters: CachePadded<Counters>,
 }
 
 /// Most nodes kept in `spare_nodes` (8 KiB each, so at most 2 MiB): enough for the callbacks
@@ -124,7 +125,7 @@ impl Engine {
         let engine: &'static Engine = Box::leak(Box::new(Engine {
             host,
             shards,
-            armed: AtomicBool::new(false),
+            armed: CachePadded::new(AtomicBool::new(false)),
             hurry_pending: AtomicBool::new(false),
             ctl: Mutex::new(Ctl::default()),
             wake: Condvar::new(),
@@ -133,7 +134,7 @@ impl Engine {
             lazy_delay,
             mode: host.mode(),
             spare_nodes: Mutex::new(Vec::new()),
-            counters: Counters::default(),
+            counters: CachePadded::new(Counters::default()),
         }));
         spawn(format!("{}-gp", host.name()), move || engine.gp_thread());
         for i in 0..workers.max(1) {
