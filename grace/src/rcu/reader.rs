@@ -31,6 +31,24 @@
 //! thread is preempted between the two instructions of its `read_lock` for 2^47 grace
 //! periods. Like the kernel's `rcu_seq` code, we do not take that into account.
 //!
+//! # Cost
+//!
+//! On x86-64 (rustc 1.95, release) an outermost `read_lock` + drop compiles to:
+//!
+//! ```text
+//! mov  %fs:LOCAL,%rax      ; this thread's slot (const thread-local, no destructor check)
+//! test %rax,%rax ; je register_slow
+//! mov  (%rax),%rcx ; test %cx,%cx ; jne nested     ; nesting == 0?
+//! mov  global_epoch,%rcx   ; (through the GOT when the static lives in another crate)
+//! mov  %rcx,(%rax)         ; copy it: the section has begun
+//! test $0x10000,%ecx ; jne fence                  ; FENCE mode only
+//! ...
+//! decq (%rax)              ; unlock: owner-only, so no lock prefix
+//! ```
+//!
+//! Unlock must re-read the word: guards may be dropped in any order (Rust cannot force LIFO),
+//! so a guard cannot store a value remembered when it was created.
+//!
 //! # Slot lifetime
 //!
 //! Slots are never freed: the registry is an append-only linked list that grace periods walk
