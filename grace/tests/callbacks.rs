@@ -149,3 +149,71 @@ fn stats_account_for_every_callback() {
     assert!(s.callbacks_queued >= 100);
     assert!(s.callbacks_invoked >= 100);
 }
+
+/// A panic payload whose own destructor panics.
+struct Bomb;
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        panic!("the panic payload's destructor panics too");
+    }
+}
+
+#[test]
+fn a_payload_that_panics_on_drop_does_not_kill_the_workers() {
+    // Enough callbacks that every worker (and so every shard's worker) meets one.
+    for _ in 0..8 {
+        rcu::call(|| std::panic::panic_any(Bomb));
+    }
+    rcu::barrier();
+    let ran = Arc::new(AtomicUsize::new(0));
+    for _ in 0..100 {
+        let r = ran.clone();
+        rcu::call(move || {
+            r.fetch_add(1, Ordering::Relaxed);
+        });
+    }
+    rcu::barrier();
+    assert_eq!(ran.load(Ordering::Relaxed), 100);
+}
+
+#[test]
+fn barrier_covers_callbacks_in_flight_between_ring_and_shard() {
+    // Reviewer's reproduction, shortened: producers count each returned `call`; a barrier
+    // that starts after reading the count must see at least that many callbacks run, even
+    // while other drainers (full rings, the GP thread) are moving records to shards.
+    use std::sync::atomic::AtomicBool;
+    let issued = Arc::new(AtomicUsize::new(0));
+    let ran = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let producers: Vec<_> = (0..2)
+        .map(|_| {
+            let (issued, ran, stop) = (issued.clone(), ran.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let r = ran.clone();
+                    rcu::call(move || {
+                        r.fetch_add(1, Ordering::Relaxed);
+                    });
+                    issued.fetch_add(1, Ordering::Release);
+                }
+            })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_millis(1500);
+    let mut rounds = 0;
+    while std::time::Instant::now() < deadline {
+        let before = issued.load(Ordering::Acquire);
+        rcu::barrier();
+        let after = ran.load(Ordering::Relaxed);
+        assert!(
+            after >= before,
+            "barrier returned with {after} run of {before} issued before it"
+        );
+        rounds += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for p in producers {
+        p.join().unwrap();
+    }
+    assert!(rounds >= 2, "only {rounds} barrier rounds ran");
+}

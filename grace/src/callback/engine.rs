@@ -63,8 +63,9 @@ pub(crate) trait Host: Sync + 'static {
 }
 
 /// How long a full ring lets the grace-period thread wait to gather more callbacks before a
-/// cycle. Under a flood this caps cycles (each costs up to two membarrier IPIs on every CPU
-/// running our threads) at one per window, while bounding what piles up to one window's worth.
+/// cycle. Under a flood this caps cycles (each costs up to two membarriers, the drain's and
+/// the grace period's, on every CPU running our threads) at one per window, while bounding
+/// what piles up to one window's worth.
 const FLOOD_WINDOW: Duration = Duration::from_micros(100);
 
 /// Requests to the grace-period thread, under `Engine::ctl`.
@@ -136,10 +137,13 @@ impl Engine {
             spare_nodes: Mutex::new(Vec::new()),
             counters: CachePadded::new(Counters::default()),
         }));
-        spawn(format!("{}-gp", host.name()), move || engine.gp_thread());
+        // Workers first, the grace-period thread last: if a spawn fails (and panics), no
+        // grace-period thread of this never-published engine is left draining rings into
+        // shards that nothing serves. Idle workers of a failed start only wait.
         for i in 0..workers.max(1) {
             spawn(format!("{}-cb{i}", host.name()), move || engine.worker());
         }
+        spawn(format!("{}-gp", host.name()), move || engine.gp_thread());
         engine
     }
 
@@ -193,9 +197,7 @@ impl Engine {
         if let Err(cb) = unsafe { ring.push(cb) } {
             // Cannot happen: we just emptied it and only we produce. Keep the callback anyway.
             debug_assert!(false, "ring full right after draining");
-            let node = Node::new(vec![cb]);
-            let cookie = self.host.snapshot();
-            lock(&self.shards[ring.shard]).push(cookie, node, self.host.current());
+            self.push_to_shard(ring.shard, Node::new(vec![cb]));
         }
         self.kick_within(FLOOD_WINDOW);
     }
@@ -258,13 +260,23 @@ impl Engine {
             self.recycle(node);
             return;
         }
-        // The drain read the tail with Acquire, so each `call` happened before this snapshot,
-        // whose fence orders it after them: the cookie is at least as late as one taken inside
-        // `call` would have been.
-        let cookie = self.host.snapshot();
         // Pushing while still holding `consumer` keeps each ring's records FIFO in its shard
-        // even when two drainers race. Lock order: consumer, then shard.
-        lock(&self.shards[ring.shard]).push(cookie, node, self.host.current());
+        // even when two drainers race, and lets `barrier` wait for a drain in flight by taking
+        // the same lock. Lock order: consumer, then shard.
+        self.push_to_shard(ring.shard, node);
+    }
+
+    /// Queue `node` on shard `idx`, waiting for a grace period that starts after now.
+    fn push_to_shard(&self, idx: usize, node: Box<Node>) {
+        let mut shard = lock(&self.shards[idx]);
+        // The snapshot is taken *under the shard lock*, so the cookies a shard receives never
+        // decrease (two drainers that snapshot first and lock second could arrive in the
+        // opposite order, and SegList keeps at most two pending cookies in order). Each record
+        // was read from its ring with Acquire before this, so every `call` happened before the
+        // snapshot, whose fence orders it after them: the cookie is at least as late as one
+        // taken inside `call` would have been.
+        let cookie = self.host.snapshot();
+        shard.push(cookie, node, self.host.current());
     }
 
     /// An empty node with room for a ring's worth of callbacks, reused when possible.
@@ -286,13 +298,19 @@ impl Engine {
     }
 
     /// Drain every ring of every registered thread (live or exited).
-    fn drain_all(&self) {
+    ///
+    /// `Drain::Complete` (for `barrier`) takes every ring's consumer lock even when the ring
+    /// looks empty: another drainer may have emptied it (head = tail) without having pushed
+    /// the records into the shard yet, and only its lock says when it has. `Drain::Pending`
+    /// (the grace-period thread) skips empty-looking rings: records in flight are some other
+    /// drainer's to deliver, and the cycle that drainer kicks will see them.
+    fn drain_all(&self, how: Drain) {
         for slot in self.host.readers().iter() {
             // Acquire: pairs with the Release in ring_slow.
             let ring = slot.ring.load(Ordering::Acquire);
             // SAFETY: rings are leaked and never freed.
             if let Some(ring) = unsafe { ring.as_ref() } {
-                if ring.has_records() {
+                if how == Drain::Complete || ring.has_records() {
                     self.drain_ring(ring);
                 }
             }
@@ -308,7 +326,7 @@ impl Engine {
             if self.armed.swap(false, Ordering::Relaxed) {
                 sys::heavy_barrier(self.mode);
             }
-            self.drain_all();
+            self.drain_all(Drain::Pending);
 
             let mut target = poll_target;
             for shard in self.shards.iter() {
@@ -420,7 +438,10 @@ impl Engine {
 
     #[inline]
     fn invoke(&self, cb: Callback) {
-        if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb.run())) {
+        use std::panic::{catch_unwind, AssertUnwindSafe};
+        // Nothing here may unwind into the worker loop: a dead worker would leave its shard
+        // `busy` forever, so no later callback of that shard would run and `barrier` would hang.
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| cb.run())) {
             // Relaxed: a statistic.
             let n = self.counters.panics.fetch_add(1, Ordering::Relaxed) + 1;
             let msg = payload
@@ -428,8 +449,16 @@ impl Engine {
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "<non-string panic payload>".into());
-            eprintln!(
-                "grace: an {} callback panicked ({msg}); caught, {n} so far; the other callbacks still run",
+            // The payload's own Drop may panic too (std guards its payload drops the same way);
+            // such a second payload is leaked rather than dropped.
+            if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+                std::mem::forget(again);
+            }
+            // `eprintln!` panics when stderr is closed; a failed report is simply lost.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "grace: a {} callback panicked ({msg}); caught, {n} so far; the other callbacks still run",
                 self.host.name()
             );
         }
@@ -437,7 +466,7 @@ impl Engine {
 
     /// Wait until every callback queued (on any thread) before this call has been invoked.
     pub(crate) fn barrier(&self) {
-        self.drain_all();
+        self.drain_all(Drain::Complete);
         let state = Arc::new(BarrierState::default());
         let mut spare: Option<Box<Node>> = None;
         let mut entrained = 0usize;
@@ -485,6 +514,15 @@ impl Engine {
             .map(|r| r.produced() as u64)
             .sum()
     }
+}
+
+/// How thoroughly `Engine::drain_all` drains.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Drain {
+    /// Rings that look non-empty.
+    Pending,
+    /// Every ring, waiting out drains in flight.
+    Complete,
 }
 
 /// If `l` has ready callbacks and no worker, mark it busy; the caller then queues it.

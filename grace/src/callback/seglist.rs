@@ -186,10 +186,11 @@ impl SegList {
         let used = self.pending.iter().filter(|p| p.is_some()).count();
         if let Some(last) = used.checked_sub(1) {
             let (c, b) = self.pending[last].as_mut().expect("counted");
-            if *c == cookie || used == NUM_ACTIVE_POLL_OLDSTATE {
-                // Same grace period, or (cannot happen, see module docs) no room: join the
-                // tail, waiting for the newer of the two cookies.
-                debug_assert!(*c == cookie, "a third distinct pending cookie");
+            if *c == cookie || used == NUM_ACTIVE_POLL_OLDSTATE || seq::ge(*c, cookie) {
+                // Same grace period; or no room (see module docs); or an older cookie than the
+                // tail's (the engine snapshots under the shard lock so it never sends one, but
+                // a segment out of order would stall `advance`): join the tail, waiting for the
+                // newer of the two cookies, which is never too early.
                 if seq::ge(cookie, *c) {
                     *c = cookie;
                 }
@@ -289,6 +290,26 @@ mod tests {
         for cb in back.cbs.drain(..) {
             cb.discard();
         }
+    }
+
+    #[test]
+    fn an_older_cookie_joins_the_tail_and_never_stalls_advance() {
+        let log = Arc::new(Mutex::new(vec![]));
+        let mut l = SegList::default();
+        let s = seq::started(0u64);
+        let newer = seq::snapshot(s); // end of GP 2
+        let older = seq::snapshot(0); // end of GP 1
+        l.push(newer, node(&log, &[1]), s);
+        l.push(older, node(&log, &[2]), s);
+        assert_eq!(
+            l.newest_cookie(),
+            Some(newer),
+            "the tail keeps the newer cookie"
+        );
+        let s = seq::ended(seq::started(seq::ended(s)));
+        l.advance(s);
+        run(l.take_done());
+        assert_eq!(*log.lock().unwrap(), vec![1, 2]);
     }
 
     #[test]

@@ -196,10 +196,11 @@ impl GpEngine {
         // Heavy barrier. Pairs with the light barrier in Slot::lock. Three cases for a reader
         // that might still see what the updater removed before this grace period:
         //  - its slot store is visible to the walk below: we wait for it;
-        //  - it stores its slot after the barrier (or registers its slot after it: the push
-        //    into the registry is a CAS, itself a full barrier): its section's loads come after
-        //    the barrier executed on its CPU, or after the context switch that stood in for
-        //    it, so they see the removal;
+        //  - it stores its slot after the barrier (a slot registered after the walk passed
+        //    the registry head is the same case: its first store comes later still): the
+        //    light barrier right after that store orders its section's loads after the heavy
+        //    barrier's effect on its CPU (or after the context switch that stood in for it),
+        //    so they see the removal;
         //  - both cannot fail at once: that is the store-buffering guarantee of the pair.
         // Also pairs with the fence in GpEngine::snapshot (see there).
         sys::heavy_barrier(mode);

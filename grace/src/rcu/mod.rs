@@ -44,8 +44,11 @@
 //! thread that exits outside any section never delays a grace period again. A guard that
 //! outlives the registration (leaked with `mem::forget`, or stored in another thread-local
 //! destroyed later) keeps its section open: grace periods wait for it, exactly as they would
-//! on a live thread, and the slot is never reused. Callbacks queued by an exiting thread are
-//! not lost: they stay in its ring until the grace-period thread drains them.
+//! on a live thread, and the slot is never reused. A thread-local destructor that runs after
+//! grace's own and uses RCU registers the thread again; on Linux that slot is given back by a
+//! pthread-key destructor, which runs after every Rust thread-local destructor (elsewhere it is
+//! abandoned, one slot per such thread). Callbacks queued by an exiting thread are not lost:
+//! they stay in its ring until the grace-period thread drains them.
 //!
 //! Callbacks still queued when the *process* exits are not run; call [`barrier`] before
 //! returning from `main` if they must.
@@ -144,19 +147,37 @@ mod api {
     fn register_slow() -> &'static Slot {
         // Initialization (and the FENCE bit) happens before our slot can exist.
         config();
-        let hooked = EXIT_HOOK.try_with(|_| ()).is_ok();
-        let slot = if hooked {
-            READERS.acquire()
-        } else {
-            // Registering while this thread's thread-locals are being destroyed: nothing will
-            // run at exit to give the slot back, so it is abandoned from the start.
-            READERS.push(super::reader::state::ABANDONED)
-        };
-        if hooked {
+        let slot = if EXIT_HOOK.try_with(|_| ()).is_ok() {
+            let slot = READERS.acquire();
             let _ = EXIT_HOOK.try_with(|h| h.0.set(slot));
-        }
+            slot
+        } else {
+            // Registering while this thread's thread-locals are being destroyed (a destructor
+            // of another thread-local uses RCU after ours ran). Give the slot back from the
+            // thread's very last hook; where there is none, abandon it rather than risk two
+            // owners.
+            let slot = READERS.acquire();
+            let arg = slot as *const Slot as *mut std::ffi::c_void;
+            if !sys::at_final_thread_exit(release_at_final_exit, arg) {
+                READERS.release_abandoned(slot);
+            }
+            slot
+        };
         LOCAL.with(|l| l.set(slot));
         slot
+    }
+
+    /// The final thread-exit hook of a slot registered during thread-local teardown.
+    ///
+    /// # Safety
+    ///
+    /// `arg` is a `*const Slot` registered by `register_slow` on the exiting thread.
+    unsafe extern "C" fn release_at_final_exit(arg: *mut std::ffi::c_void) {
+        // SAFETY: per the contract `arg` is a slot, and slots are never freed.
+        let slot = unsafe { &*(arg as *const Slot) };
+        // A later use on this thread (yet another destructor) registers afresh.
+        LOCAL.with(|l| l.set(ptr::null()));
+        READERS.release(slot);
     }
 
     fn assert_not_reading(what: &str) {

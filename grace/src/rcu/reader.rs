@@ -272,6 +272,13 @@ impl Readers {
         }
     }
 
+    /// Mark a slot that nothing will ever give back: grace periods keep honouring it, and it
+    /// is never handed to another thread.
+    pub(crate) fn release_abandoned(&self, slot: &Slot) {
+        // Release: as in `release`.
+        slot.state.store(state::ABANDONED, Ordering::Release);
+    }
+
     /// The first slot of the registry.
     pub(crate) fn first(&self) -> Option<&'static Slot> {
         // Acquire: pairs with the Release CAS in `push`.

@@ -17,3 +17,11 @@ pub(super) fn current_cpu() -> usize {
     std::thread::current().id().hash(&mut h);
     h.finish() as usize
 }
+
+/// No final hook without pthread keys: the caller keeps its fallback.
+pub(super) fn at_final_thread_exit(
+    _dtor: unsafe extern "C" fn(*mut std::ffi::c_void),
+    _arg: *mut std::ffi::c_void,
+) -> bool {
+    false
+}

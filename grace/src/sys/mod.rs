@@ -60,7 +60,9 @@ loom::lazy_static! {
 /// The first call decides: membarrier is used when the kernel supports
 /// `MEMBARRIER_CMD_PRIVATE_EXPEDITED` and registration succeeds, unless `force_fence` is set
 /// (from `GRACE_NO_MEMBARRIER=1`). Later calls return the decision already made, whatever
-/// they pass, so the two halves of a barrier pair can never disagree.
+/// they pass, so the two halves of a barrier pair can never disagree. Note that the RCU
+/// flavor reads `GRACE_NO_MEMBARRIER` when it first initializes; a program that calls this
+/// (or [`membarrier_once`]) earlier makes the decision itself, and the variable is then ignored.
 pub fn init(force_fence: bool) -> BarrierMode {
     // Acquire: pairs with the Release of the winning store below, so a thread that sees the
     // decision also sees the membarrier registration that preceded it.
@@ -146,6 +148,17 @@ pub fn num_cpus() -> usize {
             .map(|n| n.get())
             .unwrap_or(1)
     })
+}
+
+/// Run `dtor(arg)` when the calling thread exits, after every Rust thread-local destructor of
+/// that thread has run (a pthread-key destructor on Linux). Returns `false` where no such hook
+/// exists (Miri, other platforms); callers then need a fallback. `dtor` must be the same
+/// function on every call.
+pub(crate) fn at_final_thread_exit(
+    dtor: unsafe extern "C" fn(*mut std::ffi::c_void),
+    arg: *mut std::ffi::c_void,
+) -> bool {
+    imp::at_final_thread_exit(dtor, arg)
 }
 
 /// Issue one bare `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` system call, for measuring
