@@ -15,9 +15,9 @@
 //!
 //! * [`synchronize`] waits for a normal grace period; [`synchronize_expedited`] drives one
 //!   with the least latency. Concurrent callers share grace periods.
-//! * Polling: [`get_state`] / [`start_poll`] give a [`Cookie`]; [`poll_state`],
+//! * Polling: [`get_state`] / [`start_poll`] give a [`Cookie`](crate::cookie::Cookie); [`poll_state`],
 //!   [`poll_state_any`], [`cond_synchronize`] consume it. The `_full` variants use a
-//!   [`FullCookie`], which an expedited grace period also completes.
+//!   [`FullCookie`](crate::cookie::FullCookie), which an expedited grace period also completes.
 //! * [`call`] queues a closure to run after a grace period, lazily (batched for up to the
 //!   configured delay, `GRACE_LAZY_MS`); [`call_hurry`] does not wait to batch; [`barrier`]
 //!   waits until every callback queued before it has run.

@@ -3,8 +3,8 @@
 //!
 //! # The barrier pair
 //!
-//! Readers pay for a grace period's ordering with a [`light_barrier`]; updaters pay with a
-//! [`heavy_barrier`]. Two implementations exist, and one of them is chosen once, at
+//! Readers pay for a grace period's ordering with a *light barrier*; updaters pay with a
+//! *heavy barrier*. Two implementations exist, and one of them is chosen once, at
 //! start-up, by [`init`], never a mix:
 //!
 //! | mode | light (reader) | heavy (updater) |
