@@ -1,5 +1,8 @@
 //! `call`, `call_hurry` and `barrier`: nothing lost, panics contained, exiting threads.
 
+mod common;
+
+use common::HeldReader;
 use grace::rcu;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -39,22 +42,7 @@ fn barrier_waits_for_every_callback_from_every_thread() {
 #[test]
 fn callbacks_run_after_a_grace_period() {
     // A reader inside a section when `call` is made holds the callback back.
-    let entered = Arc::new(AtomicBool::new(false));
-    let leave = Arc::new(AtomicBool::new(false));
-    let reader = {
-        let (entered, leave) = (entered.clone(), leave.clone());
-        std::thread::spawn(move || {
-            let g = rcu::read_lock();
-            entered.store(true, Ordering::SeqCst);
-            while !leave.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            drop(g);
-        })
-    };
-    while !entered.load(Ordering::SeqCst) {
-        std::thread::yield_now();
-    }
+    let reader = HeldReader::enter(false);
     let ran = Arc::new(AtomicBool::new(false));
     let r = ran.clone();
     rcu::call_hurry(move || r.store(true, Ordering::SeqCst));
@@ -63,8 +51,7 @@ fn callbacks_run_after_a_grace_period() {
         !ran.load(Ordering::SeqCst),
         "callback ran while a pre-existing reader was inside"
     );
-    leave.store(true, Ordering::SeqCst);
-    reader.join().unwrap();
+    reader.leave();
     rcu::barrier();
     assert!(ran.load(Ordering::SeqCst));
 }
@@ -190,11 +177,17 @@ fn barrier_covers_callbacks_in_flight_between_ring_and_shard() {
             let (issued, ran, stop) = (issued.clone(), ran.clone(), stop.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    let r = ran.clone();
-                    rcu::call(move || {
-                        r.fetch_add(1, Ordering::Relaxed);
-                    });
-                    issued.fetch_add(1, Ordering::Release);
+                    // Bursts a little over a ring's worth (so full-ring drains race the
+                    // barrier), then a pause: an unthrottled flood outruns the workers and
+                    // every barrier would wait out an ever-growing backlog.
+                    for _ in 0..300 {
+                        let r = ran.clone();
+                        rcu::call(move || {
+                            r.fetch_add(1, Ordering::Relaxed);
+                        });
+                        issued.fetch_add(1, Ordering::Release);
+                    }
+                    std::thread::sleep(Duration::from_micros(200));
                 }
             })
         })

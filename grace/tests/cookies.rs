@@ -1,6 +1,9 @@
 //! Polled grace-period cookies. This binary runs alone in its process so that the grace-period
 //! counts it reads are its own.
 
+mod common;
+
+use common::HeldReader;
 use grace::cookie::{Cookie, FullCookie, NUM_ACTIVE_POLL_OLDSTATE};
 use grace::rcu;
 use std::collections::HashSet;
@@ -138,22 +141,7 @@ fn concurrent_synchronize_callers_share_grace_periods() {
     // Hold a reader so the first grace period stalls in WaitReaders, let 8 callers pile up
     // behind it, then release the reader: the 8 need about two grace periods, not 8.
     const CALLERS: usize = 8;
-    let entered = Arc::new(AtomicBool::new(false));
-    let leave = Arc::new(AtomicBool::new(false));
-    let reader = {
-        let (entered, leave) = (entered.clone(), leave.clone());
-        std::thread::spawn(move || {
-            let g = rcu::read_lock();
-            entered.store(true, Ordering::SeqCst);
-            while !leave.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            drop(g);
-        })
-    };
-    while !entered.load(Ordering::SeqCst) {
-        std::thread::yield_now();
-    }
+    let reader = HeldReader::enter(false);
     let before = rcu::stats().grace_periods;
     let start = Arc::new(Barrier::new(CALLERS));
     let returned = Arc::new(AtomicUsize::new(0));
@@ -173,11 +161,10 @@ fn concurrent_synchronize_callers_share_grace_periods() {
         0,
         "synchronize returned under a reader"
     );
-    leave.store(true, Ordering::SeqCst);
+    reader.leave();
     for c in callers {
         c.join().unwrap();
     }
-    reader.join().unwrap();
     let used = rcu::stats().grace_periods - before;
     assert!(
         (1..=3).contains(&used),

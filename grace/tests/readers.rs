@@ -1,6 +1,9 @@
 //! Readers never see reclaimed memory: many reader threads follow an `RcuCell` while a writer
 //! replaces it through every reclamation path (synchronize, try_reclaim, defer_drop, drop).
 
+mod common;
+
+use common::HeldReader;
 use grace::{rcu, RcuCell};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -97,51 +100,26 @@ fn readers_never_see_a_reclaimed_value() {
 
 #[test]
 fn synchronize_waits_for_a_reader_that_started_before_it() {
-    let in_section = Arc::new(AtomicBool::new(false));
-    let released = Arc::new(AtomicBool::new(false));
-    let reader = {
-        let (in_section, released) = (in_section.clone(), released.clone());
-        std::thread::spawn(move || {
-            let g = rcu::read_lock();
-            in_section.store(true, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_millis(200));
-            released.store(true, Ordering::SeqCst);
-            drop(g);
-        })
-    };
-    while !in_section.load(Ordering::SeqCst) {
-        std::thread::yield_now();
-    }
+    let reader = HeldReader::enter(false);
+    reader.leave_after(Duration::from_millis(200));
     rcu::synchronize();
     assert!(
-        released.load(Ordering::SeqCst),
+        reader.has_left(),
         "synchronize returned while the reader was inside"
     );
-    reader.join().unwrap();
+    reader.leave();
 }
 
 #[test]
 fn expedited_waits_too() {
-    let in_section = Arc::new(AtomicBool::new(false));
-    let released = Arc::new(AtomicBool::new(false));
-    let reader = {
-        let (in_section, released) = (in_section.clone(), released.clone());
-        std::thread::spawn(move || {
-            let g = rcu::read_lock();
-            let g2 = rcu::read_lock(); // nested: the outer section still counts
-            in_section.store(true, Ordering::SeqCst);
-            drop(g2);
-            std::thread::sleep(Duration::from_millis(100));
-            released.store(true, Ordering::SeqCst);
-            drop(g);
-        })
-    };
-    while !in_section.load(Ordering::SeqCst) {
-        std::thread::yield_now();
-    }
+    let reader = HeldReader::enter(true);
+    reader.leave_after(Duration::from_millis(100));
     rcu::synchronize_expedited();
-    assert!(released.load(Ordering::SeqCst));
-    reader.join().unwrap();
+    assert!(
+        reader.has_left(),
+        "synchronize_expedited returned while the reader was inside"
+    );
+    reader.leave();
 }
 
 #[test]
