@@ -12,9 +12,13 @@ if ! pkg-config --exists liburcu-memb 2>/dev/null; then
   fi
 fi
 if [ "${1:-}" = "--miri" ]; then
-  if ! cargo +nightly miri --version >/dev/null 2>&1; then
-    echo "deps: installing miri + rust-src for nightly"
-    rustup component add miri rust-src --toolchain nightly
-  fi
+  # Miri, and rust-src (Miri's sysroot and the ASan run's -Zbuild-std both need it).
+  installed=$(rustup component list --toolchain nightly --installed 2>/dev/null)
+  for c in miri rust-src; do
+    if ! printf '%s\n' "$installed" | grep -q "^$c"; then
+      echo "deps: installing $c for nightly"
+      rustup component add "$c" --toolchain nightly
+    fi
+  done
 fi
 exit 0
