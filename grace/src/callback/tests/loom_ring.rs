@@ -40,15 +40,20 @@ fn try_push(sh: &Shared, cb: Callback) -> Result<(), Callback> {
 
 fn real_callback(sh: &Arc<Shared>, i: usize) -> Callback {
     let data = Arc::new(Data(UnsafeCell::new(0)));
+    // SAFETY (all three accesses below): loom's UnsafeCell hands out a valid pointer and
+    // checks the accesses for races itself; that check (a write by the producer before `push`,
+    // reads and a write by the callback after the consumer's drain) is what the model tests.
     data.0.with_mut(|p| unsafe { *p = 100 + i });
     let sh = sh.clone();
     Callback::new(move || {
+        // SAFETY: see above; loom validates the access.
         let seen = data.0.with(|p| unsafe { *p });
         assert_eq!(
             seen,
             100 + i,
             "callback {i} read its data before the producer wrote it"
         );
+        // SAFETY: see above; loom validates the access.
         data.0.with_mut(|p| unsafe { *p = 0 });
         // Relaxed: only the order of runs matters, and the consumer lock serializes them.
         let n = sh.ran.fetch_add(1, Ordering::Relaxed);

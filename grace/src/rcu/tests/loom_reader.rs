@@ -74,6 +74,8 @@ fn read_section(sh: &Shared, slot: &Slot) {
         "reader saw a freed object"
     );
     // A causality violation here means the free was not ordered after this read.
+    // SAFETY: the pointer comes from loom's UnsafeCell, which itself checks this read against
+    // the updater's poisoning write; finding such a race is the point of the model.
     let v = obj.payload.with(|v| unsafe { *v });
     assert_ne!(v, POISON, "reader saw a poisoned payload");
     slot.unlock();
