@@ -262,6 +262,13 @@ impl Shared {
         self.note(|| msg);
     }
 
+    /// Count an API error described by `broken` unless `promise` holds.
+    fn expect(&self, promise: bool, broken: &str) {
+        if !promise {
+            self.api_error(broken.to_string());
+        }
+    }
+
     /// Move element `idx` one stage down the pipe; free it when it reaches [`PIPE_LEN`].
     /// Returns whether it was freed. Only the element's owner (the writer, or the callback
     /// chain that carries it) calls this.
@@ -530,20 +537,18 @@ impl Writer {
             Mode::Sync => {
                 let c = rcu::get_state();
                 rcu::synchronize();
-                if !rcu::poll_state(c) {
-                    self.s.api_error(
-                        "poll_state() is false for a cookie taken before synchronize()".into(),
-                    );
-                }
+                self.s.expect(
+                    rcu::poll_state(c),
+                    "poll_state() is false for a cookie taken before synchronize()",
+                );
             }
             Mode::Expedited => {
                 let full = rcu::get_state_full();
                 rcu::synchronize_expedited();
-                if !rcu::poll_state_full(full) {
-                    self.s.api_error(
-                        "poll_state_full() is false for a cookie taken before synchronize_expedited()".into(),
-                    );
-                }
+                self.s.expect(
+                    rcu::poll_state_full(full),
+                    "poll_state_full() is false for a cookie taken before synchronize_expedited()",
+                );
             }
             Mode::Poll => {
                 let c = rcu::start_poll();
@@ -561,10 +566,10 @@ impl Writer {
                     thread::yield_now();
                 }
                 let both = [rcu::get_completed_state(), c];
-                if !rcu::poll_state(c) || rcu::poll_state_any(&both) != Some(0) {
-                    self.s
-                        .api_error("poll_state() and poll_state_any() disagree".into());
-                }
+                self.s.expect(
+                    rcu::poll_state(c) && rcu::poll_state_any(&both) == Some(0),
+                    "poll_state() and poll_state_any() disagree",
+                );
             }
             Mode::CondSync => {
                 let c = rcu::get_state();
@@ -573,10 +578,10 @@ impl Writer {
                     thread::sleep(Duration::from_micros(100));
                 }
                 rcu::cond_synchronize(c);
-                if !rcu::poll_state(c) {
-                    self.s
-                        .api_error("poll_state() is false right after cond_synchronize()".into());
-                }
+                self.s.expect(
+                    rcu::poll_state(c),
+                    "poll_state() is false right after cond_synchronize()",
+                );
             }
             Mode::FullPoll => {
                 let c = rcu::start_poll_full();
@@ -587,11 +592,10 @@ impl Writer {
             Mode::FullCond => {
                 let c = rcu::get_state_full();
                 rcu::cond_synchronize_full(c);
-                if !rcu::poll_state_full(c) {
-                    self.s.api_error(
-                        "poll_state_full() is false right after cond_synchronize_full()".into(),
-                    );
-                }
+                self.s.expect(
+                    rcu::poll_state_full(c),
+                    "poll_state_full() is false right after cond_synchronize_full()",
+                );
             }
             Mode::Call | Mode::CallHurry | Mode::Inject => {}
         }
@@ -607,10 +611,10 @@ impl Writer {
             0 | 1 => retired.defer_drop(),
             2 => {
                 let old = retired.synchronize();
-                if !old.is_valid() {
-                    self.s
-                        .api_error("Retired::synchronize() returned a corrupted value".into());
-                }
+                self.s.expect(
+                    old.is_valid(),
+                    "Retired::synchronize() returned a corrupted value",
+                );
             }
             _ => {
                 rcu::cond_synchronize(retired.cookie());

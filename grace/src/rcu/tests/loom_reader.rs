@@ -45,6 +45,56 @@ struct Shared {
     current: AtomicPtr<Obj>,
 }
 
+impl Shared {
+    /// A fresh reader set and engine with object 1 published; the epoch word gets its FENCE
+    /// bit if `fence_bit` (as the flavor's initialization does in fence mode).
+    fn new(fence_bit: bool) -> Arc<Shared> {
+        let sh = Arc::new(Shared {
+            readers: Readers::new(),
+            gp: GpEngine::new(),
+            current: AtomicPtr::new(new_obj(1)),
+        });
+        if fence_bit {
+            sh.readers.set_fence_mode();
+        }
+        sh
+    }
+
+    /// The updater's removal: publish object 2 and return the old one.
+    fn replace(&self) -> *mut Obj {
+        // AcqRel: Release publishes the new object's fields (rcu_assign_pointer); Acquire makes
+        // the old object's initialization ours before we poison it.
+        self.current.swap(new_obj(2), Ordering::AcqRel)
+    }
+
+    /// Release both objects' memory. Call only after every thread has been joined.
+    fn release(&self, old: *mut Obj) {
+        // SAFETY: every thread has been joined, so nothing references either object, and each
+        // was created by new_obj (Box::into_raw) and is released exactly once, here.
+        unsafe {
+            drop(Box::from_raw(old));
+            drop(Box::from_raw(self.current.load(Ordering::Relaxed)));
+        }
+    }
+
+    /// Wait for a normal grace period.
+    fn synchronize(&self) {
+        self.gp
+            .synchronize(&self.readers, BarrierMode::Fence, GpKind::Normal);
+    }
+}
+
+/// The updater's "free": mark the object freed and poison its payload (the memory itself is
+/// released by `Shared::release` after the joins).
+fn free(old: *mut Obj) {
+    // SAFETY: the object is still allocated (released only after the joins), and the payload
+    // write goes through loom's UnsafeCell, which checks it against every reader's read:
+    // a reader not ordered before this write is exactly the early free the model looks for.
+    let o = unsafe { &*old };
+    o.freed.store(true, Ordering::Relaxed);
+    o.payload.with_mut(|v| unsafe { *v = POISON });
+}
+
 #[derive(Clone, Copy)]
 struct Variant {
     /// The updater waits for a grace period before freeing (the correct protocol).
@@ -82,14 +132,7 @@ fn read_section(sh: &Shared, slot: &Slot) {
 }
 
 fn model_once(var: Variant) {
-    let sh = Arc::new(Shared {
-        readers: Readers::new(),
-        gp: GpEngine::new(),
-        current: AtomicPtr::new(new_obj(1)),
-    });
-    if var.fence_bit {
-        sh.readers.set_fence_mode();
-    }
+    let sh = Shared::new(var.fence_bit);
     let pre_slot = if var.register_in_thread {
         None
     } else {
@@ -109,25 +152,14 @@ fn model_once(var: Variant) {
     };
 
     // The updater: publish, wait, free.
-    let new = new_obj(2);
-    // AcqRel: Release publishes the new object's fields (rcu_assign_pointer); Acquire makes
-    // the old object's initialization ours before we poison it.
-    let old = sh.current.swap(new, Ordering::AcqRel);
+    let old = sh.replace();
     if var.synchronize {
-        sh.gp
-            .synchronize(&sh.readers, BarrierMode::Fence, GpKind::Normal);
+        sh.synchronize();
     }
-    // SAFETY: the old object is still allocated (released below, after the join).
-    let o = unsafe { &*old };
-    o.freed.store(true, Ordering::Relaxed);
-    o.payload.with_mut(|v| unsafe { *v = POISON });
+    free(old);
 
     reader.join().unwrap();
-    // SAFETY: every thread has been joined; each object was created by new_obj.
-    unsafe {
-        drop(Box::from_raw(old));
-        drop(Box::from_raw(sh.current.load(Ordering::Relaxed)));
-    }
+    sh.release(old);
     if var.synchronize {
         assert_eq!(sh.gp.completed(GpKind::Normal), 1);
     }
@@ -200,12 +232,7 @@ fn registered_reader_vs_synchronize_never_sees_a_free() {
 #[test]
 fn back_to_back_sections_never_see_a_free() {
     loom::model(|| {
-        let sh = Arc::new(Shared {
-            readers: Readers::new(),
-            gp: GpEngine::new(),
-            current: AtomicPtr::new(new_obj(1)),
-        });
-        sh.readers.set_fence_mode();
+        let sh = Shared::new(true);
         let slot = sh.readers.acquire();
         let reader = {
             let sh = sh.clone();
@@ -214,19 +241,11 @@ fn back_to_back_sections_never_see_a_free() {
                 read_section(&sh, slot);
             })
         };
-        let old = sh.current.swap(new_obj(2), Ordering::AcqRel);
-        sh.gp
-            .synchronize(&sh.readers, BarrierMode::Fence, GpKind::Normal);
-        // SAFETY: released below, after the join.
-        let o = unsafe { &*old };
-        o.freed.store(true, Ordering::Relaxed);
-        o.payload.with_mut(|v| unsafe { *v = POISON });
+        let old = sh.replace();
+        sh.synchronize();
+        free(old);
         reader.join().unwrap();
-        // SAFETY: every thread has been joined.
-        unsafe {
-            drop(Box::from_raw(old));
-            drop(Box::from_raw(sh.current.load(Ordering::Relaxed)));
-        }
+        sh.release(old);
     });
 }
 
@@ -237,12 +256,7 @@ fn back_to_back_sections_never_see_a_free() {
 #[test]
 fn synchronize_served_by_another_updaters_grace_period() {
     loom::model(|| {
-        let sh = Arc::new(Shared {
-            readers: Readers::new(),
-            gp: GpEngine::new(),
-            current: AtomicPtr::new(new_obj(1)),
-        });
-        sh.readers.set_fence_mode();
+        let sh = Shared::new(true);
         let slot = sh.readers.acquire();
         let reader = {
             let sh = sh.clone();
@@ -250,25 +264,14 @@ fn synchronize_served_by_another_updaters_grace_period() {
         };
         let other = {
             let sh = sh.clone();
-            thread::spawn(move || {
-                sh.gp
-                    .synchronize(&sh.readers, BarrierMode::Fence, GpKind::Normal)
-            })
+            thread::spawn(move || sh.synchronize())
         };
-        let old = sh.current.swap(new_obj(2), Ordering::AcqRel);
-        sh.gp
-            .synchronize(&sh.readers, BarrierMode::Fence, GpKind::Normal);
-        // SAFETY: released below, after the joins.
-        let o = unsafe { &*old };
-        o.freed.store(true, Ordering::Relaxed);
-        o.payload.with_mut(|v| unsafe { *v = POISON });
+        let old = sh.replace();
+        sh.synchronize();
+        free(old);
         reader.join().unwrap();
         other.join().unwrap();
-        // SAFETY: every thread has been joined.
-        unsafe {
-            drop(Box::from_raw(old));
-            drop(Box::from_raw(sh.current.load(Ordering::Relaxed)));
-        }
+        sh.release(old);
     });
 }
 
@@ -283,12 +286,7 @@ fn polled_cookie_completed_by_another_thread_never_frees_early() {
     // Executions in which the updater saw its cookie done and freed (outside loom's model).
     static FREED_RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     loom::model(|| {
-        let sh = Arc::new(Shared {
-            readers: Readers::new(),
-            gp: GpEngine::new(),
-            current: AtomicPtr::new(new_obj(1)),
-        });
-        sh.readers.set_fence_mode();
+        let sh = Shared::new(true);
         let slot = sh.readers.acquire();
         let reader = {
             let sh = sh.clone();
@@ -296,20 +294,14 @@ fn polled_cookie_completed_by_another_thread_never_frees_early() {
         };
         let gp_thread = {
             let sh = sh.clone();
-            thread::spawn(move || {
-                sh.gp
-                    .synchronize(&sh.readers, BarrierMode::Fence, GpKind::Normal)
-            })
+            thread::spawn(move || sh.synchronize())
         };
-        let old = sh.current.swap(new_obj(2), Ordering::AcqRel);
+        let old = sh.replace();
         let c = sh.gp.snapshot(GpKind::Normal);
         let mut freed = false;
         for _ in 0..3 {
             if sh.gp.done(GpKind::Normal, c) {
-                // SAFETY: released below, after the joins.
-                let o = unsafe { &*old };
-                o.freed.store(true, Ordering::Relaxed);
-                o.payload.with_mut(|v| unsafe { *v = POISON });
+                free(old);
                 freed = true;
                 break;
             }
@@ -320,11 +312,7 @@ fn polled_cookie_completed_by_another_thread_never_frees_early() {
         if freed {
             FREED_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        // SAFETY: every thread has been joined.
-        unsafe {
-            drop(Box::from_raw(old));
-            drop(Box::from_raw(sh.current.load(Ordering::Relaxed)));
-        }
+        sh.release(old);
     });
     assert!(
         FREED_RUNS.load(std::sync::atomic::Ordering::Relaxed) > 0,
