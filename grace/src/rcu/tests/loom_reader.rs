@@ -87,11 +87,11 @@ impl Shared {
 /// The updater's "free": mark the object freed and poison its payload (the memory itself is
 /// released by `Shared::release` after the joins).
 fn free(old: *mut Obj) {
-    // SAFETY: the object is still allocated (released only after the joins), and the payload
-    // write goes through loom's UnsafeCell, which checks it against every reader's read:
-    // a reader not ordered before this write is exactly the early free the model looks for.
+    // SAFETY: the object is still allocated (released only after the joins).
     let o = unsafe { &*old };
     o.freed.store(true, Ordering::Relaxed);
+    // SAFETY: the pointer comes from loom's UnsafeCell, which checks this write against every
+    // reader's read: a read not ordered before it is exactly the early free the model seeks.
     o.payload.with_mut(|v| unsafe { *v = POISON });
 }
 
