@@ -40,7 +40,7 @@ fn try_push(sh: &Shared, cb: Callback) -> Result<(), Callback> {
 
 fn real_callback(sh: &Arc<Shared>, i: usize) -> Callback {
     let data = Arc::new(Data(UnsafeCell::new(0)));
-    // SAFETY (all three accesses below): loom's UnsafeCell hands out a valid pointer and
+    // SAFETY: (this and the two accesses below) loom's UnsafeCell hands out a valid pointer and
     // checks the accesses for races itself; that check (a write by the producer before `push`,
     // reads and a write by the callback after the consumer's drain) is what the model tests.
     data.0.with_mut(|p| unsafe { *p = 100 + i });
