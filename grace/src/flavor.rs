@@ -124,3 +124,73 @@ impl Flavor for Rcu {
         crate::rcu::barrier()
     }
 }
+
+/// Forward every [`Flavor`] method through a pointer type, so that generic code can hold a
+/// `&'static Srcu` or an `Arc<Srcu>` (what a `'static` callback needs) as its flavor.
+macro_rules! forward_flavor {
+    ($($ptr:ty where $($bound:path),*;)*) => {$(
+        impl<F: Flavor $(+ $bound)*> Flavor for $ptr {
+            type Guard<'a> = F::Guard<'a> where Self: 'a;
+
+            #[inline]
+            fn read_lock(&self) -> Self::Guard<'_> {
+                (**self).read_lock()
+            }
+            fn synchronize(&self) {
+                (**self).synchronize()
+            }
+            fn synchronize_expedited(&self) {
+                (**self).synchronize_expedited()
+            }
+            fn get_state(&self) -> Cookie {
+                (**self).get_state()
+            }
+            fn start_poll(&self) -> Cookie {
+                (**self).start_poll()
+            }
+            fn poll_state(&self, cookie: Cookie) -> bool {
+                (**self).poll_state(cookie)
+            }
+            fn cond_synchronize(&self, cookie: Cookie) {
+                (**self).cond_synchronize(cookie)
+            }
+            fn poll_state_any(&self, cookies: &[Cookie]) -> Option<usize> {
+                (**self).poll_state_any(cookies)
+            }
+            #[inline]
+            fn call<C: FnOnce() + Send + 'static>(&self, f: C) {
+                (**self).call(f)
+            }
+            fn call_hurry<C: FnOnce() + Send + 'static>(&self, f: C) {
+                (**self).call_hurry(f)
+            }
+            fn barrier(&self) {
+                (**self).barrier()
+            }
+        }
+    )*};
+}
+
+forward_flavor! {
+    &F where;
+    std::sync::Arc<F> where Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn generic<F: Flavor>(f: F) -> bool {
+        let c = f.start_poll();
+        f.cond_synchronize(c);
+        drop(f.read_lock());
+        f.poll_state(c)
+    }
+
+    #[test]
+    fn references_and_arcs_are_flavors() {
+        assert!(generic(&Rcu));
+        assert!(generic(Arc::new(Rcu)));
+    }
+}

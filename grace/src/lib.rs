@@ -21,6 +21,7 @@
 //! | [`flavor`] | the [`Flavor`] trait every flavor implements, so higher layers are generic |
 //! | [`cell`] | [`RcuCell`], a safe RCU-protected pointer, and [`Retired`] values |
 //! | [`config`] | `GRACE_*` settings |
+//! | [`alloc`] | fallible allocation and allocation-failure injection |
 //! | [`sys`] | everything platform-specific: `membarrier`, CPU hint |
 //! | `gp` (internal) | grace-period sequence arithmetic and the phase-named engine |
 //! | `callback` (internal) | per-thread rings, per-shard segmented lists, workers |
@@ -37,6 +38,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod alloc;
 pub(crate) mod callback;
 pub mod config;
 pub mod cookie;
