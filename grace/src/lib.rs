@@ -17,6 +17,7 @@
 //! | module | what it is |
 //! |---|---|
 //! | [`rcu`] | the RCU flavor: read side, `synchronize`, polled cookies, `call`, `barrier` |
+//! | [`srcu`] | sleepable RCU: independent domains, regular and lite readers, static domains |
 //! | [`cookie`] | grace-period cookies as types, and how many can be outstanding |
 //! | [`flavor`] | the [`Flavor`] trait every flavor implements, so higher layers are generic |
 //! | [`cell`] | [`RcuCell`], a safe RCU-protected pointer, and [`Retired`] values |
@@ -44,6 +45,7 @@ pub mod config;
 pub mod cookie;
 pub(crate) mod gp;
 pub mod rcu;
+pub mod srcu;
 pub(crate) mod sync;
 pub mod sys;
 

@@ -438,30 +438,7 @@ impl Engine {
 
     #[inline]
     fn invoke(&self, cb: Callback) {
-        use std::panic::{catch_unwind, AssertUnwindSafe};
-        // Nothing here may unwind into the worker loop: a dead worker would leave its shard
-        // `busy` forever, so no later callback of that shard would run and `barrier` would hang.
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| cb.run())) {
-            // Relaxed: a statistic.
-            let n = self.counters.panics.fetch_add(1, Ordering::Relaxed) + 1;
-            let msg = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "<non-string panic payload>".into());
-            // The payload's own Drop may panic too (std guards its payload drops the same way);
-            // such a second payload is leaked rather than dropped.
-            if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
-                std::mem::forget(again);
-            }
-            // `eprintln!` panics when stderr is closed; a failed report is simply lost.
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "grace: a {} callback panicked ({msg}); caught, {n} so far; the other callbacks still run",
-                self.host.name()
-            );
-        }
+        run_caught(cb, &self.counters.panics, self.host.name());
     }
 
     /// Wait until every callback queued (on any thread) before this call has been invoked.
@@ -525,8 +502,37 @@ enum Drain {
     Complete,
 }
 
+/// Run `cb`, catching a panic: count it in `panics` and report it on stderr, naming the
+/// flavor `who`. Nothing here may unwind into a worker loop: a dead worker would leave its
+/// shard `busy` forever, so no later callback of that shard would run and `barrier` would
+/// hang.
+#[inline]
+pub(crate) fn run_caught(cb: Callback, panics: &AtomicU64, who: &str) {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(|| cb.run())) {
+        // Relaxed: a statistic.
+        let n = panics.fetch_add(1, Ordering::Relaxed) + 1;
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "<non-string panic payload>".into());
+        // The payload's own Drop may panic too (std guards its payload drops the same way);
+        // such a second payload is leaked rather than dropped.
+        if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+            std::mem::forget(again);
+        }
+        // `eprintln!` panics when stderr is closed; a failed report is simply lost.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "grace: a {who} callback panicked ({msg}); caught, {n} so far; the other callbacks still run"
+        );
+    }
+}
+
 /// If `l` has ready callbacks and no worker, mark it busy; the caller then queues it.
-fn claim_for_worker(l: &mut SegList) -> bool {
+pub(crate) fn claim_for_worker(l: &mut SegList) -> bool {
     if !l.busy && !l.done.is_empty() {
         l.busy = true;
         true
@@ -542,19 +548,20 @@ fn spawn(name: String, f: impl FnOnce() + Send + 'static) {
     }
 }
 
+/// What a `barrier` waits on: its markers, one per shard, arrive here when invoked.
 #[derive(Default)]
-struct BarrierState {
+pub(crate) struct BarrierState {
     arrived: Mutex<usize>,
     cv: Condvar,
 }
 
 impl BarrierState {
-    fn arrive(&self) {
+    pub(crate) fn arrive(&self) {
         *lock(&self.arrived) += 1;
         self.cv.notify_all();
     }
 
-    fn wait_for(&self, n: usize) {
+    pub(crate) fn wait_for(&self, n: usize) {
         let mut a = lock(&self.arrived);
         while *a < n {
             a = match self.cv.wait(a) {

@@ -243,16 +243,16 @@ impl GpEngine {
 
 /// How a grace period waits for a reader: spin briefly, then yield, then sleep with an
 /// exponentially growing period capped at 1 ms (normal) or keep yielding (hurried).
-struct Backoff {
+pub(crate) struct Backoff {
     step: u32,
 }
 
 impl Backoff {
-    fn new() -> Backoff {
+    pub(crate) fn new() -> Backoff {
         Backoff { step: 0 }
     }
 
-    fn wait(&mut self, hurry: bool) {
+    pub(crate) fn wait(&mut self, hurry: bool) {
         self.step = self.step.saturating_add(1);
         #[cfg(loom)]
         {

@@ -110,7 +110,7 @@ mod api {
     }
 
     /// Initialize the flavor once: settings, barrier mode, the epoch word's FENCE bit.
-    fn config() -> &'static Config {
+    pub(crate) fn config() -> &'static Config {
         CONFIG.get_or_init(|| {
             let cfg = Config::from_env_or_warn();
             if sys::init(cfg.no_membarrier) == BarrierMode::Fence {
@@ -121,7 +121,7 @@ mod api {
     }
 
     #[inline]
-    fn mode() -> BarrierMode {
+    pub(crate) fn mode() -> BarrierMode {
         match sys::mode() {
             Some(m) if CONFIG.get().is_some() => m,
             _ => {

@@ -1,0 +1,1405 @@
+//! Sleepable RCU: independent domains whose readers may block.
+//!
+//! An [`Srcu`] domain has its own readers and its own grace periods. A reader that sleeps,
+//! blocks on I/O or holds its section across an `.await` delays the grace periods of *its*
+//! domain only: never those of another domain, nor of [`crate::rcu`]. The API is the RCU
+//! flavor's ([`Flavor`]): `synchronize`, `synchronize_expedited`, polled cookies, `call`,
+//! `call_hurry`, `barrier`.
+//!
+//! ```
+//! use grace::srcu::Srcu;
+//! use grace::Flavor;
+//!
+//! let domain = Srcu::new()?;
+//! {
+//!     let guard = domain.read_lock();
+//!     // ... read data protected by `domain`; sleeping here is allowed ...
+//!     drop(guard);
+//! }
+//! domain.synchronize(); // waits for this domain's readers only
+//! # Ok::<(), grace::srcu::SrcuError>(())
+//! ```
+//!
+//! # Readers
+//!
+//! * [`Srcu::read_lock`] returns an [`SrcuGuard`]. Unlike an RCU guard it is `Send`: a section
+//!   may end on another thread (the kernel allows `srcu_read_unlock` on another task), so it
+//!   can be held across an `.await` in a work-stealing runtime.
+//! * [`Srcu::read_lock_raw`] / [`Srcu::read_unlock_raw`] do the same without a lifetime, for
+//!   sections that start and end in places a borrow cannot span; the [`SrcuToken`] must be
+//!   given back to the same domain.
+//! * Two reader kinds, chosen by type: [`Srcu`] (`Srcu<Regular>`) executes a full fence when a
+//!   section starts, so its grace periods need no system call; [`SrcuLite`] (`Srcu<Lite>`,
+//!   the kernel's `srcu_read_lock_lite`) executes only a compiler fence and its updater pays
+//!   with `membarrier`. Read-mostly domains want lite; domains with frequent grace periods
+//!   want regular. The kind is part of the type, so a domain can never mix the two (the
+//!   kernel checks that at run time).
+//!
+//! # Layout: reader-hot, updater-cold (seed 000)
+//!
+//! ```text
+//!   Srcu (8 bytes, in your struct or static)
+//!     └─► Block ─ hot line (readers): flip counter, domain id, fence flag   (one cache line)
+//!           │   ─ shard registry, reference count
+//!           └─► Cold (updater state, allocated on first update): grace-period machine and
+//!               sequence, callback shards, service hooks, statistics
+//!   per thread: Shard (lock/unlock counts for both indices), found through a thread-local
+//!               cache keyed by domain id
+//! ```
+//!
+//! A reader touches the 8-byte handle, one read-mostly cache line and its own thread's
+//! shard. [`layout`] reports the sizes. The block lives on the heap so that it does not move
+//! when the `Srcu` value moves (the background service keeps a pointer to it).
+//!
+//! # Construction
+//!
+//! * [`Srcu::new`] allocates the block and the updater state up front and returns
+//!   [`SrcuError`] if any allocation fails, having freed everything it allocated (seed 000's
+//!   bug class: Rust's ownership frees partial work on every error path; the tests fail each
+//!   allocation point in turn and count bytes).
+//! * [`Srcu::new_static`] is a `const fn` for `static` domains (seed 003): nothing is
+//!   allocated until first use, no start-up hook is needed, and the updater state appears on
+//!   the first update-side call.
+//!
+//! # Drop (seed 003)
+//!
+//! Dropping a domain first waits for its callbacks (a `barrier`), then frees it. A domain on
+//! which `call` was never used skips that: a flag set by the first `call` says so, and no
+//! callback shard is scanned. Dropping a domain while a section is still open is impossible
+//! with guards (they borrow the domain); with a raw token left unreleased (or a guard passed
+//! to `mem::forget`) it is reported on standard error and the domain is leaked, never freed
+//! under a reader.
+//!
+//! # Grace periods
+//!
+//! The two-index flip of the kernel's SRCU, as a state machine that never blocks (see the
+//! `gp` submodule): `synchronize` drives it from the calling thread; domains with callbacks
+//! or polled cookies are driven by a background service shared by all domains, which visits
+//! each domain briefly and never waits for a reader.
+//!
+//! The ordering guarantee is [`crate::rcu`]'s: a section that began before a grace period
+//! started ends before the grace period does, and happens-before whatever follows it.
+//!
+//! Waiting for a grace period of a domain from inside a section of *the same domain* on the
+//! same thread waits forever (as in the kernel); unlike RCU this is not detected, because a
+//! section may legitimately be closed by another thread.
+
+mod gp;
+mod shard;
+
+#[cfg(not(loom))]
+mod service;
+
+pub use gp::SrcuPhase;
+
+#[cfg(not(loom))]
+pub use api::*;
+
+#[cfg(not(loom))]
+mod api {
+    use super::gp::{Fences, Machine, ReaderSide};
+    use super::service::{service, Service, IN_SRCU_CALLBACK};
+    use super::shard::{local, Local, Registry};
+    use super::SrcuPhase;
+    use crate::alloc::{try_box, try_vec, AllocError};
+    use crate::callback::engine::{claim_for_worker, run_caught, BarrierState};
+    use crate::callback::seglist::{Node, SegList};
+    use crate::callback::Callback;
+    use crate::cookie::Cookie;
+    use crate::flavor::Flavor;
+    use crate::gp::{seq, Backoff};
+    use crate::sync::{
+        compiler_fence, fence, lock, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize,
+        Mutex, Ordering,
+    };
+    use crate::sys::{self, BarrierMode};
+    use crossbeam_utils::CachePadded;
+    use std::fmt;
+    use std::marker::PhantomData;
+    use std::ptr::{self, NonNull};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    mod sealed {
+        pub trait Sealed {}
+    }
+
+    /// The reader kind of a domain: [`Regular`] or [`Lite`]. Sealed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use grace::srcu::{Lite, ReaderKind, Regular};
+    /// assert!(!Regular::LITE && Lite::LITE);
+    /// ```
+    pub trait ReaderKind: sealed::Sealed + Send + Sync + 'static {
+        /// Readers skip the full fence; the updater uses `membarrier` instead.
+        const LITE: bool;
+    }
+
+    /// Readers execute a full fence at the start of each section; grace periods need no
+    /// system call. The default kind of [`Srcu`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let d: grace::srcu::Srcu<grace::srcu::Regular> = grace::srcu::Srcu::new().unwrap();
+    /// drop(d.read_lock());
+    /// ```
+    #[derive(Debug)]
+    pub enum Regular {}
+    /// Readers execute only a compiler fence; each grace period's checks use the heavy
+    /// barrier (`membarrier`) instead (the kernel's `srcu_read_lock_lite`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let d = grace::srcu::SrcuLite::new_lite().unwrap();
+    /// drop(d.read_lock());
+    /// ```
+    #[derive(Debug)]
+    pub enum Lite {}
+    impl sealed::Sealed for Regular {}
+    impl sealed::Sealed for Lite {}
+    impl ReaderKind for Regular {
+        const LITE: bool = false;
+    }
+    impl ReaderKind for Lite {
+        const LITE: bool = true;
+    }
+
+    /// An SRCU domain whose readers use the lite (fence-free) read side.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use grace::srcu::SrcuLite;
+    /// static DOMAIN: SrcuLite = SrcuLite::new_static_lite();
+    /// drop(DOMAIN.read_lock());
+    /// DOMAIN.synchronize();
+    /// ```
+    pub type SrcuLite = Srcu<Lite>;
+
+    /// Creating a domain failed; everything allocated on the way was freed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use grace::alloc::{inject, FailurePlan};
+    /// let _fail = inject(FailurePlan::Nth(1));
+    /// let err = grace::srcu::Srcu::new().unwrap_err();
+    /// assert!(err.to_string().starts_with("cannot create an SRCU domain: out of memory"));
+    /// ```
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum SrcuError {
+        /// An allocation failed.
+        OutOfMemory(AllocError),
+    }
+
+    impl fmt::Display for SrcuError {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            match self {
+                SrcuError::OutOfMemory(e) => write!(f, "cannot create an SRCU domain: {e}"),
+            }
+        }
+    }
+
+    impl std::error::Error for SrcuError {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            match self {
+                SrcuError::OutOfMemory(e) => Some(e),
+            }
+        }
+    }
+
+    impl From<AllocError> for SrcuError {
+        fn from(e: AllocError) -> SrcuError {
+            SrcuError::OutOfMemory(e)
+        }
+    }
+
+    /// Sizes of a domain's parts, in bytes (see "Layout" in the module docs).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let l = grace::srcu::layout();
+    /// assert_eq!(l.handle, 8);
+    /// assert!(l.hot <= 64, "what readers touch fits in one cache line");
+    /// assert!(l.cold > l.hot);
+    /// ```
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Layout {
+        /// The `Srcu` value itself.
+        pub handle: usize,
+        /// The fields readers read on every lock (alone on their cache line).
+        pub hot: usize,
+        /// The whole block: hot line, shard registry, orphan shard, reference count.
+        pub block: usize,
+        /// The updater state, allocated on the first update-side call (not counting the
+        /// callback shards it points to).
+        pub cold: usize,
+        /// One callback shard (one per CPU).
+        pub callback_shard: usize,
+        /// One reader shard (one per thread that reads the domain).
+        pub reader_shard: usize,
+    }
+
+    /// The sizes of a domain's parts.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// println!("{:?}", grace::srcu::layout());
+    /// ```
+    pub fn layout() -> Layout {
+        use std::mem::size_of;
+        Layout {
+            handle: size_of::<Srcu>(),
+            hot: size_of::<Hot>(),
+            block: size_of::<Block>(),
+            cold: size_of::<Cold>(),
+            callback_shard: size_of::<CachePadded<Mutex<CbShard>>>(),
+            reader_shard: size_of::<super::shard::Shard>(),
+        }
+    }
+
+    /// An SRCU domain. See the [module documentation](self).
+    ///
+    /// # Examples
+    ///
+    /// A static domain, and a callback that runs once no reader can see the old value:
+    ///
+    /// ```
+    /// use grace::srcu::Srcu;
+    /// use grace::Flavor;
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::sync::Arc;
+    ///
+    /// static CONFIG_DOMAIN: Srcu = Srcu::new_static();
+    ///
+    /// let freed = Arc::new(AtomicBool::new(false));
+    /// let f = freed.clone();
+    /// CONFIG_DOMAIN.call(move || f.store(true, Ordering::Relaxed));
+    /// CONFIG_DOMAIN.barrier();
+    /// assert!(freed.load(Ordering::Relaxed));
+    /// ```
+    pub struct Srcu<K: ReaderKind = Regular> {
+        /// The heap block (null until first use for a static domain). Holds one reference.
+        block: AtomicPtr<Block>,
+        _kind: PhantomData<K>,
+    }
+
+    /// Read on every lock; written by grace periods (flips) only.
+    #[repr(C)]
+    struct Hot {
+        /// Index flips so far; readers use the low bit.
+        flips: AtomicU64,
+        /// Never 0, never reused: keys the thread-local shard cache.
+        id: u64,
+        /// Lite readers must execute real fences (the process is in fence mode).
+        fence_readers: bool,
+    }
+
+    struct Block {
+        hot: CachePadded<Hot>,
+        registry: Registry,
+        /// References: the `Srcu`, the service while registered, each queued worker job.
+        refs: AtomicUsize,
+        /// Null until the first update-side call (or created by `Srcu::new`).
+        cold: AtomicPtr<Cold>,
+        fences: Fences,
+        lazy_delay: Duration,
+    }
+
+    /// A callback shard: a segmented list plus the node being filled.
+    struct CbShard {
+        list: SegList,
+        /// Callbacks queued since the last seal; they get their cookie when sealed.
+        open: Option<Box<Node>>,
+        queued: u64,
+    }
+
+    /// Callbacks per node: nodes are allocated outside the shard lock, one per this many.
+    const CB_NODE: usize = 64;
+
+    struct Cold {
+        machine: Mutex<Machine>,
+        /// Grace-period sequence (`gp::seq` layout). Written under `machine`.
+        seq: AtomicU64,
+        /// The newest snapshot a `start_poll` asked the service to reach.
+        needed: Mutex<Option<u64>>,
+        cbs: Box<[CachePadded<Mutex<CbShard>>]>,
+        /// Set by the first `call` (seed 003's flag): drop and barrier skip the shards when
+        /// it is clear.
+        call_used: AtomicBool,
+        /// Registered with the background service.
+        registered: AtomicBool,
+        /// When the service should visit next.
+        due: Mutex<Option<Instant>>,
+        /// Visits in a row that found readers inside (the service's back-off).
+        waits: AtomicU32,
+        expedite_waiters: AtomicUsize,
+        invoked: AtomicU64,
+        panics: AtomicU64,
+    }
+
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+    impl Block {
+        fn new(lite: bool) -> Result<Box<Block>, AllocError> {
+            let mode = crate::rcu::mode();
+            // Relaxed: a unique number is all we need.
+            let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+            try_box(
+                Block {
+                    hot: CachePadded::new(Hot {
+                        flips: AtomicU64::new(0),
+                        id,
+                        fence_readers: mode == BarrierMode::Fence,
+                    }),
+                    registry: Registry::new(),
+                    refs: AtomicUsize::new(1),
+                    cold: AtomicPtr::new(ptr::null_mut()),
+                    fences: if lite {
+                        Fences::Lite(mode)
+                    } else {
+                        Fences::Regular
+                    },
+                    lazy_delay: crate::rcu::config().lazy_delay,
+                },
+                "the SRCU domain block",
+            )
+        }
+
+        fn readers(&self) -> ReaderSide<'_> {
+            ReaderSide {
+                flips: &self.hot.flips,
+                registry: &self.registry,
+            }
+        }
+
+        fn cold_ref(&self) -> Option<&Cold> {
+            // Acquire: pairs with the Release CAS in `try_cold`.
+            let p = self.cold.load(Ordering::Acquire);
+            // SAFETY: once installed, the cold part lives as long as the block.
+            unsafe { p.as_ref() }
+        }
+
+        /// The updater state, created if needed.
+        fn try_cold(&self) -> Result<&Cold, AllocError> {
+            if let Some(c) = self.cold_ref() {
+                return Ok(c);
+            }
+            let fresh = Box::into_raw(Cold::new()?);
+            // Release: publishes the initialized cold part (pairs with `cold_ref`).
+            match self.cold.compare_exchange(
+                ptr::null_mut(),
+                fresh,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                // SAFETY: installed; it lives as long as the block.
+                Ok(_) => Ok(unsafe { &*fresh }),
+                Err(winner) => {
+                    // SAFETY: ours lost the race and was never shared.
+                    drop(unsafe { Box::from_raw(fresh) });
+                    // SAFETY: the winner's, installed for the block's life.
+                    Ok(unsafe { &*winner })
+                }
+            }
+        }
+
+        /// The updater state; on allocation failure, the process aborts like any failed
+        /// `Box::new` (a static domain has no caller to report to).
+        fn cold(&self) -> &Cold {
+            match self.try_cold() {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = e;
+                    std::alloc::handle_alloc_error(std::alloc::Layout::new::<Cold>())
+                }
+            }
+        }
+
+        fn new_ref(&self) -> DomainRef {
+            // Relaxed: a new reference is made from an existing one (the caller's), as Arc.
+            self.refs.fetch_add(1, Ordering::Relaxed);
+            DomainRef(NonNull::from(self))
+        }
+
+        /// Drive grace periods from this thread until the sequence reaches `snap`.
+        fn drive(&self, cold: &Cold, snap: u64, expedited: bool) {
+            if expedited {
+                // Relaxed: a hint to other drivers to stop sleeping.
+                cold.expedite_waiters.fetch_add(1, Ordering::Relaxed);
+            }
+            let mut backoff = Backoff::new();
+            let readers = self.readers();
+            loop {
+                if seq::done(cold.current(), snap) {
+                    break;
+                }
+                if lock(&cold.machine).advance(&readers, &cold.seq, snap, self.fences) {
+                    break;
+                }
+                // Relaxed: a hint.
+                let hurry = expedited || cold.expedite_waiters.load(Ordering::Relaxed) > 0;
+                backoff.wait(hurry);
+            }
+            if expedited {
+                cold.expedite_waiters.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+
+        fn request_visit(&self, cold: &Cold, at: Instant) {
+            let changed = {
+                let mut due = lock(&cold.due);
+                match *due {
+                    Some(d) if d <= at => false,
+                    _ => {
+                        *due = Some(at);
+                        true
+                    }
+                }
+            };
+            if changed {
+                service().kick();
+            }
+        }
+
+        fn ensure_registered(&self, cold: &Cold) {
+            // Relaxed: the swap decides who registers; registering twice is what it prevents.
+            if !cold.registered.load(Ordering::Relaxed)
+                && !cold.registered.swap(true, Ordering::Relaxed)
+            {
+                service().register(self.new_ref());
+            }
+        }
+
+        /// Give every filled-in node its cookie and move it into its shard's list.
+        fn seal_all(&self, cold: &Cold) {
+            for shard in cold.cbs.iter() {
+                let mut s = lock(shard);
+                if s.open.as_ref().is_some_and(|n| !n.cbs.is_empty()) {
+                    let node = s.open.take().expect("checked");
+                    // Under the shard lock, so a shard's cookies never decrease (see
+                    // callback::engine::Engine::push_to_shard).
+                    let snap = cold.snapshot();
+                    s.list.push(snap, node, cold.current());
+                }
+            }
+        }
+
+        fn call(&self, cb: Callback, hurry: bool) {
+            let cold = self.cold();
+            if !cold.call_used.load(Ordering::Relaxed) {
+                // Relaxed: read by drop/barrier of this domain, which happen-after every
+                // `call` on it (the caller's synchronization, as in seed 003's argument).
+                cold.call_used.store(true, Ordering::Relaxed);
+            }
+            self.ensure_registered(cold);
+            let shard = &cold.cbs[sys::current_cpu() % cold.cbs.len()];
+            let mut cb = Some(cb);
+            let mut spare: Option<Box<Node>> = None;
+            let first = loop {
+                let mut s = lock(shard);
+                if let Some(open) = s.open.as_mut() {
+                    if open.cbs.len() < open.cbs.capacity() {
+                        open.cbs.push(cb.take().expect("pushed once"));
+                        let first = open.cbs.len() == 1;
+                        s.queued += 1;
+                        break first;
+                    }
+                    let full = s.open.take().expect("checked");
+                    let snap = cold.snapshot();
+                    s.list.push(snap, full, cold.current());
+                }
+                if let Some(node) = spare.take() {
+                    s.open = Some(node);
+                    continue;
+                }
+                // Allocate outside the shard lock, then retry.
+                drop(s);
+                spare = Some(Node::new(Vec::with_capacity(CB_NODE)));
+            };
+            drop(spare);
+            if hurry {
+                self.request_visit(cold, Instant::now());
+            } else if first {
+                self.request_visit(cold, Instant::now() + self.lazy_delay);
+            }
+        }
+
+        fn barrier(&self) {
+            if IN_SRCU_CALLBACK.with(|c| c.get()) {
+                panic!(
+                    "grace: srcu barrier() called from inside an SRCU callback: it would wait \
+                     for the callback that is running it (self-deadlock)"
+                );
+            }
+            let Some(cold) = self.cold_ref() else { return };
+            // Relaxed: see `call`.
+            if !cold.call_used.load(Ordering::Relaxed) {
+                return;
+            }
+            self.seal_all(cold);
+            let state = Arc::new(BarrierState::default());
+            let mut entrained = 0usize;
+            let mut jobs = Vec::new();
+            let mut spare: Option<Box<Node>> = None;
+            for (i, shard) in cold.cbs.iter().enumerate() {
+                let node = spare.take().unwrap_or_else(|| {
+                    let s = state.clone();
+                    Node::internal(Callback::new(move || s.arrive()))
+                });
+                let mut l = lock(shard);
+                match l.list.entrain(node) {
+                    Ok(()) => {
+                        entrained += 1;
+                        if claim_for_worker(&mut l.list) {
+                            jobs.push((self.new_ref(), i));
+                        }
+                    }
+                    Err(node) => spare = Some(node),
+                }
+            }
+            if let Some(mut node) = spare {
+                for cb in node.cbs.drain(..) {
+                    cb.discard();
+                }
+            }
+            service().queue(jobs);
+            if entrained > 0 {
+                self.request_visit(cold, Instant::now());
+                state.wait_for(entrained);
+            }
+        }
+
+        /// A visit by the background service. Returns when it wants the next one.
+        fn visit(&self, now: Instant, svc: &Service) -> Option<Instant> {
+            let cold = self.cold_ref()?;
+            {
+                let mut due = lock(&cold.due);
+                match *due {
+                    Some(d) if d <= now => *due = None,
+                    other => return other,
+                }
+            }
+            self.seal_all(cold);
+            let mut target = *lock(&cold.needed);
+            for shard in cold.cbs.iter() {
+                if let Some(c) = lock(shard).list.newest_cookie() {
+                    target = Some(match target {
+                        Some(t) if seq::ge(t, c) => t,
+                        _ => c,
+                    });
+                }
+            }
+            let reached = match target {
+                None => true,
+                Some(t) if seq::done(cold.current(), t) => true,
+                Some(t) => match cold.machine.try_lock() {
+                    Ok(mut m) => m.advance(&self.readers(), &cold.seq, t, self.fences),
+                    Err(std::sync::TryLockError::Poisoned(p)) => {
+                        p.into_inner()
+                            .advance(&self.readers(), &cold.seq, t, self.fences)
+                    }
+                    // A `synchronize` caller is driving; look again soon.
+                    Err(std::sync::TryLockError::WouldBlock) => false,
+                },
+            };
+            let cur = cold.current();
+            {
+                let mut needed = lock(&cold.needed);
+                if needed.is_some_and(|n| seq::done(cur, n)) {
+                    *needed = None;
+                }
+            }
+            let mut jobs = Vec::new();
+            let mut more = false;
+            for (i, shard) in cold.cbs.iter().enumerate() {
+                let mut l = lock(shard);
+                l.list.advance(cur);
+                if claim_for_worker(&mut l.list) {
+                    jobs.push((self.new_ref(), i));
+                }
+                more |= l.list.newest_cookie().is_some();
+            }
+            svc.queue(jobs);
+            let next = if reached {
+                // Relaxed: the back-off counter is the service's alone.
+                cold.waits.store(0, Ordering::Relaxed);
+                // More grace periods wanted (callbacks queued meanwhile): right away.
+                more.then_some(now)
+            } else {
+                let n = cold.waits.fetch_add(1, Ordering::Relaxed);
+                // Relaxed: a hint.
+                let hurry = cold.expedite_waiters.load(Ordering::Relaxed) > 0;
+                let us = if hurry { 20 } else { (10u64 << n.min(7)).min(1000) };
+                Some(now + Duration::from_micros(us))
+            };
+            let mut due = lock(&cold.due);
+            if let Some(n) = next {
+                *due = Some(due.map_or(n, |d| d.min(n)));
+            }
+            *due
+        }
+
+        /// Invoke shard `idx`'s ready callbacks (a worker claimed it).
+        fn invoke_shard(&self, idx: usize) {
+            let Some(cold) = self.cold_ref() else { return };
+            loop {
+                let batch = {
+                    let mut l = lock(&cold.cbs[idx]);
+                    let b = l.list.take_done();
+                    if b.is_empty() {
+                        l.list.busy = false;
+                        break;
+                    }
+                    b
+                };
+                for mut node in batch.into_nodes() {
+                    let n = node.cbs.len() as u64;
+                    for cb in node.cbs.drain(..) {
+                        run_caught(cb, &cold.panics, "SRCU");
+                    }
+                    if !node.internal {
+                        // Relaxed: a statistic.
+                        cold.invoked.fetch_add(n, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+
+        /// Open sections of index 0 and 1 (locks minus unlocks), as of a check now.
+        fn open_sections(&self) -> u64 {
+            (0..2)
+                .map(|i| {
+                    let unlocks = self.registry.sum_unlocks(i);
+                    fence(Ordering::SeqCst);
+                    self.registry.sum_locks(i).wrapping_sub(unlocks)
+                })
+                .fold(0u64, u64::wrapping_add)
+        }
+    }
+
+    impl Drop for Block {
+        fn drop(&mut self) {
+            let p = *self.cold.get_mut();
+            if !p.is_null() {
+                // SAFETY: installed by `try_cold` from Box::into_raw; the block owns it and
+                // this is the last reference to the block.
+                drop(unsafe { Box::from_raw(p) });
+            }
+        }
+    }
+
+    impl Cold {
+        fn new() -> Result<Box<Cold>, AllocError> {
+            let n = sys::num_cpus();
+            let mut cbs = try_vec(n, "the SRCU callback shards")?;
+            cbs.extend((0..n).map(|_| {
+                CachePadded::new(Mutex::new(CbShard {
+                    list: SegList::default(),
+                    open: None,
+                    queued: 0,
+                }))
+            }));
+            try_box(
+                Cold {
+                    machine: Mutex::new(Machine::new()),
+                    seq: AtomicU64::new(seq::INITIAL),
+                    needed: Mutex::new(None),
+                    cbs: cbs.into_boxed_slice(),
+                    call_used: AtomicBool::new(false),
+                    registered: AtomicBool::new(false),
+                    due: Mutex::new(None),
+                    waits: AtomicU32::new(0),
+                    expedite_waiters: AtomicUsize::new(0),
+                    invoked: AtomicU64::new(0),
+                    panics: AtomicU64::new(0),
+                },
+                "the SRCU updater state",
+            )
+        }
+
+        #[inline]
+        fn current(&self) -> u64 {
+            // Acquire: pairs with the Release in Machine::gp_end.
+            self.seq.load(Ordering::Acquire)
+        }
+
+        #[inline]
+        fn snapshot(&self) -> u64 {
+            // SeqCst: orders the caller's earlier accesses (the removal) before the load of
+            // the sequence; pairs with the fence in Machine::gp_start.
+            fence(Ordering::SeqCst);
+            seq::snapshot(self.current())
+        }
+    }
+
+    /// A counted reference to a block, held by the service and by queued worker jobs.
+    pub(crate) struct DomainRef(NonNull<Block>);
+
+    // SAFETY: a Block is Sync (atomics and mutexes) and is freed only by the last reference,
+    // from whichever thread drops it.
+    unsafe impl Send for DomainRef {}
+    // SAFETY: as above; shared access is all a DomainRef gives.
+    unsafe impl Sync for DomainRef {}
+
+    impl DomainRef {
+        fn block(&self) -> &Block {
+            // SAFETY: our reference keeps the block alive.
+            unsafe { self.0.as_ref() }
+        }
+
+        pub(crate) fn same(&self, other: &DomainRef) -> bool {
+            self.0 == other.0
+        }
+
+        pub(crate) fn visit(&self, now: Instant, svc: &Service) -> Option<Instant> {
+            self.block().visit(now, svc)
+        }
+
+        pub(crate) fn invoke_shard(&self, idx: usize) {
+            self.block().invoke_shard(idx)
+        }
+    }
+
+    impl Clone for DomainRef {
+        fn clone(&self) -> DomainRef {
+            self.block().new_ref()
+        }
+    }
+
+    impl Drop for DomainRef {
+        fn drop(&mut self) {
+            // Release: our uses of the block happen-before its freeing; the Acquire fence on
+            // the last reference pairs with every other holder's Release (as Arc does).
+            if self.block().refs.fetch_sub(1, Ordering::Release) == 1 {
+                fence(Ordering::Acquire);
+                // SAFETY: the last reference; the block came from Box::into_raw (see
+                // `Srcu::install`).
+                drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+            }
+        }
+    }
+
+    /// A read-side section of an [`Srcu`] domain; it ends when the guard is dropped, on
+    /// whichever thread that happens.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let d = grace::srcu::Srcu::new().unwrap();
+    /// let g = d.read_lock();
+    /// std::thread::scope(|s| {
+    ///     s.spawn(move || drop(g)); // the section ends on another thread
+    /// });
+    /// d.synchronize();
+    /// ```
+    #[must_use = "the section ends when the guard is dropped"]
+    pub struct SrcuGuard<'a, K: ReaderKind = Regular> {
+        srcu: &'a Srcu<K>,
+        idx: u8,
+    }
+
+    impl<K: ReaderKind> SrcuGuard<'_, K> {
+        /// The index (0 or 1) the section counted itself under (the kernel's return value of
+        /// `srcu_read_lock`).
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let d = grace::srcu::Srcu::new().unwrap();
+        /// assert!(d.read_lock().index() < 2);
+        /// ```
+        pub fn index(&self) -> usize {
+            usize::from(self.idx)
+        }
+    }
+
+    impl<K: ReaderKind> Drop for SrcuGuard<'_, K> {
+        #[inline]
+        fn drop(&mut self) {
+            self.srcu.unlock(usize::from(self.idx));
+        }
+    }
+
+    impl<K: ReaderKind> fmt::Debug for SrcuGuard<'_, K> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("SrcuGuard").field("idx", &self.idx).finish()
+        }
+    }
+
+    /// An open section started by [`Srcu::read_lock_raw`]; give it back to
+    /// [`Srcu::read_unlock_raw`] of the same domain, on any thread.
+    ///
+    /// Dropping a token without unlocking leaves the section open forever: that domain's
+    /// grace periods never complete again (never undefined behaviour).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let d = grace::srcu::Srcu::new().unwrap();
+    /// let token = d.read_lock_raw();
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| d.read_unlock_raw(token));
+    /// });
+    /// ```
+    #[must_use = "a token that is not unlocked blocks the domain's grace periods forever"]
+    #[derive(Debug)]
+    pub struct SrcuToken {
+        id: u64,
+        idx: u8,
+    }
+
+    impl SrcuToken {
+        /// The index (0 or 1) the section counted itself under.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let d = grace::srcu::Srcu::new().unwrap();
+        /// let t = d.read_lock_raw();
+        /// assert!(t.index() < 2);
+        /// d.read_unlock_raw(t);
+        /// ```
+        pub fn index(&self) -> usize {
+            usize::from(self.idx)
+        }
+    }
+
+    /// Statistics of one domain, from [`Srcu::stats`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let d = grace::srcu::Srcu::new().unwrap();
+    /// d.synchronize();
+    /// assert_eq!(d.stats().grace_periods, 1);
+    /// ```
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct SrcuStats {
+        /// Grace periods completed.
+        pub grace_periods: u64,
+        /// Callbacks queued with `call` / `call_hurry`.
+        pub callbacks_queued: u64,
+        /// Callbacks that have run (barrier markers not counted).
+        pub callbacks_invoked: u64,
+        /// Callbacks queued and not yet run.
+        pub callbacks_pending: u64,
+        /// Callbacks that panicked (caught).
+        pub callback_panics: u64,
+        /// Reader shards handed out (about one per thread that read the domain).
+        pub reader_shards: usize,
+        /// The grace period's phase.
+        pub phase: SrcuPhase,
+        /// Whether the updater state has been allocated.
+        pub updater_allocated: bool,
+        /// Whether `call` was ever used (seed 003's flag).
+        pub call_used: bool,
+    }
+
+    impl Srcu<Regular> {
+        /// A new domain with regular readers; allocates everything it needs now and reports
+        /// failure instead of aborting, having freed whatever it had allocated.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let d = grace::srcu::Srcu::new()?;
+        /// d.synchronize();
+        /// # Ok::<(), grace::srcu::SrcuError>(())
+        /// ```
+        pub fn new() -> Result<Srcu<Regular>, SrcuError> {
+            Srcu::create()
+        }
+
+        /// A domain for a `static` (the kernel's `DEFINE_STATIC_SRCU`): allocates nothing
+        /// until first used; the updater state appears on the first update-side call.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// use grace::srcu::Srcu;
+        /// static DOMAIN: Srcu = Srcu::new_static();
+        /// assert!(!DOMAIN.stats().updater_allocated);
+        /// drop(DOMAIN.read_lock());
+        /// DOMAIN.synchronize();
+        /// assert!(DOMAIN.stats().updater_allocated);
+        /// ```
+        pub const fn new_static() -> Srcu<Regular> {
+            Srcu {
+                block: AtomicPtr::new(ptr::null_mut()),
+                _kind: PhantomData,
+            }
+        }
+    }
+
+    impl Srcu<Lite> {
+        /// A new domain with lite readers (see [`Lite`]); fallible like [`Srcu::new`].
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let d = grace::srcu::SrcuLite::new_lite()?;
+        /// drop(d.read_lock());
+        /// d.synchronize();
+        /// # Ok::<(), grace::srcu::SrcuError>(())
+        /// ```
+        pub fn new_lite() -> Result<Srcu<Lite>, SrcuError> {
+            Srcu::create()
+        }
+
+        /// A static domain with lite readers.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// static DOMAIN: grace::srcu::SrcuLite = grace::srcu::SrcuLite::new_static_lite();
+        /// DOMAIN.synchronize_expedited();
+        /// ```
+        pub const fn new_static_lite() -> Srcu<Lite> {
+            Srcu {
+                block: AtomicPtr::new(ptr::null_mut()),
+                _kind: PhantomData,
+            }
+        }
+    }
+
+    impl<K: ReaderKind> Srcu<K> {
+        fn create() -> Result<Srcu<K>, SrcuError> {
+            let mut block = Block::new(K::LITE)?;
+            let cold = Cold::new()?;
+            *block.cold.get_mut() = Box::into_raw(cold);
+            Ok(Srcu {
+                block: AtomicPtr::new(Box::into_raw(block)),
+                _kind: PhantomData,
+            })
+        }
+
+        #[inline]
+        fn block(&self) -> &Block {
+            // Acquire: pairs with the Release CAS in `install`.
+            let p = self.block.load(Ordering::Acquire);
+            if p.is_null() {
+                self.install()
+            } else {
+                // SAFETY: the block lives until this `Srcu` is dropped (we hold a reference).
+                unsafe { &*p }
+            }
+        }
+
+        /// First use of a static domain: create its block.
+        #[cold]
+        #[inline(never)]
+        fn install(&self) -> &Block {
+            let fresh = match Block::new(K::LITE) {
+                Ok(b) => Box::into_raw(b),
+                Err(_) => std::alloc::handle_alloc_error(std::alloc::Layout::new::<Block>()),
+            };
+            // Release: publishes the initialized block (pairs with the Acquire in `block`).
+            match self.block.compare_exchange(
+                ptr::null_mut(),
+                fresh,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                // SAFETY: installed; it lives as long as `self`.
+                Ok(_) => unsafe { &*fresh },
+                Err(winner) => {
+                    // SAFETY: ours lost the race and was never shared.
+                    drop(unsafe { Box::from_raw(fresh) });
+                    // SAFETY: the winner's, installed for our life.
+                    unsafe { &*winner }
+                }
+            }
+        }
+
+        #[inline]
+        fn lock(&self) -> usize {
+            let block = self.block();
+            let hot = &block.hot;
+            // Relaxed: any recent index will do; a stale one is what the two scans are for.
+            let idx = (hot.flips.load(Ordering::Relaxed) & 1) as usize;
+            match local(hot.id, &block.registry) {
+                Local::Owned(s) => s.count_lock(idx, false),
+                Local::Shared(s) => s.count_lock(idx, true),
+            }
+            if K::LITE && !hot.fence_readers {
+                // B, lite: pairs with the updater's heavy barrier (module docs of `gp`).
+                compiler_fence(Ordering::SeqCst);
+            } else {
+                // B: pairs with fence A of the grace period's check (store-buffering) and the
+                // fence before its flip (message passing).
+                fence(Ordering::SeqCst);
+            }
+            idx
+        }
+
+        #[inline]
+        fn unlock(&self, idx: usize) {
+            let block = self.block();
+            match local(block.hot.id, &block.registry) {
+                Local::Owned(s) => s.count_unlock(idx, false),
+                Local::Shared(s) => s.count_unlock(idx, true),
+            }
+        }
+
+        /// Enter a read-side section; it lasts until the guard is dropped (on any thread).
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let d = grace::srcu::Srcu::new().unwrap();
+        /// let outer = d.read_lock();
+        /// let inner = d.read_lock(); // sections nest
+        /// drop(outer);
+        /// drop(inner); // in any order
+        /// ```
+        #[inline]
+        pub fn read_lock(&self) -> SrcuGuard<'_, K> {
+            let idx = self.lock();
+            SrcuGuard {
+                srcu: self,
+                idx: idx as u8,
+            }
+        }
+
+        /// Enter a read-side section without a guard; end it with [`Srcu::read_unlock_raw`].
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let d = grace::srcu::Srcu::new().unwrap();
+        /// let t = d.read_lock_raw();
+        /// d.read_unlock_raw(t);
+        /// d.synchronize();
+        /// ```
+        #[inline]
+        pub fn read_lock_raw(&self) -> SrcuToken {
+            let idx = self.lock();
+            SrcuToken {
+                id: self.block().hot.id,
+                idx: idx as u8,
+            }
+        }
+
+        /// End a section started by [`Srcu::read_lock_raw`], on any thread.
+        ///
+        /// # Panics
+        ///
+        /// If `token` came from another domain (closing the wrong domain's section would let
+        /// a grace period of the right one end under a reader). Nothing is counted then.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let d = grace::srcu::Srcu::new().unwrap();
+        /// let t = d.read_lock_raw();
+        /// let t = std::thread::spawn(move || t).join().unwrap(); // tokens are Send
+        /// d.read_unlock_raw(t);
+        /// ```
+        #[inline]
+        pub fn read_unlock_raw(&self, token: SrcuToken) {
+            let id = self.block().hot.id;
+            assert!(
+                token.id == id,
+                "grace: SRCU token of domain #{} given to read_unlock_raw of domain #{id}",
+                token.id
+            );
+            self.unlock(usize::from(token.idx));
+        }
+
+        fn updater(&self) -> (&Block, &Cold) {
+            let b = self.block();
+            (b, b.cold())
+        }
+
+        /// Wait until every section of this domain that began before this call has ended.
+        /// Other domains' readers do not delay it.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let d = grace::srcu::Srcu::new().unwrap();
+        /// d.synchronize();
+        /// ```
+        pub fn synchronize(&self) {
+            let (b, c) = self.updater();
+            b.drive(c, c.snapshot(), false);
+        }
+
+        /// [`Srcu::synchronize`], polling the readers without sleeping for the least latency.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let d = grace::srcu::Srcu::new().unwrap();
+        /// d.synchronize_expedited();
+        /// ```
+        pub fn synchronize_expedited(&self) {
+            let (b, c) = self.updater();
+            b.drive(c, c.snapshot(), true);
+        }
+
+        /// A cookie for a grace period of this domain that starts after now; starts nothing.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let d = grace::srcu::Srcu::new().unwrap();
+        /// let c = d.get_state();
+        /// assert!(!d.poll_state(c));
+        /// d.synchronize();
+        /// assert!(d.poll_state(c));
+        /// ```
+        pub fn get_state(&self) -> Cookie {
+            Cookie(self.updater().1.snapshot())
+        }
+
+        /// A cookie, as [`Srcu::get_state`], whose grace period the background service will
+        /// run without anyone waiting.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let d = grace::srcu::Srcu::new().unwrap();
+        /// let c = d.start_poll();
+        /// while !d.poll_state(c) {
+        ///     std::thread::yield_now();
+        /// }
+        /// ```
+        pub fn start_poll(&self) -> Cookie {
+            let (b, c) = self.updater();
+            let snap = c.snapshot();
+            {
+                let mut needed = lock(&c.needed);
+                *needed = Some(match *needed {
+                    Some(n) if seq::ge(n, snap) => n,
+                    _ => snap,
+                });
+            }
+            b.ensure_registered(c);
+            b.request_visit(c, Instant::now());
+            Cookie(snap)
+        }
+
+        /// Has the cookie's grace period ended?
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let d = grace::srcu::Srcu::new().unwrap();
+        /// assert!(d.poll_state(grace::cookie::Cookie::completed()));
+        /// ```
+        pub fn poll_state(&self, cookie: Cookie) -> bool {
+            let cur = self
+                .block()
+                .cold_ref()
+                .map_or(seq::INITIAL, Cold::current);
+            seq::done(cur, cookie.0)
+        }
+
+        /// Wait, if needed, until the cookie's grace period has ended.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let d = grace::srcu::Srcu::new().unwrap();
+        /// let c = d.get_state();
+        /// d.cond_synchronize(c);
+        /// assert!(d.poll_state(c));
+        /// ```
+        pub fn cond_synchronize(&self, cookie: Cookie) {
+            if !self.poll_state(cookie) {
+                let (b, c) = self.updater();
+                b.drive(c, cookie.0, false);
+            }
+        }
+
+        /// Queue `f` to run after a grace period of this domain, lazily (batched for up to
+        /// `GRACE_LAZY_MS`). Runs on a worker of the SRCU service; a panic is caught and
+        /// counted.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// use std::sync::atomic::{AtomicUsize, Ordering};
+        /// use std::sync::Arc;
+        /// let d = grace::srcu::Srcu::new().unwrap();
+        /// let n = Arc::new(AtomicUsize::new(0));
+        /// let m = n.clone();
+        /// d.call(move || { m.fetch_add(1, Ordering::Relaxed); });
+        /// d.barrier();
+        /// assert_eq!(n.load(Ordering::Relaxed), 1);
+        /// ```
+        pub fn call<F: FnOnce() + Send + 'static>(&self, f: F) {
+            self.block().call(Callback::new(f), false);
+        }
+
+        /// Queue `f` to run after a grace period, without waiting to batch.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let d = grace::srcu::Srcu::new().unwrap();
+        /// let (tx, rx) = std::sync::mpsc::channel();
+        /// d.call_hurry(move || tx.send(()).unwrap());
+        /// rx.recv().unwrap();
+        /// ```
+        pub fn call_hurry<F: FnOnce() + Send + 'static>(&self, f: F) {
+            self.block().call(Callback::new(f), true);
+        }
+
+        /// Wait until every callback queued on this domain before this call has run. Returns
+        /// at once if `call` was never used on the domain.
+        ///
+        /// # Panics
+        ///
+        /// When called from inside an SRCU callback (it would wait for itself).
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let d = grace::srcu::Srcu::new().unwrap();
+        /// d.barrier(); // nothing queued: returns at once
+        /// ```
+        pub fn barrier(&self) {
+            self.block().barrier();
+        }
+
+        /// The domain's statistics.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let d = grace::srcu::Srcu::new().unwrap();
+        /// drop(d.read_lock());
+        /// assert_eq!(d.stats().reader_shards, 1);
+        /// ```
+        pub fn stats(&self) -> SrcuStats {
+            let b = self.block();
+            let cold = b.cold_ref();
+            let (queued, phase) = cold.map_or((0, SrcuPhase::Idle), |c| {
+                let q = c.cbs.iter().map(|s| lock(s).queued).sum::<u64>();
+                (q, lock(&c.machine).phase())
+            });
+            let invoked = cold.map_or(0, |c| c.invoked.load(Ordering::Relaxed));
+            SrcuStats {
+                grace_periods: cold.map_or(0, |c| {
+                    seq::count(c.current().wrapping_sub(seq::INITIAL))
+                }),
+                callbacks_queued: queued,
+                callbacks_invoked: invoked,
+                callbacks_pending: queued.saturating_sub(invoked),
+                callback_panics: cold.map_or(0, |c| c.panics.load(Ordering::Relaxed)),
+                reader_shards: b.registry.len(),
+                phase,
+                updater_allocated: cold.is_some(),
+                call_used: cold.is_some_and(|c| c.call_used.load(Ordering::Relaxed)),
+            }
+        }
+    }
+
+    impl<K: ReaderKind> Drop for Srcu<K> {
+        fn drop(&mut self) {
+            let p = *self.block.get_mut();
+            if p.is_null() {
+                return;
+            }
+            // SAFETY: we hold a reference to the block.
+            let block = unsafe { &*p };
+            let me = DomainRef(NonNull::from(block));
+            let open = block.open_sections();
+            if open != 0 {
+                // A raw token never unlocked, or a guard forgotten: callbacks could never run
+                // and freeing could free under that reader. Leak instead, loudly.
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "grace: SRCU domain #{} dropped with {open} read-side section(s) still open \
+                     (a raw token never unlocked, or a guard passed to mem::forget); leaking it \
+                     and its callbacks instead of freeing them",
+                    block.hot.id
+                );
+                if block.cold_ref().is_some_and(|c| c.registered.load(Ordering::Relaxed)) {
+                    service().deregister(&me);
+                }
+                std::mem::forget(me);
+                return;
+            }
+            if let Some(cold) = block.cold_ref() {
+                // Seed 003: only a domain that used `call` pays for a barrier.
+                if cold.call_used.load(Ordering::Relaxed) {
+                    block.barrier();
+                }
+                if cold.registered.load(Ordering::Relaxed) {
+                    service().deregister(&me);
+                }
+            }
+            drop(me); // our reference: frees the block unless a worker job still holds one
+        }
+    }
+
+    impl<K: ReaderKind> fmt::Debug for Srcu<K> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("Srcu")
+                .field("lite", &K::LITE)
+                .field("stats", &self.stats())
+                .finish()
+        }
+    }
+
+    impl<K: ReaderKind> Flavor for Srcu<K> {
+        type Guard<'a> = SrcuGuard<'a, K>;
+
+        #[inline]
+        fn read_lock(&self) -> SrcuGuard<'_, K> {
+            Srcu::read_lock(self)
+        }
+        fn synchronize(&self) {
+            Srcu::synchronize(self)
+        }
+        fn synchronize_expedited(&self) {
+            Srcu::synchronize_expedited(self)
+        }
+        fn get_state(&self) -> Cookie {
+            Srcu::get_state(self)
+        }
+        fn start_poll(&self) -> Cookie {
+            Srcu::start_poll(self)
+        }
+        fn poll_state(&self, cookie: Cookie) -> bool {
+            Srcu::poll_state(self, cookie)
+        }
+        fn cond_synchronize(&self, cookie: Cookie) {
+            Srcu::cond_synchronize(self, cookie)
+        }
+        fn call<F: FnOnce() + Send + 'static>(&self, f: F) {
+            Srcu::call(self, f)
+        }
+        fn call_hurry<F: FnOnce() + Send + 'static>(&self, f: F) {
+            Srcu::call_hurry(self, f)
+        }
+        fn barrier(&self) {
+            Srcu::barrier(self)
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn readers_touch_one_line_and_the_handle_is_a_pointer() {
+            let l = layout();
+            assert_eq!(l.handle, std::mem::size_of::<usize>());
+            assert!(l.hot <= 64, "{l:?}");
+            assert!(l.block >= l.hot);
+            assert!(l.cold > 0 && l.reader_shard >= 32);
+        }
+    }
+}

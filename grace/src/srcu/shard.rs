@@ -1,0 +1,341 @@
+//! Reader shards of an SRCU domain: per-thread lock/unlock counters, the registry a grace
+//! period sums them over, and how a thread finds its own shard.
+//!
+//! # Counters
+//!
+//! A [`Shard`] holds `lock[i]` and `unlock[i]` for both indices `i` of the domain. A section
+//! that starts with index `i` adds one to `lock[i]` of the shard of the thread that opened it
+//! and, when it ends, one to `unlock[i]` of the shard of the thread that *closes* it, which may
+//! be another thread (a guard is `Send`, and the raw API hands a token across threads). So a
+//! single shard's counts mean nothing; the sums over every shard do: `Σ lock[i] − Σ unlock[i]`
+//! is the number of sections of index `i` still open. That is what makes the wait correct for
+//! readers that migrate between shards mid-section.
+//!
+//! Each shard is written by one thread at a time (its owner), so an increment is a load and a
+//! store, with no read-modify-write, as the kernel's `this_cpu_inc`. The exception is the
+//! domain's *orphan* shard, for threads whose thread-local storage is already torn down: it is
+//! shared, and incremented with `fetch_add`.
+//!
+//! Counters are `u64` and wrap; the grace period compares sums for equality with wrapping
+//! arithmetic, so a wrap is harmless (the unit tests start the counters just below it). A
+//! false "equal" would need 2^64 sections to open between the two sums of one check.
+//!
+//! # Finding the shard
+//!
+//! A thread keeps a small direct-mapped cache, `CACHE`, from domain id to shard pointer; the
+//! read-side fast path is one thread-local load and a compare. Ids are never reused, so an
+//! entry of a dropped domain can never match again. The owning references live in `OWNED`,
+//! whose destructor (thread exit) hands each shard back to its domain for the next new thread
+//! and clears the cache.
+
+use crate::sync::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
+use std::ptr;
+use std::sync::Arc;
+
+/// Shard states.
+///
+/// | state | written by | reused by a new thread |
+/// |---|---|---|
+/// | `FREE` | nobody (its last owner exited) | yes, by CAS to `OWNED` |
+/// | `OWNED` | one thread, with plain load + store | no |
+/// | `SHARED` | any thread, with `fetch_add` (the orphan shard) | no |
+pub(crate) mod state {
+    pub(crate) const FREE: u8 = 0;
+    pub(crate) const OWNED: u8 = 1;
+    pub(crate) const SHARED: u8 = 2;
+}
+
+/// One thread's counters for one domain. Cache-line aligned so that readers never share.
+#[repr(align(128))]
+pub(crate) struct Shard {
+    lock: [AtomicU64; 2],
+    unlock: [AtomicU64; 2],
+    /// See [`state`].
+    pub(crate) state: AtomicU8,
+    /// Next shard in the registry; written once, before the shard is published.
+    next: AtomicPtr<Shard>,
+}
+
+impl Shard {
+    /// A shard whose four counters start at `start` (0 in production; the tests start near
+    /// the wrap point).
+    pub(crate) fn new(state: u8, start: u64) -> Shard {
+        Shard {
+            lock: [AtomicU64::new(start), AtomicU64::new(start)],
+            unlock: [AtomicU64::new(start), AtomicU64::new(start)],
+            state: AtomicU8::new(state),
+            next: AtomicPtr::new(ptr::null_mut()),
+        }
+    }
+
+    /// Count a section opened with index `idx`. The caller follows it with the reader fence
+    /// (or compiler fence, for lite readers), which orders it before the section's accesses.
+    #[inline]
+    pub(crate) fn count_lock(&self, idx: usize, shared: bool) {
+        let c = &self.lock[idx];
+        if shared {
+            // Relaxed: the caller's fence orders it (see above); fetch_add because several
+            // threads share this shard.
+            c.fetch_add(1, Ordering::Relaxed);
+        } else {
+            // Relaxed: only the owner writes this counter, so load + store loses nothing.
+            c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        }
+    }
+
+    /// Count a section of index `idx` closed.
+    #[inline]
+    pub(crate) fn count_unlock(&self, idx: usize, shared: bool) {
+        let c = &self.unlock[idx];
+        // Release: every access of the section happens-before a grace period's Acquire load
+        // of this counter in `Registry::sum_unlocks` that sees it (the kernel's smp_mb() C
+        // before srcu_unlock_count is bumped, here as a store-release).
+        if shared {
+            c.fetch_add(1, Ordering::Release);
+        } else {
+            // Relaxed load: only the owner writes this counter.
+            c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Release);
+        }
+    }
+}
+
+/// Every shard a domain has handed out, plus its orphan shard. Append-only: shards live until
+/// the domain is dropped (the registry holds one `Arc` per node), and a thread that exits
+/// gives its shard back for reuse rather than removing it, so the sums never race a removal.
+pub(crate) struct Registry {
+    head: AtomicPtr<Shard>,
+    /// For threads with no thread-local storage left (see the module docs).
+    pub(crate) orphan: Shard,
+}
+
+impl Registry {
+    pub(crate) fn new() -> Registry {
+        Registry {
+            head: AtomicPtr::new(ptr::null_mut()),
+            orphan: Shard::new(state::SHARED, 0),
+        }
+    }
+
+    /// Publish `shard`; the registry keeps one reference.
+    pub(crate) fn push(&self, shard: Arc<Shard>) {
+        let raw = Arc::into_raw(shard) as *mut Shard;
+        // Relaxed: the CAS below publishes the node.
+        let mut head = self.head.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: `raw` is not published yet, so we are its only user.
+            unsafe { (*raw).next.store(head, Ordering::Relaxed) };
+            // Release: pairs with the Acquire loads in `iter`; a walker that finds the node
+            // sees it initialized.
+            match self
+                .head
+                .compare_exchange(head, raw, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(now) => head = now,
+            }
+        }
+    }
+
+    /// Every shard, the orphan first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Shard> {
+        // Acquire: pairs with the Release CAS in `push`.
+        let mut p = self.head.load(Ordering::Acquire) as *const Shard;
+        std::iter::once(&self.orphan).chain(std::iter::from_fn(move || {
+            // SAFETY: published shards stay alive as long as the registry (it holds a
+            // reference to each), and `&self` keeps the registry alive.
+            let s = unsafe { p.as_ref()? };
+            // Acquire: as above, for the next node.
+            p = s.next.load(Ordering::Acquire);
+            Some(s)
+        }))
+    }
+
+    /// Take over a shard whose owner exited, if there is one.
+    pub(crate) fn claim_free(&self) -> Option<Arc<Shard>> {
+        let s = self.iter().find(|s| {
+            // Acquire on success: pairs with the Release store of FREE by the exiting owner,
+            // so its last counter writes happen-before ours (one writer at a time).
+            s.state
+                .compare_exchange(
+                    state::FREE,
+                    state::OWNED,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        })?;
+        let raw = s as *const Shard;
+        // SAFETY: every shard but the orphan (which is never FREE) was published by `push`
+        // from `Arc::into_raw`, and the registry's reference keeps the count above zero.
+        unsafe {
+            Arc::increment_strong_count(raw);
+            Some(Arc::from_raw(raw))
+        }
+    }
+
+    /// `Σ unlock[idx]` over every shard. Called first, before the caller's fence A.
+    pub(crate) fn sum_unlocks(&self, idx: usize) -> u64 {
+        self.iter().fold(0u64, |sum, s| {
+            // Acquire: pairs with the Release in `count_unlock`: a section whose end we count
+            // happened-before the rest of this grace period.
+            sum.wrapping_add(s.unlock[idx].load(Ordering::Acquire))
+        })
+    }
+
+    /// `Σ lock[idx]` over every shard. Called after the caller's fence A.
+    pub(crate) fn sum_locks(&self, idx: usize) -> u64 {
+        self.iter().fold(0u64, |sum, s| {
+            // Relaxed: ordered after the unlock sum by fence A; and every lock whose unlock
+            // the unlock sum counted happens-before that unlock, so it is counted here too.
+            sum.wrapping_add(s.lock[idx].load(Ordering::Relaxed))
+        })
+    }
+
+    /// Number of shards handed to threads (the orphan not counted).
+    pub(crate) fn len(&self) -> usize {
+        self.iter().count() - 1
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let mut p = *self.head.get_mut() as *const Shard;
+        while !p.is_null() {
+            // SAFETY: each node was published by `push` from `Arc::into_raw` and the registry
+            // owns that reference; it is released exactly once, here.
+            let shard = unsafe { Arc::from_raw(p) };
+            p = shard.next.load(Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(not(loom))]
+pub(crate) use local::{local, Local};
+
+#[cfg(not(loom))]
+mod local {
+    use super::{state, Registry, Shard};
+    use crate::sync::Ordering;
+    use std::cell::{Cell, RefCell};
+    use std::ptr;
+    use std::sync::Arc;
+
+    /// Cache ways: a thread reading more than this many domains in turn takes the slow path
+    /// (a lookup in `OWNED`) on some of its locks, never a wrong answer.
+    const WAYS: usize = 8;
+
+    thread_local! {
+        /// Domain id -> this thread's shard, direct-mapped by id. No destructor, so the fast
+        /// path is a plain thread-local load with no state check. Id 0 never matches.
+        static CACHE: [Cell<(u64, *const Shard)>; WAYS] =
+            const { [const { Cell::new((0, ptr::null())) }; WAYS] };
+        /// The references that keep this thread's shards alive, by domain id.
+        static OWNED: RefCell<Owned> = const { RefCell::new(Owned(Vec::new())) };
+    }
+
+    struct Owned(Vec<(u64, Arc<Shard>)>);
+
+    impl Drop for Owned {
+        fn drop(&mut self) {
+            // A lock from a later thread-local destructor must not use a shard we give back.
+            let _ = CACHE.try_with(|c| c.iter().for_each(|w| w.set((0, ptr::null()))));
+            for (_, shard) in self.0.drain(..) {
+                // Release: pairs with the Acquire CAS in `Registry::claim_free`: the next
+                // owner's plain load + store increments start from our last values.
+                shard.state.store(state::FREE, Ordering::Release);
+            }
+        }
+    }
+
+    /// The shard a lock or unlock on this thread counts in.
+    pub(crate) enum Local<'a> {
+        /// This thread's own shard: plain increments.
+        Owned(&'a Shard),
+        /// The domain's orphan shard: `fetch_add`.
+        Shared(&'a Shard),
+    }
+
+    /// This thread's shard of the domain with `id`.
+    #[inline]
+    pub(crate) fn local(id: u64, registry: &Registry) -> Local<'_> {
+        let (cid, p) = CACHE.with(|c| c[id as usize % WAYS].get());
+        if cid == id {
+            // SAFETY: a cache entry points at a shard `OWNED` holds a reference to (entries
+            // are cleared before those references are dropped), and ids are never reused.
+            Local::Owned(unsafe { &*p })
+        } else {
+            local_slow(id, registry)
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn local_slow(id: u64, registry: &Registry) -> Local<'_> {
+        let found = OWNED.try_with(|owned| {
+            let mut owned = owned.borrow_mut();
+            let shard = match owned.0.iter().find(|(i, _)| *i == id) {
+                Some((_, s)) => s.clone(),
+                None => {
+                    // Forget shards of dropped domains (we hold the last reference).
+                    owned.0.retain(|(_, s)| Arc::strong_count(s) > 1);
+                    let s = registry.claim_free().unwrap_or_else(|| {
+                        let s = Arc::new(Shard::new(state::OWNED, 0));
+                        registry.push(s.clone());
+                        s
+                    });
+                    owned.0.push((id, s.clone()));
+                    s
+                }
+            };
+            let raw = Arc::as_ptr(&shard);
+            CACHE.with(|c| c[id as usize % WAYS].set((id, raw)));
+            raw
+        });
+        match found {
+            // SAFETY: `OWNED` (still alive: try_with succeeded) holds a reference to it.
+            Ok(raw) => Local::Owned(unsafe { &*raw }),
+            Err(_) => Local::Shared(&registry.orphan),
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_are_wrap_safe_and_count_migrated_sections() {
+        let reg = Registry::new();
+        let a = Arc::new(Shard::new(state::OWNED, u64::MAX - 1));
+        let b = Arc::new(Shard::new(state::OWNED, u64::MAX - 1));
+        reg.push(a.clone());
+        reg.push(b.clone());
+        let balanced = |r: &Registry, i| r.sum_locks(i) == r.sum_unlocks(i);
+        assert!(balanced(&reg, 0));
+        // Three sections on `a` cross the wrap; two of them end on `b`.
+        for _ in 0..3 {
+            a.count_lock(0, false);
+        }
+        assert!(!balanced(&reg, 0));
+        assert!(balanced(&reg, 1), "index 1 is untouched");
+        b.count_unlock(0, false);
+        b.count_unlock(0, false);
+        assert!(!balanced(&reg, 0));
+        reg.orphan.count_unlock(0, true);
+        assert!(balanced(&reg, 0), "the orphan shard counts too");
+        assert_eq!(reg.len(), 2);
+    }
+
+    #[test]
+    fn a_freed_shard_is_reused_once() {
+        let reg = Registry::new();
+        let s = Arc::new(Shard::new(state::OWNED, 0));
+        reg.push(s.clone());
+        assert!(reg.claim_free().is_none());
+        s.state.store(state::FREE, Ordering::Release);
+        drop(s);
+        let again = reg.claim_free().expect("the freed shard");
+        assert_eq!(again.state.load(Ordering::Relaxed), state::OWNED);
+        assert!(reg.claim_free().is_none());
+    }
+}
