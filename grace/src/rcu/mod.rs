@@ -158,7 +158,8 @@ mod api {
             // owners.
             let slot = READERS.acquire();
             let arg = slot as *const Slot as *mut std::ffi::c_void;
-            if !sys::at_final_thread_exit(release_at_final_exit, arg) {
+            static FINAL: sys::FinalHook = sys::FinalHook::new(release_at_final_exit);
+            if !FINAL.arm(arg) {
                 READERS.release_abandoned(slot);
             }
             slot

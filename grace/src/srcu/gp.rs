@@ -210,21 +210,21 @@ mod tests {
 
         // A reader on the active index 0: scan 1 (index 1) passes, the flip happens, scan 2
         // (index 0) waits.
-        shard.count_lock(0, false);
+        shard.count_lock(0);
         let target = snap(&s);
         assert!(!m.advance(&readers, &s, target, Fences::Regular));
         assert_eq!(m.phase(), SrcuPhase::Scan2);
         assert_eq!(flips.load(Ordering::Relaxed), 1);
-        shard.count_unlock(0, false);
+        shard.count_unlock(0);
         assert!(m.advance(&readers, &s, target, Fences::Regular));
         assert_eq!(m.phase(), SrcuPhase::Idle);
 
         // A straggler that counted itself on the now-inactive index 0 holds scan 1.
-        shard.count_lock(0, false);
+        shard.count_lock(0);
         let target = snap(&s);
         assert!(!m.advance(&readers, &s, target, Fences::Regular));
         assert_eq!(m.phase(), SrcuPhase::Scan1);
-        shard.count_unlock(0, false);
+        shard.count_unlock(0);
         assert!(m.advance(&readers, &s, target, Fences::Regular));
         assert_eq!(seq::count(s.load(Ordering::Relaxed)), 2);
     }

@@ -22,12 +22,13 @@
 //!
 //! # Readers
 //!
-//! * [`Srcu::read_lock`] returns an [`SrcuGuard`]. Unlike an RCU guard it is `Send`: a section
-//!   may end on another thread (the kernel allows `srcu_read_unlock` on another task), so it
-//!   can be held across an `.await` in a work-stealing runtime.
-//! * [`Srcu::read_lock_raw`] / [`Srcu::read_unlock_raw`] do the same without a lifetime, for
-//!   sections that start and end in places a borrow cannot span; the [`SrcuToken`] must be
-//!   given back to the same domain.
+//! * [`Srcu::read_lock`] returns an [`SrcuGuard`] holding the index; sections nest and may
+//!   sleep. The guard stays on its thread (`!Send`), like an RCU guard.
+//! * [`Srcu::read_lock_raw`] / [`Srcu::read_unlock_raw`] let a section end on another thread
+//!   (the kernel allows `srcu_read_unlock` on another task): the [`SrcuToken`] is `Send`, has
+//!   no lifetime, and must be given back to the same domain. This is the form for a section
+//!   held across an `.await` in a work-stealing runtime. Neither function is `unsafe`: a lost
+//!   token blocks the domain's grace periods, it cannot free anything early.
 //! * Two reader kinds, chosen by type: [`Srcu`] (`Srcu<Regular>`) executes a full fence when a
 //!   section starts, so its grace periods need no system call; [`SrcuLite`] (`Srcu<Lite>`,
 //!   the kernel's `srcu_read_lock_lite`) executes only a compiler fence and its updater pays
@@ -99,7 +100,7 @@ pub use api::*;
 mod api {
     use super::gp::{Fences, Machine, ReaderSide};
     use super::service::{service, Service, IN_SRCU_CALLBACK};
-    use super::shard::{local, Local, Registry};
+    use super::shard::{local, Registry, Shard};
     use super::SrcuPhase;
     use crate::alloc::{try_box, try_vec, AllocError};
     use crate::callback::engine::{claim_for_worker, run_caught, BarrierState};
@@ -295,11 +296,14 @@ mod api {
     struct Hot {
         /// Index flips so far; readers use the low bit.
         flips: AtomicU64,
-        /// Never 0, never reused: keys the thread-local shard cache.
+        /// The domain's id (never 0, never reused; keys the thread-local shard cache), with
+        /// [`FENCE_READERS`] set when lite readers must execute real fences (the process is
+        /// in fence mode). One word, so the lite fast path loads it once for both uses.
         id: u64,
-        /// Lite readers must execute real fences (the process is in fence mode).
-        fence_readers: bool,
     }
+
+    /// In [`Hot::id`]: lite readers fence.
+    const FENCE_READERS: u64 = 1 << 63;
 
     struct Block {
         hot: CachePadded<Hot>,
@@ -355,8 +359,11 @@ mod api {
                 Block {
                     hot: CachePadded::new(Hot {
                         flips: AtomicU64::new(0),
-                        id,
-                        fence_readers: mode == BarrierMode::Fence,
+                        id: if mode == BarrierMode::Fence {
+                            id | FENCE_READERS
+                        } else {
+                            id
+                        },
                     }),
                     registry: Registry::new(),
                     refs: AtomicUsize::new(1),
@@ -786,23 +793,34 @@ mod api {
         }
     }
 
-    /// A read-side section of an [`Srcu`] domain; it ends when the guard is dropped, on
-    /// whichever thread that happens.
+    /// A read-side section of an [`Srcu`] domain; it ends when the guard is dropped.
+    ///
+    /// Like an RCU guard it is neither `Send` nor `Sync`: it counts the section in its
+    /// thread's shard and ends it there, which keeps every shard written by one thread. To end
+    /// a section on another thread, use [`Srcu::read_lock_raw`].
     ///
     /// # Examples
     ///
     /// ```
     /// let d = grace::srcu::Srcu::new().unwrap();
     /// let g = d.read_lock();
-    /// std::thread::scope(|s| {
-    ///     s.spawn(move || drop(g)); // the section ends on another thread
-    /// });
+    /// std::thread::sleep(std::time::Duration::from_millis(1)); // sleeping readers are fine
+    /// drop(g);
     /// d.synchronize();
+    /// ```
+    ///
+    /// ```compile_fail
+    /// let d = grace::srcu::Srcu::new().unwrap();
+    /// let g = d.read_lock();
+    /// std::thread::spawn(move || drop(g)); // a guard cannot move to another thread
     /// ```
     #[must_use = "the section ends when the guard is dropped"]
     pub struct SrcuGuard<'a, K: ReaderKind = Regular> {
-        srcu: &'a Srcu<K>,
+        shard: &'a Shard,
         idx: u8,
+        _domain: PhantomData<&'a Srcu<K>>,
+        /// `!Send`, `!Sync`: see the type's docs.
+        _not_send: PhantomData<*const ()>,
     }
 
     impl<K: ReaderKind> SrcuGuard<'_, K> {
@@ -823,7 +841,7 @@ mod api {
     impl<K: ReaderKind> Drop for SrcuGuard<'_, K> {
         #[inline]
         fn drop(&mut self) {
-            self.srcu.unlock(usize::from(self.idx));
+            self.shard.count_unlock(usize::from(self.idx));
         }
     }
 
@@ -1019,16 +1037,15 @@ mod api {
         }
 
         #[inline]
-        fn lock(&self) -> usize {
+        fn lock(&self) -> (&Shard, usize) {
             let block = self.block();
             let hot = &block.hot;
+            let id = hot.id;
             // Relaxed: any recent index will do; a stale one is what the two scans are for.
             let idx = (hot.flips.load(Ordering::Relaxed) & 1) as usize;
-            match local(hot.id, &block.registry) {
-                Local::Owned(s) => s.count_lock(idx, false),
-                Local::Shared(s) => s.count_lock(idx, true),
-            }
-            if K::LITE && !hot.fence_readers {
+            let shard = local(id, &block.registry);
+            shard.count_lock(idx);
+            if K::LITE && id & FENCE_READERS == 0 {
                 // B, lite: pairs with the updater's heavy barrier (module docs of `gp`).
                 compiler_fence(Ordering::SeqCst);
             } else {
@@ -1036,16 +1053,7 @@ mod api {
                 // fence before its flip (message passing).
                 fence(Ordering::SeqCst);
             }
-            idx
-        }
-
-        #[inline]
-        fn unlock(&self, idx: usize) {
-            let block = self.block();
-            match local(block.hot.id, &block.registry) {
-                Local::Owned(s) => s.count_unlock(idx, false),
-                Local::Shared(s) => s.count_unlock(idx, true),
-            }
+            (shard, idx)
         }
 
         /// Enter a read-side section; it lasts until the guard is dropped (on any thread).
@@ -1061,10 +1069,12 @@ mod api {
         /// ```
         #[inline]
         pub fn read_lock(&self) -> SrcuGuard<'_, K> {
-            let idx = self.lock();
+            let (shard, idx) = self.lock();
             SrcuGuard {
-                srcu: self,
+                shard,
                 idx: idx as u8,
+                _domain: PhantomData,
+                _not_send: PhantomData,
             }
         }
 
@@ -1080,7 +1090,7 @@ mod api {
         /// ```
         #[inline]
         pub fn read_lock_raw(&self) -> SrcuToken {
-            let idx = self.lock();
+            let (_, idx) = self.lock();
             SrcuToken {
                 id: self.block().hot.id,
                 idx: idx as u8,
@@ -1104,13 +1114,15 @@ mod api {
         /// ```
         #[inline]
         pub fn read_unlock_raw(&self, token: SrcuToken) {
-            let id = self.block().hot.id;
+            let block = self.block();
+            let id = block.hot.id;
             assert!(
                 token.id == id,
-                "grace: SRCU token of domain #{} given to read_unlock_raw of domain #{id}",
-                token.id
+                "grace: SRCU token of domain #{} given to read_unlock_raw of domain #{}",
+                token.id & !FENCE_READERS,
+                id & !FENCE_READERS
             );
-            self.unlock(usize::from(token.idx));
+            local(id, &block.registry).count_unlock(usize::from(token.idx));
         }
 
         fn updater(&self) -> (&Block, &Cold) {
@@ -1323,7 +1335,7 @@ mod api {
                     "grace: SRCU domain #{} dropped with {open} read-side section(s) still open \
                      (a raw token never unlocked, or a guard passed to mem::forget); leaking it \
                      and its callbacks instead of freeing them",
-                    block.hot.id
+                    block.hot.id & !FENCE_READERS
                 );
                 if block.cold_ref().is_some_and(|c| c.registered.load(Ordering::Relaxed)) {
                     service().deregister(&me);

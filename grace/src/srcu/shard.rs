@@ -12,9 +12,7 @@
 //! readers that migrate between shards mid-section.
 //!
 //! Each shard is written by one thread at a time (its owner), so an increment is a load and a
-//! store, with no read-modify-write, as the kernel's `this_cpu_inc`. The exception is the
-//! domain's *orphan* shard, for threads whose thread-local storage is already torn down: it is
-//! shared, and incremented with `fetch_add`.
+//! store, with no read-modify-write, as the kernel's `this_cpu_inc`.
 //!
 //! Counters are `u64` and wrap; the grace period compares sums for equality with wrapping
 //! arithmetic, so a wrap is harmless (the unit tests start the counters just below it). A
@@ -24,9 +22,19 @@
 //!
 //! A thread keeps a small direct-mapped cache, `CACHE`, from domain id to shard pointer; the
 //! read-side fast path is one thread-local load and a compare. Ids are never reused, so an
-//! entry of a dropped domain can never match again. The owning references live in `OWNED`,
-//! whose destructor (thread exit) hands each shard back to its domain for the next new thread
-//! and clears the cache.
+//! entry of a dropped domain can never match again. The owning references live in `OWNED`.
+//!
+//! # Thread exit
+//!
+//! A shard may be handed to a new thread only once nothing on the old thread can write it
+//! again. Guards are `!Send` and remember their shard, and one stored in another thread-local
+//! may be dropped after `OWNED` is destroyed. So `OWNED`'s destructor does not give the shards
+//! back itself: it arms a final hook ([`crate::sys::FinalHook`], a pthread-key destructor,
+//! which runs after every Rust thread-local destructor) that does, and clears the cache.
+//! Where no such hook exists the shards are marked `ABANDONED` instead, never reused (they are
+//! freed with their domain). A destructor that opens a section after `OWNED` is gone and finds
+//! no cache entry gets a fresh shard marked `ABANDONED` from the start (cached, so one per
+//! domain and dying thread).
 
 use crate::sync::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
 use std::ptr;
@@ -38,11 +46,11 @@ use std::sync::Arc;
 /// |---|---|---|
 /// | `FREE` | nobody (its last owner exited) | yes, by CAS to `OWNED` |
 /// | `OWNED` | one thread, with plain load + store | no |
-/// | `SHARED` | any thread, with `fetch_add` (the orphan shard) | no |
+/// | `ABANDONED` | its exiting owner's last destructors only | never |
 pub(crate) mod state {
     pub(crate) const FREE: u8 = 0;
     pub(crate) const OWNED: u8 = 1;
-    pub(crate) const SHARED: u8 = 2;
+    pub(crate) const ABANDONED: u8 = 2;
 }
 
 /// One thread's counters for one domain. Cache-line aligned so that readers never share.
@@ -68,51 +76,41 @@ impl Shard {
         }
     }
 
-    /// Count a section opened with index `idx`. The caller follows it with the reader fence
-    /// (or compiler fence, for lite readers), which orders it before the section's accesses.
+    /// Count a section opened with index `idx`. Owner thread only. The caller follows it
+    /// with the reader fence (or compiler fence, for lite readers), which orders it before the
+    /// section's accesses.
     #[inline]
-    pub(crate) fn count_lock(&self, idx: usize, shared: bool) {
-        let c = &self.lock[idx];
-        if shared {
-            // Relaxed: the caller's fence orders it (see above); fetch_add because several
-            // threads share this shard.
-            c.fetch_add(1, Ordering::Relaxed);
-        } else {
-            // Relaxed: only the owner writes this counter, so load + store loses nothing.
-            c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
-        }
+    pub(crate) fn count_lock(&self, idx: usize) {
+        // `& 1`: the index is a bit; saying so spares a bounds check on the fast path.
+        let c = &self.lock[idx & 1];
+        // Relaxed: only the owner writes this counter, so load + store loses nothing; the
+        // caller's fence orders it.
+        c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
     }
 
-    /// Count a section of index `idx` closed.
+    /// Count a section of index `idx` closed. Owner thread only.
     #[inline]
-    pub(crate) fn count_unlock(&self, idx: usize, shared: bool) {
-        let c = &self.unlock[idx];
+    pub(crate) fn count_unlock(&self, idx: usize) {
+        let c = &self.unlock[idx & 1];
         // Release: every access of the section happens-before a grace period's Acquire load
         // of this counter in `Registry::sum_unlocks` that sees it (the kernel's smp_mb() C
-        // before srcu_unlock_count is bumped, here as a store-release).
-        if shared {
-            c.fetch_add(1, Ordering::Release);
-        } else {
-            // Relaxed load: only the owner writes this counter.
-            c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Release);
-        }
+        // before srcu_unlock_count is bumped, here as a store-release). Relaxed load: only the
+        // owner writes this counter.
+        c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Release);
     }
 }
 
-/// Every shard a domain has handed out, plus its orphan shard. Append-only: shards live until
+/// Every shard a domain has handed out. Append-only: shards live until
 /// the domain is dropped (the registry holds one `Arc` per node), and a thread that exits
 /// gives its shard back for reuse rather than removing it, so the sums never race a removal.
 pub(crate) struct Registry {
     head: AtomicPtr<Shard>,
-    /// For threads with no thread-local storage left (see the module docs).
-    pub(crate) orphan: Shard,
 }
 
 impl Registry {
     pub(crate) fn new() -> Registry {
         Registry {
             head: AtomicPtr::new(ptr::null_mut()),
-            orphan: Shard::new(state::SHARED, 0),
         }
     }
 
@@ -136,18 +134,18 @@ impl Registry {
         }
     }
 
-    /// Every shard, the orphan first.
+    /// Every shard.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Shard> {
         // Acquire: pairs with the Release CAS in `push`.
         let mut p = self.head.load(Ordering::Acquire) as *const Shard;
-        std::iter::once(&self.orphan).chain(std::iter::from_fn(move || {
+        std::iter::from_fn(move || {
             // SAFETY: published shards stay alive as long as the registry (it holds a
             // reference to each), and `&self` keeps the registry alive.
             let s = unsafe { p.as_ref()? };
             // Acquire: as above, for the next node.
             p = s.next.load(Ordering::Acquire);
             Some(s)
-        }))
+        })
     }
 
     /// Take over a shard whose owner exited, if there is one.
@@ -165,8 +163,8 @@ impl Registry {
                 .is_ok()
         })?;
         let raw = s as *const Shard;
-        // SAFETY: every shard but the orphan (which is never FREE) was published by `push`
-        // from `Arc::into_raw`, and the registry's reference keeps the count above zero.
+        // SAFETY: every shard was published by `push` from `Arc::into_raw`, and the
+        // registry's reference keeps the count above zero.
         unsafe {
             Arc::increment_strong_count(raw);
             Some(Arc::from_raw(raw))
@@ -191,9 +189,9 @@ impl Registry {
         })
     }
 
-    /// Number of shards handed to threads (the orphan not counted).
+    /// Number of shards handed to threads.
     pub(crate) fn len(&self) -> usize {
-        self.iter().count() - 1
+        self.iter().count()
     }
 }
 
@@ -210,7 +208,7 @@ impl Drop for Registry {
 }
 
 #[cfg(not(loom))]
-pub(crate) use local::{local, Local};
+pub(crate) use local::local;
 
 #[cfg(not(loom))]
 mod local {
@@ -237,32 +235,50 @@ mod local {
 
     impl Drop for Owned {
         fn drop(&mut self) {
-            // A lock from a later thread-local destructor must not use a shard we give back.
-            let _ = CACHE.try_with(|c| c.iter().for_each(|w| w.set((0, ptr::null()))));
-            for (_, shard) in self.0.drain(..) {
-                // Release: pairs with the Acquire CAS in `Registry::claim_free`: the next
-                // owner's plain load + store increments start from our last values.
-                shard.state.store(state::FREE, Ordering::Release);
+            if self.0.is_empty() {
+                return;
+            }
+            static FINAL: crate::sys::FinalHook = crate::sys::FinalHook::new(give_back);
+            let shards = Box::new(std::mem::take(&mut self.0));
+            let raw = Box::into_raw(shards);
+            if !FINAL.arm(raw.cast()) {
+                // SAFETY: the hook refused `raw`, so it is still ours alone.
+                let shards = unsafe { Box::from_raw(raw) };
+                for (_, shard) in shards.iter() {
+                    // Relaxed: nobody ever claims an abandoned shard.
+                    shard.state.store(state::ABANDONED, Ordering::Relaxed);
+                }
             }
         }
     }
 
-    /// The shard a lock or unlock on this thread counts in.
-    pub(crate) enum Local<'a> {
-        /// This thread's own shard: plain increments.
-        Owned(&'a Shard),
-        /// The domain's orphan shard: `fetch_add`.
-        Shared(&'a Shard),
+    /// The final thread-exit hook: give the exited thread's shards back to their domains.
+    ///
+    /// # Safety
+    ///
+    /// `arg` is the `Box<Vec<(u64, Arc<Shard>)>>` that `Owned::drop` leaked on this thread.
+    unsafe extern "C" fn give_back(arg: *mut std::ffi::c_void) {
+        // A later lock on this thread (another library's key destructor) must take the slow
+        // path, which finds `OWNED` gone and uses the orphan shard.
+        let _ = CACHE.try_with(|c| c.iter().for_each(|w| w.set((0, ptr::null()))));
+        // SAFETY: per the contract.
+        let shards = unsafe { Box::from_raw(arg.cast::<Vec<(u64, Arc<Shard>)>>()) };
+        for (_, shard) in shards.iter() {
+            // Release: pairs with the Acquire CAS in `Registry::claim_free`: the next owner's
+            // plain load + store increments start from our last values.
+            shard.state.store(state::FREE, Ordering::Release);
+        }
     }
 
     /// This thread's shard of the domain with `id`.
     #[inline]
-    pub(crate) fn local(id: u64, registry: &Registry) -> Local<'_> {
+    pub(crate) fn local(id: u64, registry: &Registry) -> &Shard {
         let (cid, p) = CACHE.with(|c| c[id as usize % WAYS].get());
         if cid == id {
-            // SAFETY: a cache entry points at a shard `OWNED` holds a reference to (entries
-            // are cleared before those references are dropped), and ids are never reused.
-            Local::Owned(unsafe { &*p })
+            // SAFETY: an entry with this id was made by `local_slow` for this very domain (ids
+            // are never reused), and the domain's registry, which `registry` borrows, keeps
+            // every shard it handed out alive.
+            unsafe { &*p }
         } else {
             local_slow(id, registry)
         }
@@ -270,7 +286,7 @@ mod local {
 
     #[cold]
     #[inline(never)]
-    fn local_slow(id: u64, registry: &Registry) -> Local<'_> {
+    fn local_slow(id: u64, registry: &Registry) -> &Shard {
         let found = OWNED.try_with(|owned| {
             let mut owned = owned.borrow_mut();
             let shard = match owned.0.iter().find(|(i, _)| *i == id) {
@@ -287,15 +303,20 @@ mod local {
                     s
                 }
             };
-            let raw = Arc::as_ptr(&shard);
-            CACHE.with(|c| c[id as usize % WAYS].set((id, raw)));
+            Arc::as_ptr(&shard)
+        });
+        let raw = found.unwrap_or_else(|_| {
+            // Thread-local teardown, `OWNED` already gone: a shard of our own that nobody
+            // will ever reuse (see "Thread exit"); the registry's reference is its only one.
+            let s = Arc::new(Shard::new(state::ABANDONED, 0));
+            let raw = Arc::as_ptr(&s);
+            registry.push(s);
             raw
         });
-        match found {
-            // SAFETY: `OWNED` (still alive: try_with succeeded) holds a reference to it.
-            Ok(raw) => Local::Owned(unsafe { &*raw }),
-            Err(_) => Local::Shared(&registry.orphan),
-        }
+        // The cache has no destructor, so it works during teardown as well.
+        let _ = CACHE.try_with(|c| c[id as usize % WAYS].set((id, raw)));
+        // SAFETY: the registry (borrowed for the result's lifetime) holds a reference.
+        unsafe { &*raw }
     }
 }
 
@@ -314,15 +335,15 @@ mod tests {
         assert!(balanced(&reg, 0));
         // Three sections on `a` cross the wrap; two of them end on `b`.
         for _ in 0..3 {
-            a.count_lock(0, false);
+            a.count_lock(0);
         }
         assert!(!balanced(&reg, 0));
         assert!(balanced(&reg, 1), "index 1 is untouched");
-        b.count_unlock(0, false);
-        b.count_unlock(0, false);
+        b.count_unlock(0);
+        b.count_unlock(0);
         assert!(!balanced(&reg, 0));
-        reg.orphan.count_unlock(0, true);
-        assert!(balanced(&reg, 0), "the orphan shard counts too");
+        a.count_unlock(0);
+        assert!(balanced(&reg, 0));
         assert_eq!(reg.len(), 2);
     }
 

@@ -18,10 +18,15 @@ pub(super) fn current_cpu() -> usize {
     h.finish() as usize
 }
 
-/// No final hook without pthread keys: the caller keeps its fallback.
-pub(super) fn at_final_thread_exit(
-    _dtor: unsafe extern "C" fn(*mut std::ffi::c_void),
-    _arg: *mut std::ffi::c_void,
-) -> bool {
-    false
+/// No final hook without pthread keys: `arm` refuses and the caller keeps its fallback.
+pub(crate) struct FinalHook;
+
+impl FinalHook {
+    pub(crate) const fn new(_dtor: unsafe extern "C" fn(*mut std::ffi::c_void)) -> FinalHook {
+        FinalHook
+    }
+
+    pub(crate) fn arm(&self, _arg: *mut std::ffi::c_void) -> bool {
+        false
+    }
 }

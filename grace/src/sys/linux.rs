@@ -55,27 +55,37 @@ pub(super) fn current_cpu() -> usize {
     }
 }
 
-/// Run `dtor(arg)` when the calling thread exits, after the destructors of Rust thread-locals.
+/// Runs `dtor(arg)` when a thread exits, after the destructors of Rust thread-locals.
 ///
 /// glibc's thread exit runs the C++-style thread-local destructors (which Rust's `thread_local!`
 /// registers through `__cxa_thread_atexit_impl`) before the pthread-key destructors, so a key
-/// destructor is the last hook a thread runs. One key serves every thread; `dtor` must be the
-/// same function on every call. Returns `false` if no key could be created or set.
-pub(super) fn at_final_thread_exit(
+/// destructor is the last hook a thread runs. One key per hook, created on first use.
+pub(crate) struct FinalHook {
     dtor: unsafe extern "C" fn(*mut libc::c_void),
-    arg: *mut libc::c_void,
-) -> bool {
-    use std::sync::OnceLock;
-    static KEY: OnceLock<Option<libc::pthread_key_t>> = OnceLock::new();
-    let key = KEY.get_or_init(|| {
-        let mut key: libc::pthread_key_t = 0;
-        // SAFETY: `key` is a valid out-pointer and `dtor` a valid destructor for the key's
-        // whole life (the key is never deleted).
-        (unsafe { libc::pthread_key_create(&mut key, Some(dtor)) } == 0).then_some(key)
-    });
-    match key {
-        // SAFETY: the key was created above; `arg` is stored, not dereferenced, by libc.
-        Some(k) => unsafe { libc::pthread_setspecific(*k, arg) == 0 },
-        None => false,
+    key: std::sync::OnceLock<Option<libc::pthread_key_t>>,
+}
+
+impl FinalHook {
+    pub(crate) const fn new(dtor: unsafe extern "C" fn(*mut libc::c_void)) -> FinalHook {
+        FinalHook {
+            dtor,
+            key: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Arm the hook for the calling thread with `arg` (replacing an earlier `arg` of this
+    /// thread). Returns `false` if no key could be created or set.
+    pub(crate) fn arm(&self, arg: *mut libc::c_void) -> bool {
+        let key = self.key.get_or_init(|| {
+            let mut key: libc::pthread_key_t = 0;
+            // SAFETY: `key` is a valid out-pointer and `dtor` a valid destructor for the
+            // key's whole life (the key is never deleted).
+            (unsafe { libc::pthread_key_create(&mut key, Some(self.dtor)) } == 0).then_some(key)
+        });
+        match key {
+            // SAFETY: the key was created above; `arg` is stored, not dereferenced, by libc.
+            Some(k) => unsafe { libc::pthread_setspecific(*k, arg) == 0 },
+            None => false,
+        }
     }
 }

@@ -150,16 +150,11 @@ pub fn num_cpus() -> usize {
     })
 }
 
-/// Run `dtor(arg)` when the calling thread exits, after every Rust thread-local destructor of
-/// that thread has run (a pthread-key destructor on Linux). Returns `false` where no such hook
-/// exists (Miri, other platforms); callers then need a fallback. `dtor` must be the same
-/// function on every call.
-pub(crate) fn at_final_thread_exit(
-    dtor: unsafe extern "C" fn(*mut std::ffi::c_void),
-    arg: *mut std::ffi::c_void,
-) -> bool {
-    imp::at_final_thread_exit(dtor, arg)
-}
+/// A hook that runs `dtor(arg)` when a thread exits, after every Rust thread-local destructor
+/// of that thread has run (a pthread-key destructor on Linux). Declare one `static` per
+/// destructor; [`FinalHook::arm`] returns `false` where no such hook exists (Miri, other
+/// platforms), and callers then need a fallback.
+pub(crate) use imp::FinalHook;
 
 /// Issue one bare `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` system call, for measuring
 /// what a grace period's heavy barrier costs. Returns `false` if the process is not in
