@@ -643,7 +643,11 @@ mod api {
                 let n = cold.waits.fetch_add(1, Ordering::Relaxed);
                 // Relaxed: a hint.
                 let hurry = cold.expedite_waiters.load(Ordering::Relaxed) > 0;
-                let us = if hurry { 20 } else { (10u64 << n.min(7)).min(1000) };
+                let us = if hurry {
+                    20
+                } else {
+                    (10u64 << n.min(7)).min(1000)
+                };
                 Some(now + Duration::from_micros(us))
             };
             let mut due = lock(&cold.due);
@@ -669,7 +673,7 @@ mod api {
                 for mut node in batch.into_nodes() {
                     let n = node.cbs.len() as u64;
                     for cb in node.cbs.drain(..) {
-                        run_caught(cb, &cold.panics, "SRCU");
+                        run_caught(cb, &cold.panics, "grace-srcu");
                     }
                     if !node.internal {
                         // Relaxed: a statistic.
@@ -1208,10 +1212,7 @@ mod api {
         /// assert!(d.poll_state(grace::cookie::Cookie::completed()));
         /// ```
         pub fn poll_state(&self, cookie: Cookie) -> bool {
-            let cur = self
-                .block()
-                .cold_ref()
-                .map_or(seq::INITIAL, Cold::current);
+            let cur = self.block().cold_ref().map_or(seq::INITIAL, Cold::current);
             seq::done(cur, cookie.0)
         }
 
@@ -1301,9 +1302,8 @@ mod api {
             });
             let invoked = cold.map_or(0, |c| c.invoked.load(Ordering::Relaxed));
             SrcuStats {
-                grace_periods: cold.map_or(0, |c| {
-                    seq::count(c.current().wrapping_sub(seq::INITIAL))
-                }),
+                grace_periods: cold
+                    .map_or(0, |c| seq::count(c.current().wrapping_sub(seq::INITIAL))),
                 callbacks_queued: queued,
                 callbacks_invoked: invoked,
                 callbacks_pending: queued.saturating_sub(invoked),
@@ -1337,7 +1337,10 @@ mod api {
                      and its callbacks instead of freeing them",
                     block.hot.id & !FENCE_READERS
                 );
-                if block.cold_ref().is_some_and(|c| c.registered.load(Ordering::Relaxed)) {
+                if block
+                    .cold_ref()
+                    .is_some_and(|c| c.registered.load(Ordering::Relaxed))
+                {
                     service().deregister(&me);
                 }
                 std::mem::forget(me);
