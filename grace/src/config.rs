@@ -149,6 +149,7 @@ impl Config {
     }
 
     /// The environment's settings, or the defaults with a warning on standard error.
+    #[cfg_attr(loom, allow(dead_code))] // its users are compiled out under loom
     pub(crate) fn from_env_or_warn() -> Config {
         Config::from_env().unwrap_or_else(|e| {
             eprintln!("grace: {e}; using the default settings");

@@ -38,7 +38,7 @@ use super::seglist::{Node, SegList};
 use super::Callback;
 use crate::gp::seq;
 use crate::rcu::reader::{Readers, Slot};
-use crate::sync::{lock, AtomicBool, AtomicU64, Condvar, Mutex, Ordering};
+use crate::sync::{lock, wait, wait_timeout, AtomicBool, AtomicU64, Condvar, Mutex, Ordering};
 use crate::sys::{self, BarrierMode};
 use crossbeam_utils::CachePadded;
 use std::collections::VecDeque;
@@ -363,16 +363,10 @@ impl Engine {
                         ctl.lazy_deadline = None;
                         return None;
                     }
-                    ctl = match self.wake.wait_timeout(ctl, d - now) {
-                        Ok((g, _)) => g,
-                        Err(p) => p.into_inner().0,
-                    };
+                    ctl = wait_timeout(&self.wake, ctl, d - now);
                 }
                 None => {
-                    ctl = match self.wake.wait(ctl) {
-                        Ok(g) => g,
-                        Err(p) => p.into_inner(),
-                    };
+                    ctl = wait(&self.wake, ctl);
                 }
             }
         }
@@ -405,10 +399,7 @@ impl Engine {
                     if let Some(i) = q.pop_front() {
                         break i;
                     }
-                    q = match self.work_ready.wait(q) {
-                        Ok(g) => g,
-                        Err(p) => p.into_inner(),
-                    };
+                    q = wait(&self.work_ready, q);
                 }
             };
             loop {
@@ -564,10 +555,7 @@ impl BarrierState {
     pub(crate) fn wait_for(&self, n: usize) {
         let mut a = lock(&self.arrived);
         while *a < n {
-            a = match self.cv.wait(a) {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
+            a = wait(&self.cv, a);
         }
     }
 }

@@ -274,6 +274,7 @@ impl Readers {
 
     /// Mark a slot that nothing will ever give back: grace periods keep honouring it, and it
     /// is never handed to another thread.
+    #[cfg_attr(loom, allow(dead_code))] // its user is compiled out under loom
     pub(crate) fn release_abandoned(&self, slot: &Slot) {
         // Release: as in `release`.
         slot.state.store(state::ABANDONED, Ordering::Release);

@@ -85,7 +85,10 @@
 //! same thread waits forever (as in the kernel); unlike RCU this is not detected, because a
 //! section may legitimately be closed by another thread.
 
+// Under loom only the state machine and the shards are modelled; their users are compiled out.
+#[cfg_attr(loom, allow(dead_code))]
 mod gp;
+#[cfg_attr(loom, allow(dead_code))]
 mod shard;
 
 #[cfg(not(loom))]

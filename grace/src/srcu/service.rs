@@ -13,7 +13,7 @@
 //! `barrier`'s entrained markers rely on.
 
 use super::DomainRef;
-use crate::sync::{lock, Condvar, Mutex};
+use crate::sync::{lock, wait, wait_timeout, Condvar, Mutex};
 use std::collections::VecDeque;
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -121,16 +121,10 @@ impl Service {
                             if now >= d {
                                 break;
                             }
-                            ctl = match self.wake.wait_timeout(ctl, d - now) {
-                                Ok((g, _)) => g,
-                                Err(p) => p.into_inner().0,
-                            };
+                            ctl = wait_timeout(&self.wake, ctl, d - now);
                         }
                         None => {
-                            ctl = match self.wake.wait(ctl) {
-                                Ok(g) => g,
-                                Err(p) => p.into_inner(),
-                            };
+                            ctl = wait(&self.wake, ctl);
                         }
                     }
                 }
@@ -155,10 +149,7 @@ impl Service {
                     if let Some(job) = q.pop_front() {
                         break job;
                     }
-                    q = match self.work_ready.wait(q) {
-                        Ok(g) => g,
-                        Err(p) => p.into_inner(),
-                    };
+                    q = wait(&self.work_ready, q);
                 }
             };
             d.invoke_shard(idx);

@@ -197,7 +197,8 @@ impl Registry {
 
 impl Drop for Registry {
     fn drop(&mut self) {
-        let mut p = *self.head.get_mut() as *const Shard;
+        // Relaxed: `&mut self`, nobody else can touch the list.
+        let mut p = self.head.load(Ordering::Relaxed) as *const Shard;
         while !p.is_null() {
             // SAFETY: each node was published by `push` from `Arc::into_raw` and the registry
             // owns that reference; it is released exactly once, here.

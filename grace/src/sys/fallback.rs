@@ -19,8 +19,10 @@ pub(super) fn current_cpu() -> usize {
 }
 
 /// No final hook without pthread keys: `arm` refuses and the caller keeps its fallback.
+#[cfg_attr(loom, allow(dead_code))] // its users are compiled out under loom
 pub(crate) struct FinalHook;
 
+#[cfg_attr(loom, allow(dead_code))]
 impl FinalHook {
     pub(crate) const fn new(_dtor: unsafe extern "C" fn(*mut std::ffi::c_void)) -> FinalHook {
         FinalHook

@@ -154,6 +154,7 @@ pub fn num_cpus() -> usize {
 /// of that thread has run (a pthread-key destructor on Linux). Declare one `static` per
 /// destructor; [`FinalHook::arm`] returns `false` where no such hook exists (Miri, other
 /// platforms), and callers then need a fallback.
+#[cfg_attr(loom, allow(unused_imports))] // its users are compiled out under loom
 pub(crate) use imp::FinalHook;
 
 /// Issue one bare `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` system call, for measuring
