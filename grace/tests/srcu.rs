@@ -350,7 +350,7 @@ fn dropping_with_an_open_raw_section_leaks_instead_of_freeing() {
         2,
         "the pending callback was neither run nor dropped"
     );
-    std::mem::forget(token);
+    let _never_unlocked = token;
 }
 
 #[test]

@@ -90,6 +90,8 @@
 mod gp;
 #[cfg_attr(loom, allow(dead_code))]
 mod shard;
+#[cfg(all(test, loom))]
+mod tests;
 
 #[cfg(not(loom))]
 mod service;
@@ -313,6 +315,10 @@ mod api {
         registry: Registry,
         /// References: the `Srcu`, the service while registered, each queued worker job.
         refs: AtomicUsize,
+        /// This block, as `Box::into_raw` returned it: references are made from it, since one
+        /// derived from `&Block` could not free the allocation. Set once, before the block is
+        /// shared.
+        this: AtomicPtr<Block>,
         /// Null until the first update-side call (or created by `Srcu::new`).
         cold: AtomicPtr<Cold>,
         fences: Fences,
@@ -370,6 +376,7 @@ mod api {
                     }),
                     registry: Registry::new(),
                     refs: AtomicUsize::new(1),
+                    this: AtomicPtr::new(ptr::null_mut()),
                     cold: AtomicPtr::new(ptr::null_mut()),
                     fences: if lite {
                         Fences::Lite(mode)
@@ -432,10 +439,21 @@ mod api {
             }
         }
 
+        /// Leak `block` to the heap, recording its own address (see `this`).
+        fn into_raw(block: Box<Block>) -> *mut Block {
+            let raw = Box::into_raw(block);
+            // SAFETY: fresh from Box::into_raw, not shared yet.
+            // Relaxed: published with the block itself (Release CAS / Srcu construction).
+            unsafe { &*raw }.this.store(raw, Ordering::Relaxed);
+            raw
+        }
+
         fn new_ref(&self) -> DomainRef {
             // Relaxed: a new reference is made from an existing one (the caller's), as Arc.
             self.refs.fetch_add(1, Ordering::Relaxed);
-            DomainRef(NonNull::from(self))
+            // Relaxed: set before the block was shared.
+            let this = self.this.load(Ordering::Relaxed);
+            DomainRef(NonNull::new(this).expect("set by Block::into_raw"))
         }
 
         /// Drive grace periods from this thread until the sequence reaches `snap`.
@@ -793,8 +811,8 @@ mod api {
             // the last reference pairs with every other holder's Release (as Arc does).
             if self.block().refs.fetch_sub(1, Ordering::Release) == 1 {
                 fence(Ordering::Acquire);
-                // SAFETY: the last reference; the block came from Box::into_raw (see
-                // `Srcu::install`).
+                // SAFETY: the last reference; the pointer is the one Box::into_raw returned
+                // (`Block::into_raw`), which keeps the right to free the allocation.
                 drop(unsafe { Box::from_raw(self.0.as_ptr()) });
             }
         }
@@ -1000,7 +1018,7 @@ mod api {
             let cold = Cold::new()?;
             *block.cold.get_mut() = Box::into_raw(cold);
             Ok(Srcu {
-                block: AtomicPtr::new(Box::into_raw(block)),
+                block: AtomicPtr::new(Block::into_raw(block)),
                 _kind: PhantomData,
             })
         }
@@ -1022,7 +1040,7 @@ mod api {
         #[inline(never)]
         fn install(&self) -> &Block {
             let fresh = match Block::new(K::LITE) {
-                Ok(b) => Box::into_raw(b),
+                Ok(b) => Block::into_raw(b),
                 Err(_) => std::alloc::handle_alloc_error(std::alloc::Layout::new::<Block>()),
             };
             // Release: publishes the initialized block (pairs with the Acquire in `block`).
@@ -1321,13 +1339,12 @@ mod api {
 
     impl<K: ReaderKind> Drop for Srcu<K> {
         fn drop(&mut self) {
-            let p = *self.block.get_mut();
-            if p.is_null() {
+            let Some(p) = NonNull::new(*self.block.get_mut()) else {
                 return;
-            }
-            // SAFETY: we hold a reference to the block.
-            let block = unsafe { &*p };
-            let me = DomainRef(NonNull::from(block));
+            };
+            // Our reference, as a DomainRef (from the Box::into_raw pointer we stored).
+            let me = DomainRef(p);
+            let block = me.block();
             let open = block.open_sections();
             if open != 0 {
                 // A raw token never unlocked, or a guard forgotten: callbacks could never run

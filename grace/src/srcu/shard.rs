@@ -134,23 +134,35 @@ impl Registry {
         }
     }
 
-    /// Every shard.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &Shard> {
+    /// Every shard, as the raw pointers `push` published (they carry the provenance of the
+    /// whole `Arc` allocation, which `claim_free` needs to make a new reference).
+    fn iter_raw(&self) -> impl Iterator<Item = *const Shard> + '_ {
         // Acquire: pairs with the Release CAS in `push`.
         let mut p = self.head.load(Ordering::Acquire) as *const Shard;
         std::iter::from_fn(move || {
+            if p.is_null() {
+                return None;
+            }
+            let cur = p;
             // SAFETY: published shards stay alive as long as the registry (it holds a
             // reference to each), and `&self` keeps the registry alive.
-            let s = unsafe { p.as_ref()? };
             // Acquire: as above, for the next node.
-            p = s.next.load(Ordering::Acquire);
-            Some(s)
+            p = unsafe { &*cur }.next.load(Ordering::Acquire);
+            Some(cur)
         })
+    }
+
+    /// Every shard.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Shard> {
+        // SAFETY: as in `iter_raw`; the references live no longer than `&self`.
+        self.iter_raw().map(|p| unsafe { &*p })
     }
 
     /// Take over a shard whose owner exited, if there is one.
     pub(crate) fn claim_free(&self) -> Option<Arc<Shard>> {
-        let s = self.iter().find(|s| {
+        let raw = self.iter_raw().find(|&p| {
+            // SAFETY: as in `iter_raw`.
+            let s = unsafe { &*p };
             // Acquire on success: pairs with the Release store of FREE by the exiting owner,
             // so its last counter writes happen-before ours (one writer at a time).
             s.state
@@ -162,9 +174,9 @@ impl Registry {
                 )
                 .is_ok()
         })?;
-        let raw = s as *const Shard;
-        // SAFETY: every shard was published by `push` from `Arc::into_raw`, and the
-        // registry's reference keeps the count above zero.
+        // SAFETY: `raw` is the pointer `push` got from `Arc::into_raw` (not one derived from a
+        // `&Shard`, which would not cover the reference counts), and the registry's reference
+        // keeps the count above zero.
         unsafe {
             Arc::increment_strong_count(raw);
             Some(Arc::from_raw(raw))

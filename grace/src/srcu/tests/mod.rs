@@ -1,0 +1,3 @@
+//! Loom models of SRCU domains (run by `.ci/loom.sh`).
+
+mod loom_flip;
