@@ -2,7 +2,7 @@
 //! the handle for type-stable reuse. The data structure itself is in `shard` and `chunks`.
 
 use super::chunks::{ChunkPile, FreeChunk, FreeNode};
-use super::shard::{After, Arm, Clock, Garbage, Push, ShardCounts, ShardState};
+use super::shard::{After, Clock, Garbage, GpAction, Push, ShardCounts, ShardState};
 use super::CHUNK_SLOTS;
 use crate::cookie::Cookie;
 use crate::flavor::{Flavor, Rcu};
@@ -734,7 +734,7 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Inner<T, F> {
         let r = lock(&self.shards[i]).push(p.cast(), &self.flavor, &mut None);
         match r {
             Push::Done(after) => {
-                if after.arm != Arm::No || after.kick {
+                if after.gp != GpAction::Nothing || after.kick {
                     self.follow_up(i, after);
                 }
                 Ok(())
@@ -816,10 +816,10 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Inner<T, F> {
         if after.kick {
             self.kick();
         }
-        match after.arm {
-            Arm::No => {}
-            Arm::Arm => self.arm(shard),
-            Arm::StartPoll => {
+        match after.gp {
+            GpAction::Nothing => {}
+            GpAction::Call => self.arm(shard),
+            GpAction::StartPoll => {
                 let _ = self.flavor.start_poll();
             }
         }
@@ -1014,7 +1014,7 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Inner<T, F> {
         let mut garbage = Garbage::default();
         let r = lock(&self.shards[i]).pop_where(pred, &mut garbage);
         drop(garbage); // emptied chunks and the node, freed outside the lock
-        // Object pointers are never null (they come from boxes).
+                       // Object pointers are never null (they come from boxes).
         r.and_then(|(p, c)| NonNull::new(p.cast::<T>()).map(|p| (p, c)))
     }
 }

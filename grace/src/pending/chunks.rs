@@ -96,7 +96,9 @@ impl<const CAP: usize> FreeChunk<CAP> {
             "a pending-object chunk",
         )?;
         // SAFETY: Box::into_raw never returns null.
-        Ok(FreeChunk(unsafe { NonNull::new_unchecked(Box::into_raw(chunk)) }))
+        Ok(FreeChunk(unsafe {
+            NonNull::new_unchecked(Box::into_raw(chunk))
+        }))
     }
 
     /// Take a chunk whose objects have all been moved out back as a free chunk.
@@ -630,7 +632,10 @@ impl NodeList {
     }
 
     /// Remove the first object (front first) for which `pred` is true.
-    pub fn remove_where(&mut self, mut pred: impl FnMut(*mut ()) -> bool) -> Option<(*mut (), FreeNode)> {
+    pub fn remove_where(
+        &mut self,
+        mut pred: impl FnMut(*mut ()) -> bool,
+    ) -> Option<(*mut (), FreeNode)> {
         let mut prev: *mut Node = ptr::null_mut();
         let mut n = self.head;
         while !n.is_null() {

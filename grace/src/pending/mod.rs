@@ -85,6 +85,8 @@
 //! [`NUM_ACTIVE_POLL_OLDSTATE`]: crate::cookie::NUM_ACTIVE_POLL_OLDSTATE
 
 mod chunks;
+// Under loom only the data structure is modelled; the public API is compiled out.
+#[cfg_attr(loom, allow(dead_code))]
 mod shard;
 
 #[cfg(not(loom))]
@@ -104,11 +106,14 @@ mod unit_tests;
 #[cfg(not(any(miri, loom)))]
 pub(crate) const CHUNK_SLOTS: usize = layout::slots_for(512);
 #[cfg(any(miri, loom))]
+#[cfg_attr(loom, allow(dead_code))] // its user, the public API, is compiled out under loom
 pub(crate) const CHUNK_SLOTS: usize = 2;
 
 /// The storage building blocks, public for the storage benchmark
 /// (`grace-bench/benches/pending_storage.rs`) only; not a stable API.
 #[doc(hidden)]
 pub mod layout {
-    pub use super::chunks::{slots_for, Chunk, ChunkPile, ChunkStack, FreeChunk, FreeNode, NodeList};
+    pub use super::chunks::{
+        slots_for, Chunk, ChunkPile, ChunkStack, FreeChunk, FreeNode, NodeList,
+    };
 }

@@ -35,6 +35,31 @@ pub(crate) const BATCHES: usize = NUM_ACTIVE_POLL_OLDSTATE + 1;
 /// failure they are the emergency reserve.
 pub(crate) const SPARE_CHUNKS: usize = 2;
 
+/// Deliberately broken steps, for the loom models' negative checks (loom builds only).
+#[cfg(loom)]
+pub(crate) mod mutation {
+    use std::cell::Cell;
+
+    pub(crate) const NONE: u8 = 0;
+    /// The callback disarms even though objects still wait.
+    pub(crate) const DISARM_ALWAYS: u8 = 1;
+    /// Expiry moves batches without asking whether their cookie has completed.
+    pub(crate) const EXPIRE_EARLY: u8 = 2;
+
+    std::thread_local! {
+        // Loom runs a model's threads on the thread that called `loom::model`.
+        static ACTIVE: Cell<u8> = const { Cell::new(NONE) };
+    }
+
+    pub(crate) fn set(m: u8) {
+        ACTIVE.with(|a| a.set(m));
+    }
+
+    pub(crate) fn is(m: u8) -> bool {
+        ACTIVE.with(|a| a.get() == m)
+    }
+}
+
 /// Where cookies come from: a flavor in production, a fake sequence in the models.
 pub(crate) trait Clock {
     /// A cookie for a grace period after now (the flavor's `get_state`: starts nothing).
@@ -78,7 +103,11 @@ impl<const CAP: usize> Batch<CAP> {
 
     /// Visit every object once (chunks first), handing emptied chunks to `spent` and freeing
     /// the fallback nodes. `each` must not unwind.
-    pub(crate) fn drain(&mut self, mut each: impl FnMut(*mut ()), spent: impl FnMut(FreeChunk<CAP>)) {
+    pub(crate) fn drain(
+        &mut self,
+        mut each: impl FnMut(*mut ()),
+        spent: impl FnMut(FreeChunk<CAP>),
+    ) {
         self.chunks.drain(&mut each, spent);
         self.nodes.drain(each);
     }
@@ -86,12 +115,12 @@ impl<const CAP: usize> Batch<CAP> {
 
 /// What the caller must do once the lock is released.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Arm {
+pub(crate) enum GpAction {
     /// Nothing: the object joined a batch that is already being waited for.
-    No,
+    Nothing,
     /// The first object of a batch and the callback was idle: queue the re-arming callback
     /// (the flavor's `call`).
-    Arm,
+    Call,
     /// The first object of a batch while the callback is already queued: it may fire before
     /// this cookie completes and will re-arm then, but the grace period this cookie needs must
     /// be started, since the cookie came from `get_state` (the flavor's `start_poll`).
@@ -101,7 +130,7 @@ pub(crate) enum Arm {
 /// The follow-up of an operation on the shard, to be carried out after unlocking.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct After {
-    pub(crate) arm: Arm,
+    pub(crate) gp: GpAction,
     /// Objects were moved to `expired`: wake the worker.
     pub(crate) kick: bool,
 }
@@ -173,7 +202,10 @@ impl<const CAP: usize> ShardState<CAP> {
         let mut moved = false;
         let mut kept = 0;
         for i in 0..self.live {
-            if clock.poll_state(self.batches[i].cookie) {
+            let due = clock.poll_state(self.batches[i].cookie);
+            #[cfg(loom)]
+            let due = due || mutation::is(mutation::EXPIRE_EARLY);
+            if due {
                 let b = std::mem::replace(&mut self.batches[i], Batch::new(Cookie::completed()));
                 moved |= !b.is_empty();
                 self.expired.absorb(b);
@@ -224,14 +256,14 @@ impl<const CAP: usize> ShardState<CAP> {
     }
 
     /// What the first object of a (new or emptied, or relabeled) batch must trigger.
-    fn arm_for(&mut self, first: bool) -> Arm {
+    fn arm_for(&mut self, first: bool) -> GpAction {
         if !first {
-            Arm::No
+            GpAction::Nothing
         } else if !self.armed {
             self.armed = true;
-            Arm::Arm
+            GpAction::Call
         } else {
-            Arm::StartPoll
+            GpAction::StartPoll
         }
     }
 
@@ -276,7 +308,7 @@ impl<const CAP: usize> ShardState<CAP> {
         }
         self.counts.enqueued += 1;
         Push::Done(After {
-            arm: self.arm_for(first),
+            gp: self.arm_for(first),
             kick,
         })
     }
@@ -292,7 +324,7 @@ impl<const CAP: usize> ShardState<CAP> {
         self.counts.enqueued += 1;
         self.counts.fallback_nodes += 1;
         After {
-            arm: self.arm_for(first),
+            gp: self.arm_for(first),
             kick,
         }
     }
@@ -304,6 +336,8 @@ impl<const CAP: usize> ShardState<CAP> {
     pub(crate) fn after_gp(&mut self, clock: &impl Clock) -> (bool, bool) {
         self.expire(clock);
         let rearm = self.batches[..self.live].iter().any(|b| !b.is_empty());
+        #[cfg(loom)]
+        let rearm = rearm && !mutation::is(mutation::DISARM_ALWAYS);
         if !rearm {
             self.armed = false;
         }
@@ -455,10 +489,14 @@ pub(crate) mod tests {
         }
     }
 
-    fn drain_expired<const CAP: usize>(st: &mut ShardState<CAP>, clock: &FakeClock) -> Vec<*mut ()> {
+    fn drain_expired<const CAP: usize>(
+        st: &mut ShardState<CAP>,
+        clock: &FakeClock,
+    ) -> Vec<*mut ()> {
         let mut out = Vec::new();
         let mut pile = ChunkPile::new();
-        st.take_expired(clock).drain(|p| out.push(p), |c| pile.push(c));
+        st.take_expired(clock)
+            .drain(|p| out.push(p), |c| pile.push(c));
         st.recycle(&mut pile);
         out
     }
@@ -468,11 +506,11 @@ pub(crate) mod tests {
         let clock = FakeClock::new();
         let (_b, ptrs) = objs(4);
         let mut st: ShardState<2> = ShardState::new();
-        assert_eq!(enqueue(&mut st, ptrs[0], &clock).arm, Arm::Arm);
-        assert_eq!(enqueue(&mut st, ptrs[1], &clock).arm, Arm::No);
-        assert_eq!(enqueue(&mut st, ptrs[2], &clock).arm, Arm::No); // a new chunk, same batch
+        assert_eq!(enqueue(&mut st, ptrs[0], &clock).gp, GpAction::Call);
+        assert_eq!(enqueue(&mut st, ptrs[1], &clock).gp, GpAction::Nothing);
+        assert_eq!(enqueue(&mut st, ptrs[2], &clock).gp, GpAction::Nothing); // a new chunk, same batch
         clock.start(); // a new cookie: a grace period is now in progress
-        assert_eq!(enqueue(&mut st, ptrs[3], &clock).arm, Arm::StartPoll);
+        assert_eq!(enqueue(&mut st, ptrs[3], &clock).gp, GpAction::StartPoll);
         assert_eq!(st.live, 2);
         assert!(st.armed());
     }
@@ -525,7 +563,10 @@ pub(crate) mod tests {
         assert_eq!(st.counts.spares_used, 2);
         // No spare left: the next boundary asks the caller.
         let (_b2, more) = objs(1);
-        assert_eq!(st.push(more[0], &clock, &mut pre), Push::NeedChunk { kick: false });
+        assert_eq!(
+            st.push(more[0], &clock, &mut pre),
+            Push::NeedChunk { kick: false }
+        );
         // An unused preallocated chunk becomes a spare.
         let mut pre = Some(FreeChunk::try_new().unwrap());
         let mut pre2 = Some(FreeChunk::try_new().unwrap());
@@ -545,14 +586,14 @@ pub(crate) mod tests {
         let clock = FakeClock::new();
         let (_b, ptrs) = objs(3);
         let mut st: ShardState<4> = ShardState::new();
-        assert_eq!(enqueue(&mut st, ptrs[0], &clock).arm, Arm::Arm);
+        assert_eq!(enqueue(&mut st, ptrs[0], &clock).gp, GpAction::Call);
         let a = st.push_node(FreeNode::try_new(ptrs[1]).unwrap(), &clock);
-        assert_eq!(a.arm, Arm::No);
+        assert_eq!(a.gp, GpAction::Nothing);
         assert_eq!(st.live, 1);
         // A node first in a fresh batch arms like an object in a chunk.
         clock.start();
         let a = st.push_node(FreeNode::try_new(ptrs[2]).unwrap(), &clock);
-        assert_eq!(a.arm, Arm::StartPoll);
+        assert_eq!(a.gp, GpAction::StartPoll);
         clock.end();
         clock.gp();
         st.after_gp(&clock);
@@ -602,9 +643,18 @@ pub(crate) mod tests {
         }
         st.push_node(FreeNode::try_new(ptrs[4]).unwrap(), &clock);
         let mut g = Garbage::default();
-        assert_eq!(st.pop_where(|p| p == ptrs[0], &mut g).map(|x| x.0), Some(ptrs[0]));
-        assert_eq!(st.pop_where(|p| p == ptrs[4], &mut g).map(|x| x.0), Some(ptrs[4]));
-        assert!(g.node.is_some(), "the node goes back to the caller, to free after unlocking");
+        assert_eq!(
+            st.pop_where(|p| p == ptrs[0], &mut g).map(|x| x.0),
+            Some(ptrs[0])
+        );
+        assert_eq!(
+            st.pop_where(|p| p == ptrs[4], &mut g).map(|x| x.0),
+            Some(ptrs[4])
+        );
+        assert!(
+            g.node.is_some(),
+            "the node goes back to the caller, to free after unlocking"
+        );
         assert_eq!(st.pop_where(|p| p == ptrs[5], &mut g), None);
         clock.gp();
         st.after_gp(&clock);
@@ -637,7 +687,11 @@ pub(crate) mod tests {
                 Push::Done(a) => a,
                 Push::NeedChunk { .. } => unreachable!("a chunk was supplied"),
             };
-            assert_ne!(a.arm, Arm::No, "every relabel must make sure a grace period runs");
+            assert_ne!(
+                a.gp,
+                GpAction::Nothing,
+                "every relabel must make sure a grace period runs"
+            );
         }
         assert_eq!(st.live, BATCHES);
         assert_eq!(st.counts.relabels, 3);

@@ -25,7 +25,8 @@ struct Manual {
 impl Manual {
     fn gp(&self) {
         let s = self.seq.load(Ordering::SeqCst);
-        self.seq.store(seq::ended(seq::started(s)), Ordering::SeqCst);
+        self.seq
+            .store(seq::ended(seq::started(s)), Ordering::SeqCst);
     }
 
     /// One grace period, then the callbacks it made due (not those they queue in turn).
@@ -33,8 +34,7 @@ impl Manual {
         self.gp();
         let due: Vec<Cb> = {
             let mut q = self.callbacks.lock().unwrap();
-            let (due, keep): (Vec<_>, Vec<_>) =
-                q.drain(..).partition(|(c, _)| self.poll_state(*c));
+            let (due, keep): (Vec<_>, Vec<_>) = q.drain(..).partition(|(c, _)| self.poll_state(*c));
             *q = keep;
             due.into_iter().map(|(_, f)| f).collect()
         };
@@ -86,10 +86,13 @@ impl Flavor for Manual {
 #[derive(Debug)]
 struct Obj {
     id: usize,
-    seen: Arc<Mutex<Vec<usize>>>,
+    seen: Seen,
 }
 
-fn counting(flavor: &Arc<Manual>, shards: usize) -> (Pending<Obj, Arc<Manual>>, Arc<Mutex<Vec<usize>>>) {
+/// Ids of the objects processed, in order.
+type Seen = Arc<Mutex<Vec<usize>>>;
+
+fn counting(flavor: &Arc<Manual>, shards: usize) -> (Pending<Obj, Arc<Manual>>, Seen) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let p = Pending::with_shards(
         flavor.clone(),
@@ -99,7 +102,7 @@ fn counting(flavor: &Arc<Manual>, shards: usize) -> (Pending<Obj, Arc<Manual>>, 
     (p, seen)
 }
 
-fn obj(id: usize, seen: &Arc<Mutex<Vec<usize>>>) -> Box<Obj> {
+fn obj(id: usize, seen: &Seen) -> Box<Obj> {
     Box::new(Obj {
         id,
         seen: seen.clone(),
@@ -121,7 +124,10 @@ fn processed_once_each_and_only_after_the_grace_period() {
     got.sort();
     assert_eq!(got, (0..n).collect::<Vec<_>>());
     let s = p.stats();
-    assert_eq!((s.enqueued, s.processed, s.pending), (n as u64, n as u64, 0));
+    assert_eq!(
+        (s.enqueued, s.processed, s.pending),
+        (n as u64, n as u64, 0)
+    );
     drop(p);
     assert_eq!(seen.lock().unwrap().len(), n);
     assert_eq!(Arc::strong_count(&m), 1, "no callback outlives the Pending");
@@ -137,7 +143,11 @@ fn callback_expires_rearms_and_disarms() {
     let s = m.seq.load(Ordering::SeqCst);
     m.seq.store(seq::started(s), Ordering::SeqCst);
     p.enqueue(obj(1, &seen));
-    assert_eq!(m.start_polls.load(Ordering::Relaxed), 1, "armed: start_poll instead");
+    assert_eq!(
+        m.start_polls.load(Ordering::Relaxed),
+        1,
+        "armed: start_poll instead"
+    );
     m.seq.store(seq::ended(seq::started(s)), Ordering::SeqCst);
     // The callback fires: object 0 is due, object 1 is not, so it re-arms.
     let due = m.callbacks.lock().unwrap().pop().unwrap().1;
@@ -194,7 +204,11 @@ fn allocation_failure_walks_the_fallback_ladder_and_loses_nothing() {
         for i in 1..per_chunk {
             p.enqueue(obj(i, &seen));
         }
-        assert_eq!(p.stats().chunk_alloc_failures, 0, "the chunk still had room");
+        assert_eq!(
+            p.stats().chunk_alloc_failures,
+            0,
+            "the chunk still had room"
+        );
     }
     {
         let _chunks_fail = inject(FailurePlan::Nth(1));
@@ -208,10 +222,16 @@ fn allocation_failure_walks_the_fallback_ladder_and_loses_nothing() {
         let back = p.try_enqueue(obj(200, &seen)).unwrap_err();
         assert_eq!(back.id, 200);
         p.enqueue(back);
-        assert!(seen.lock().unwrap().contains(&200), "processed at once, after a GP");
+        assert!(
+            seen.lock().unwrap().contains(&200),
+            "processed at once, after a GP"
+        );
     }
     let s = p.stats();
-    assert_eq!((s.given_back, s.synchronous, s.node_alloc_failures), (1, 1, 2));
+    assert_eq!(
+        (s.given_back, s.synchronous, s.node_alloc_failures),
+        (1, 1, 2)
+    );
     drop(p);
     let got: HashSet<usize> = seen.lock().unwrap().iter().copied().collect();
     let want: HashSet<usize> = (0..per_chunk).chain([100, 200]).collect();
@@ -231,7 +251,11 @@ fn without_a_worker_thread_the_callback_processes_inline() {
     }
     assert!(p.stats().inline_processing);
     m.drive();
-    assert_eq!(*seen.lock().unwrap(), vec![0], "processed by the callback itself");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![0],
+        "processed by the callback itself"
+    );
     p.enqueue(obj(1, &seen));
     drop(p);
     assert_eq!(seen.lock().unwrap().len(), 2);
@@ -252,7 +276,6 @@ fn run_mode_and_caught_panics() {
             h.fetch_add(1, Ordering::Relaxed);
         })));
     }
-    drop(p.stats());
     p.barrier();
     assert_eq!(hits.load(Ordering::Relaxed), 3);
     assert_eq!(p.stats().process_panics, 1);
