@@ -58,9 +58,9 @@ pub mod flavor;
 pub use cell::{RcuCell, Retired};
 #[cfg(not(loom))]
 pub use flavor::{Flavor, Rcu};
+pub use gp::GpPhase;
 #[cfg(not(loom))]
 pub use pending::Pending;
-pub use gp::GpPhase;
 pub use sys::BarrierMode;
 
 /// The README's example, compiled and run as a doctest.

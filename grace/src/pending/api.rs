@@ -431,7 +431,7 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Pending<T, F> {
     ///     let _oom = inject(FailurePlan::AllAfter(0));
     ///     // Fill the chunk, then every allocation fails: the object comes back.
     ///     let mut r = Ok(());
-    ///     for i in 0..100 {
+    ///     for i in 0..100_000 {
     ///         r = p.try_enqueue(Box::new(i));
     ///         if r.is_err() { break; }
     ///     }

@@ -12,7 +12,7 @@
 //! ```
 //!
 //! A [`Chunk`] is a header (`next`, `len`) and `CAP` pointer slots; with the production
-//! capacity a chunk is exactly 512 bytes, the seed's node size. Pushing writes at the cursor
+//! capacity a chunk is exactly 4 KiB, a page of 510 pointers. Pushing writes at the cursor
 //! and bumps it: no walk, no branch on depth. Only at a chunk boundary does a push need a new
 //! chunk, which the *caller* supplies ([`ChunkStack::push_chunk`]): the stack never allocates,
 //! so it can live under a shard lock while allocation happens outside it.
@@ -24,7 +24,7 @@
 //! is in `grace-bench/benches/pending_storage.rs` and the `pending` module docs.
 //!
 //! [`NodeList`] is the fallback: one small [`Node`] (two words) per object, linked. A node is
-//! 16 bytes where a chunk is 512, so it can still be had when chunks cannot; it, too, is
+//! 16 bytes where a chunk is 4096, so it can still be had when chunks cannot; it, too, is
 //! allocated by the caller, outside any lock.
 //!
 //! Object pointers are stored type-erased (`*mut ()`); the owner casts them back. Nothing here
@@ -738,7 +738,7 @@ mod tests {
     }
 
     #[test]
-    fn production_chunk_is_512_bytes() {
+    fn chunks_are_exactly_their_nominal_size() {
         assert_eq!(std::mem::size_of::<Chunk<{ slots_for(512) }>>(), 512);
         assert_eq!(std::mem::size_of::<Chunk<{ slots_for(4096) }>>(), 4096);
         assert_eq!(std::mem::size_of::<Node>(), 16);

@@ -101,10 +101,10 @@ mod loom_tests;
 #[cfg(all(test, not(loom)))]
 mod unit_tests;
 
-/// Pointer slots per chunk: 512-byte chunks, the seed's node size, chosen by measurement (see
-/// the module docs). Under Miri and loom, two, so that small models cross chunk boundaries.
+/// Pointer slots per chunk: 4 KiB chunks (510 pointers), chosen by measurement (see the module
+/// docs). Under Miri and loom, two, so that small models cross chunk boundaries.
 #[cfg(not(any(miri, loom)))]
-pub(crate) const CHUNK_SLOTS: usize = layout::slots_for(512);
+pub(crate) const CHUNK_SLOTS: usize = layout::slots_for(layout::CHUNK_BYTES);
 #[cfg(any(miri, loom))]
 #[cfg_attr(loom, allow(dead_code))] // its user, the public API, is compiled out under loom
 pub(crate) const CHUNK_SLOTS: usize = 2;
@@ -116,4 +116,7 @@ pub mod layout {
     pub use super::chunks::{
         slots_for, Chunk, ChunkPile, ChunkStack, FreeChunk, FreeNode, NodeList,
     };
+
+    /// Bytes per chunk in `Pending` (header included), outside Miri and loom.
+    pub const CHUNK_BYTES: usize = 4096;
 }

@@ -212,18 +212,18 @@ fn allocation_failure_walks_the_fallback_ladder_and_loses_nothing() {
     }
     {
         let _chunks_fail = inject(FailurePlan::Nth(1));
-        p.enqueue(obj(100, &seen)); // chunk fails, node succeeds
+        p.enqueue(obj(100_000, &seen)); // chunk fails, node succeeds
     }
     let s = p.stats();
     assert_eq!((s.chunk_alloc_failures, s.fallback_nodes), (1, 1));
     {
         // Everything fails: try_enqueue gives back, enqueue waits for a grace period itself.
         let _oom = inject(FailurePlan::AllAfter(0));
-        let back = p.try_enqueue(obj(200, &seen)).unwrap_err();
-        assert_eq!(back.id, 200);
+        let back = p.try_enqueue(obj(200_000, &seen)).unwrap_err();
+        assert_eq!(back.id, 200_000);
         p.enqueue(back);
         assert!(
-            seen.lock().unwrap().contains(&200),
+            seen.lock().unwrap().contains(&200_000),
             "processed at once, after a GP"
         );
     }
@@ -234,7 +234,7 @@ fn allocation_failure_walks_the_fallback_ladder_and_loses_nothing() {
     );
     drop(p);
     let got: HashSet<usize> = seen.lock().unwrap().iter().copied().collect();
-    let want: HashSet<usize> = (0..per_chunk).chain([100, 200]).collect();
+    let want: HashSet<usize> = (0..per_chunk).chain([100_000, 200_000]).collect();
     assert_eq!(got, want);
     assert_eq!(seen.lock().unwrap().len(), want.len(), "exactly once");
 }
