@@ -199,8 +199,9 @@ pub struct Stats {
     pub armed_shards: usize,
     /// Empty chunks kept by the shards for reuse (and as the emergency reserve).
     pub spare_chunks: usize,
-    /// Expired objects are processed by the grace-period callback itself, because the worker
-    /// thread could not be started.
+    /// The worker thread could not be started, so expired objects are processed by whichever
+    /// thread asks for a pass: the grace-period callback, `barrier`, drop, or an enqueue that
+    /// found expired objects.
     pub inline_processing: bool,
 }
 
@@ -683,7 +684,9 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Drop for Pending<T, F
     /// shard holds objects or has its callback queued, wait for the flavor's callbacks
     /// (`barrier`) and for the worker's passes. Then stops the worker.
     ///
-    /// Panics like [`Pending::barrier`] if the flavor refuses to wait.
+    /// Panics like [`Pending::barrier`] if the flavor refuses to wait: do not drop a `Pending`
+    /// inside a read-side section or a callback of its flavor, nor from its own process
+    /// function (which would wait for itself).
     fn drop(&mut self) {
         let inner = &self.inner;
         while inner.shards.iter().any(|s| lock(s).busy()) {

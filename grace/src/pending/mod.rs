@@ -22,7 +22,7 @@
 //!   nothing), find the batch for that cookie (almost always the newest), store the pointer at
 //!   the cursor, unlock. A new chunk is needed only at a chunk boundary, and it is allocated
 //!   *outside* the lock and the push retried (the seed's preallocate-then-retry); emptied
-//!   chunks are kept as spares, so in steady state the boundary costs no allocation at all.
+//!   chunks are kept as spares (two per shard), so a boundary often costs no allocation.
 //!   The first object of a batch queues the shard's callback with the flavor's `call`, or, if
 //!   the callback is already queued, makes sure the batch's grace period runs with
 //!   `start_poll` (the callback will re-arm for it).
@@ -40,22 +40,32 @@
 //! * **Drop** waits, like `rcu_pending_exit`, until no shard holds an object or has its
 //!   callback queued: flavor `barrier`, then a worker pass, in a loop.
 //!
-//! # Storage: chunks of pointers, not a radix tree
+//! # Storage: pages of pointers, not a radix tree
 //!
 //! The seed stores each batch in a radix tree used as a vector (cursor on the fast path); its
 //! review asks why not pages of pointers, which merge in O(1). Both layouts were built with
-//! the same cursor fast path and measured (`grace-bench/benches/pending_storage.rs`,
-//! [`layout`] holds the winner):
+//! the same cursor fast path and measured at four node sizes
+//! (`cargo bench -p grace-bench --bench pending_storage`; 2-vCPU AMD EPYC VM shared with other
+//! builds, 2026-11-23; median of three runs, ns per object, batches of 4096):
 //!
-//! | per object (2-vCPU AMD EPYC VM) | chunk list, 512 B | radix, 512 B nodes |
-//! |---|---|---|
-//! | push, chunks/nodes allocated | see `BENCHMARKS.md` | see `BENCHMARKS.md` |
+//! | operation | chunks 256 B | 512 B | 1 KiB | 4 KiB | radix 256 B | 512 B | 1 KiB | 4 KiB |
+//! |---|---|---|---|---|---|---|---|---|
+//! | push, then visit and free (enqueue + worker pass) | 1.78 | 1.34 | 1.51 | 1.12 | 2.33 | 1.85 | 1.62 | 1.53 |
+//! | push, then pop one by one (dequeue) | 2.05 | 1.49 | 1.44 | 1.54 | 4.97 | 3.17 | 2.73 | 2.71 |
+//! | two halves merged, then visit and free (expiry) | 2.67 | 1.31 | 1.13 | 1.81 | 3.29 | 2.66 | 3.14 | 2.84 |
 //!
-//! The chunk list is kept: it is as fast or faster on every operation, it needs one
-//! allocation per chunk where the radix tree needs a leaf and, at each new level, interior
-//! nodes (which would all have to be preallocated outside the lock), and its O(1) append is
-//! what lets a shard keep a single expired batch. 512-byte chunks (62 pointers) are kept too:
-//! larger chunks gained little, and 512 bytes bounds what a nearly empty batch wastes.
+//! The chunk list wins every row at every size: a push at a boundary is one allocation, where
+//! the radix tree also walks and grows interior levels (which under a shard lock would all
+//! have to be preallocated); a pop is a cursor decrement, not a walk; and appending is O(1),
+//! which is what lets a shard keep a single expired batch. The storage itself is 1 to 3 ns
+//! of an enqueue either way; the chunk *size* matters more end to end, through the allocator.
+//! Enqueueing a 64-byte box that the worker frees after the grace period (one thread
+//! enqueueing, interleaved builds, 26 samples each) took a median of 139 / 108 / 93 / 72 ns
+//! with 256 B / 512 B / 1 KiB / 4 KiB chunks (a plain allocate-and-free: 14 ns; the enqueue
+//! path alone, with no object allocated or freed: 17 to 26 ns): bigger chunks mean fewer
+//! chunks allocated on the enqueuing thread and freed on the worker. So chunks are 4 KiB,
+//! 510 pointers, the kernel's page of pointers; the cost is memory held by a quiet shard (a
+//! partly filled chunk per live batch, and up to two spares).
 //!
 //! # When memory is short
 //!
@@ -63,7 +73,7 @@
 //! from cheap to drastic (each step counted in [`Stats`]):
 //!
 //! 1. a spare chunk of the shard (up to two, recycled from processed batches; one is
-//!    preallocated when the `Pending` is built: the emergency reserve);
+//!    preallocated when the `Pending` is built, 4 KiB per shard: the emergency reserve);
 //! 2. a chunk allocated outside the lock, then a retry;
 //! 3. a 16-byte fallback node (object pointer and link), allocated outside the lock and linked
 //!    into the batch of the object's cookie;
