@@ -35,6 +35,7 @@ impl Entry {
     /// Rewrite the entry for `key` (the writer is exclusive: the entry is not published, but
     /// readers from before its eviction may still be reading it).
     fn rewrite(&self, key: u64, value: u64) {
+        // Relaxed: we are the only writer (the entry is unpublished and ours).
         let s = self.seq.load(Ordering::Relaxed);
         // Relaxed + Release fence: the odd count is visible before any of the new fields
         // (pairs with the Acquire fence in `read`).
@@ -110,6 +111,7 @@ impl Cache {
         let entry: NonNull<Entry> = match self.evicted.dequeue() {
             Some(reused) => {
                 reused.rewrite(key, value);
+                // Relaxed (both counters): statistics, read after the threads are joined.
                 self.recycled.fetch_add(1, Ordering::Relaxed);
                 // Published again below; when evicted again it goes back to `evicted`.
                 reused.into_raw()
@@ -161,6 +163,7 @@ fn main() {
             let (cache, stop, hits, misses) = (&cache, &stop, &hits, &misses);
             s.spawn(move || {
                 let mut key = r;
+                // Relaxed: a stop request; the scope's joins order everything else.
                 while !stop.load(Ordering::Relaxed) {
                     key = key
                         .wrapping_mul(6364136223846793005)

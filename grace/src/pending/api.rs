@@ -476,7 +476,20 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Pending<T, F> {
     ///
     /// # Examples
     ///
-    /// See [`Pending`].
+    /// ```
+    /// use grace::pending::{Pending, Process};
+    /// use std::ptr::NonNull;
+    /// use std::sync::atomic::{AtomicPtr, Ordering};
+    ///
+    /// let pending = Pending::new(grace::Rcu, Process::free());
+    /// let slot = AtomicPtr::new(Box::into_raw(Box::new(1u64)));
+    /// // Unpublish, then retire: readers inside a section may still hold the old value.
+    /// let old = slot.swap(Box::into_raw(Box::new(2u64)), Ordering::AcqRel);
+    /// // SAFETY: from Box::into_raw, unpublished by the swap, retired once.
+    /// unsafe { pending.enqueue_raw(NonNull::new(old).unwrap()) };
+    /// # drop(pending);
+    /// # drop(unsafe { Box::from_raw(slot.load(Ordering::Relaxed)) });
+    /// ```
     pub unsafe fn enqueue_raw(&self, ptr: NonNull<T>) {
         // SAFETY: forwarded from the caller's contract.
         if let Err(p) = unsafe { self.inner.enqueue_ptr(ptr.as_ptr()) } {

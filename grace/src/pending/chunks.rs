@@ -86,6 +86,14 @@ impl<const CAP: usize> FreeChunk<CAP> {
     /// # Errors
     ///
     /// When the allocator (or an injected failure) refuses.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use grace::pending::layout::FreeChunk;
+    /// let c: FreeChunk<510> = FreeChunk::try_new().expect("memory");
+    /// drop(c); // frees it
+    /// ```
     pub fn try_new() -> Result<FreeChunk<CAP>, AllocError> {
         let chunk = try_box(
             Chunk::<CAP> {
@@ -536,6 +544,16 @@ impl FreeNode {
     /// # Errors
     ///
     /// When the allocator (or an injected failure) refuses.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use grace::alloc::{inject, FailurePlan};
+    /// use grace::pending::layout::FreeNode;
+    /// let _fail = inject(FailurePlan::Nth(1));
+    /// assert!(FreeNode::try_new(std::ptr::null_mut()).is_err());
+    /// assert!(FreeNode::try_new(std::ptr::null_mut()).is_ok());
+    /// ```
     pub fn try_new(obj: *mut ()) -> Result<FreeNode, AllocError> {
         try_box(
             Node {
