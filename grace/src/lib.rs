@@ -23,6 +23,7 @@
 //! | [`cell`] | [`RcuCell`], a safe RCU-protected pointer, and [`Retired`] values |
 //! | [`config`] | `GRACE_*` settings |
 //! | [`alloc`] | fallible allocation and allocation-failure injection |
+//! | [`pending`] | [`Pending<T>`](pending::Pending): objects waiting for a grace period, processed in bulk or taken back for reuse |
 //! | [`sys`] | everything platform-specific: `membarrier`, CPU hint |
 //! | `gp` (internal) | grace-period sequence arithmetic and the phase-named engine |
 //! | `callback` (internal) | per-thread rings, per-shard segmented lists, workers |
@@ -44,6 +45,7 @@ pub(crate) mod callback;
 pub mod config;
 pub mod cookie;
 pub(crate) mod gp;
+pub mod pending;
 pub mod rcu;
 pub mod srcu;
 pub(crate) mod sync;
@@ -59,6 +61,8 @@ pub use cell::{RcuCell, Retired};
 #[cfg(not(loom))]
 pub use flavor::{Flavor, Rcu};
 pub use gp::GpPhase;
+#[cfg(not(loom))]
+pub use pending::Pending;
 pub use sys::BarrierMode;
 
 /// The README's example, compiled and run as a doctest.
