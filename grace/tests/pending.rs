@@ -227,6 +227,13 @@ fn readers_never_see_processed_objects_through_an_arc_flavor() {
 }
 
 #[test]
+fn readers_never_see_processed_objects_on_srcu_domains() {
+    static LITE: grace::srcu::SrcuLite = grace::srcu::SrcuLite::new_static_lite();
+    readers_vs_updaters(Arc::new(grace::srcu::Srcu::new().unwrap()), None);
+    readers_vs_updaters(&LITE, Some(11));
+}
+
+#[test]
 fn readers_never_see_processed_objects_under_allocation_failure() {
     readers_vs_updaters(Rcu, Some(7));
 }
@@ -275,6 +282,11 @@ fn every_object_processed_exactly_once_through_forwarded_flavors() {
     static RCU: Rcu = Rcu;
     exactly_once(&RCU);
     exactly_once(Arc::new(Rcu));
+}
+
+#[test]
+fn every_object_processed_exactly_once_on_an_srcu_domain() {
+    exactly_once(Arc::new(grace::srcu::Srcu::new().unwrap()));
 }
 
 #[test]
