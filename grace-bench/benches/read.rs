@@ -1,5 +1,6 @@
 //! Criterion bench of one outermost read-side critical section (enter +
-//! exit) on one thread: grace, crossbeam-epoch, seize and liburcu through
+//! exit) on one thread: grace (RCU, and SRCU domains with regular and lite
+//! readers), crossbeam-epoch, seize and liburcu through
 //! its exported symbols (FFI; only when liburcu-dev was found at build
 //! time). `grace bench read` measures the same operations across threads and
 //! adds the inline-C liburcu and haphazard peers.
@@ -14,6 +15,24 @@ fn read_sections(c: &mut Criterion) {
     group.bench_function("grace-rcu", |b| {
         b.iter(|| {
             let g = grace::rcu::read_lock();
+            black_box(&g);
+            drop(g);
+        })
+    });
+
+    let srcu = grace::srcu::Srcu::new().expect("an SRCU domain");
+    group.bench_function("grace-srcu", |b| {
+        b.iter(|| {
+            let g = srcu.read_lock();
+            black_box(&g);
+            drop(g);
+        })
+    });
+
+    let lite = grace::srcu::SrcuLite::new_lite().expect("an SRCU lite domain");
+    group.bench_function("grace-srcu-lite", |b| {
+        b.iter(|| {
+            let g = lite.read_lock();
             black_box(&g);
             drop(g);
         })

@@ -5,11 +5,12 @@
 //! implementation and thread count:
 //!
 //! * [`run_read`]: one outermost read-side critical section (enter + exit)
-//!   for grace, liburcu (inline C and FFI), crossbeam-epoch, seize and
-//!   haphazard;
+//!   for grace (RCU, SRCU regular and lite), liburcu (inline C and FFI),
+//!   crossbeam-epoch, seize and haphazard;
 //! * [`run_sync`]: the latency of one grace-period wait with idle readers,
-//!   for grace (normal and expedited), the bare membarrier system call and
-//!   liburcu;
+//!   for grace (RCU normal and expedited, SRCU regular and lite, and SRCU
+//!   across domains with one domain's reader blocked), the bare membarrier
+//!   system call and liburcu;
 //! * [`run_call`]: deferred-callback throughput (queue N per thread, then
 //!   one drain) for grace, liburcu, crossbeam-epoch and seize.
 //!
@@ -38,9 +39,19 @@
 //! # Implementation names
 //!
 //! [`BenchResult::impl_name`] is one of `grace-rcu`, `grace-rcu-expedited`,
+//! `grace-srcu`, `grace-srcu-lite`, `grace-srcu-sync`,
+//! `grace-srcu-lite-sync`, `grace-srcu-sync-cross`,
 //! `liburcu-memb-inline-c`, `liburcu-memb-ffi`, `liburcu-memb`,
 //! `crossbeam-epoch`, `seize`, `haphazard`, `membarrier-syscall`; other tools
 //! parse these exactly. [`expected_impls`] lists them per suite.
+//!
+//! # Targets
+//!
+//! The `grace-srcu*` rows measure grace's own SRCU domains rather than a
+//! peer; what matters for them is their cost relative to another grace row,
+//! which [`TARGETS`] bounds and [`check_targets`] computes: an SRCU read
+//! section against an RCU one, and a domain's `synchronize` with another
+//! domain's reader blocked against the same without.
 
 #![warn(missing_docs)]
 
@@ -126,9 +137,15 @@ impl Options {
 /// many threads at once; every thread builds its per-thread state, waits on
 /// a common barrier, warms up, then times batches of 10 000 sections per
 /// clock read for `opts.duration`. A row's `ns_per_op` is the mean of the
-/// threads' ns/op and `ops_per_s` the sum of their rates. One operation is:
+/// threads' ns/op and `ops_per_s` the sum of their rates. `grace-rcu`,
+/// `grace-srcu` and `grace-srcu-lite` are measured together, the same threads
+/// timing batches of each in turn, so that the ratios [`TARGETS`] bounds
+/// compare figures taken on the same machine state. One operation is:
 ///
 /// * `grace-rcu`: `grace::rcu::read_lock()` and drop of the guard;
+/// * `grace-srcu`, `grace-srcu-lite`: `domain.read_lock()` and drop of the
+///   guard on one `grace::srcu::Srcu` (regular readers) or `SrcuLite` domain
+///   shared by the threads;
 /// * `liburcu-memb-inline-c`: `urcu_memb_read_lock(); barrier();
 ///   urcu_memb_read_unlock()` in C with liburcu's inline read side
 ///   (`_LGPL_SOURCE`), what a C program gets;
@@ -173,7 +190,12 @@ pub fn run_read(opts: &Options, progress: &mut dyn FnMut(&str)) -> Vec<BenchResu
 /// * `membarrier-syscall`: one bare `membarrier(PRIVATE_EXPEDITED)` system
 ///   call after `REGISTER_PRIVATE_EXPEDITED`, the kernel's floor under an
 ///   expedited grace period (a `NaN` row with a note if the kernel refuses);
-/// * `liburcu-memb`: `urcu_memb_synchronize_rcu()`.
+/// * `liburcu-memb`: `urcu_memb_synchronize_rcu()`;
+/// * `grace-srcu-sync`, `grace-srcu-lite-sync`: `domain.synchronize()` on an
+///   `Srcu` / `SrcuLite` domain whose idle readers are the other threads;
+/// * `grace-srcu-sync-cross`: `grace-srcu-sync` on a domain B while a reader
+///   of another domain A sleeps inside its section throughout (with A's grace
+///   period pending); its ratio to `grace-srcu-sync` is a [`Target`].
 ///
 /// # Examples
 ///
@@ -224,6 +246,125 @@ pub fn run_sync(opts: &Options, progress: &mut dyn FnMut(&str)) -> Vec<BenchResu
 /// ```
 pub fn run_call(opts: &Options, progress: &mut dyn FnMut(&str)) -> Vec<BenchResult> {
     call::run(opts, progress)
+}
+
+/// A bound on the ratio of two rows of one suite at the same thread count:
+/// `impl_name`'s ns/op divided by `reference`'s must be at most `max`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Target {
+    /// The suite both rows belong to.
+    pub suite: &'static str,
+    /// The row being bounded.
+    pub impl_name: &'static str,
+    /// The row it is divided by.
+    pub reference: &'static str,
+    /// The largest acceptable ratio.
+    pub max: f64,
+    /// What the ratio means, for a person.
+    pub what: &'static str,
+}
+
+/// The targets the suites are checked against (see [`check_targets`]).
+pub const TARGETS: [Target; 3] = [
+    Target {
+        suite: "read",
+        impl_name: "grace-srcu-lite",
+        reference: "grace-rcu",
+        max: 1.5,
+        what: "an SRCU lite read section vs an RCU one",
+    },
+    Target {
+        suite: "read",
+        impl_name: "grace-srcu",
+        reference: "grace-rcu",
+        max: 3.0,
+        what: "a regular SRCU read section vs an RCU one",
+    },
+    Target {
+        suite: "sync",
+        impl_name: "grace-srcu-sync-cross",
+        reference: "grace-srcu-sync",
+        max: 1.2,
+        what: "domain B's synchronize with a reader of domain A blocked vs without",
+    },
+];
+
+/// One [`Target`] evaluated at one thread count.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetCheck {
+    /// The target.
+    pub target: Target,
+    /// The thread count both rows were measured at.
+    pub threads: usize,
+    /// `target.impl_name`'s ns/op divided by `target.reference`'s; `NaN`
+    /// when either row is missing or was not measured.
+    pub ratio: f64,
+}
+
+impl TargetCheck {
+    /// `Some(true)` when the ratio is within the target, `Some(false)` when
+    /// it is above it, `None` when it could not be computed.
+    pub fn met(&self) -> Option<bool> {
+        self.ratio
+            .is_finite()
+            .then_some(self.ratio <= self.target.max)
+    }
+}
+
+/// The [`TARGETS`] of the suite(s) in `results`, evaluated at every thread
+/// count in which the bounded row appears, in [`TARGETS`] order then thread
+/// order.
+///
+/// # Examples
+///
+/// ```
+/// use grace_bench::{check_targets, BenchResult};
+/// let row = |name: &str, ns: f64| BenchResult {
+///     suite: "read",
+///     impl_name: name.into(),
+///     threads: 1,
+///     ns_per_op: ns,
+///     ops_per_s: 1e9 / ns,
+///     note: None,
+/// };
+/// let rows = [row("grace-rcu", 1.0), row("grace-srcu-lite", 1.25), row("grace-srcu", 4.0)];
+/// let checks = check_targets(&rows);
+/// assert_eq!(checks.len(), 2);
+/// assert_eq!((checks[0].ratio, checks[0].met()), (1.25, Some(true)));
+/// assert_eq!((checks[1].ratio, checks[1].met()), (4.0, Some(false)));
+/// ```
+pub fn check_targets(results: &[BenchResult]) -> Vec<TargetCheck> {
+    let find = |suite: &str, name: &str, threads: usize| {
+        results
+            .iter()
+            .find(|r| r.suite == suite && r.impl_name == name && r.threads == threads)
+    };
+    let mut out = Vec::new();
+    for target in TARGETS {
+        let mut threads: Vec<usize> = results
+            .iter()
+            .filter(|r| r.suite == target.suite && r.impl_name == target.impl_name)
+            .map(|r| r.threads)
+            .collect();
+        threads.dedup();
+        for t in threads {
+            let ratio = match (
+                find(target.suite, target.impl_name, t),
+                find(target.suite, target.reference, t),
+            ) {
+                (Some(row), Some(reference)) if row.is_measured() && reference.is_measured() => {
+                    row.ns_per_op / reference.ns_per_op
+                }
+                _ => f64::NAN,
+            };
+            out.push(TargetCheck {
+                target,
+                threads: t,
+                ratio,
+            });
+        }
+    }
+    out
 }
 
 /// Runs the suite named `suite` (`"read"`, `"sync"` or `"call"`); `None` for
@@ -279,10 +420,44 @@ mod tests {
             duration: Duration::from_millis(1),
         };
         let extra = usize::from(liburcu::available());
-        assert_eq!(planned_steps("read", &opts), (4 + 2 * extra) * 2);
-        assert_eq!(planned_steps("sync", &opts), (3 + extra) * 2);
+        assert_eq!(planned_steps("read", &opts), (6 + 2 * extra) * 2);
+        assert_eq!(planned_steps("sync", &opts), (6 + extra) * 2);
         assert_eq!(planned_steps("call", &opts), (3 + extra) * 2);
         assert_eq!(planned_steps("nope", &opts), 0);
+    }
+
+    fn row(name: &str, threads: usize, ns: f64) -> BenchResult {
+        harness::row("sync", name, threads, ns, 1e9 / ns, None)
+    }
+
+    #[test]
+    fn targets_divide_by_the_reference_at_the_same_thread_count() {
+        let rows = [
+            row("grace-srcu-sync", 1, 100.0),
+            row("grace-srcu-sync-cross", 1, 110.0),
+            row("grace-srcu-sync", 2, 100.0),
+            row("grace-srcu-sync-cross", 2, 150.0),
+            row("grace-srcu-sync-cross", 4, 100.0),
+        ];
+        let checks = check_targets(&rows);
+        let got: Vec<(usize, Option<bool>)> = checks.iter().map(|c| (c.threads, c.met())).collect();
+        assert_eq!(got, [(1, Some(true)), (2, Some(false)), (4, None)]);
+        assert!((checks[0].ratio - 1.1).abs() < 1e-12);
+        assert!(checks[2].ratio.is_nan());
+        // Rows of another suite with the same names are not mixed in.
+        let mut read = rows.to_vec();
+        read.iter_mut().for_each(|r| r.suite = "read");
+        assert!(check_targets(&read).is_empty());
+    }
+
+    #[test]
+    fn every_target_names_rows_of_its_suite() {
+        for t in TARGETS {
+            let impls = expected_impls(t.suite);
+            assert!(impls.contains(&t.impl_name), "{t:?}");
+            assert!(impls.contains(&t.reference), "{t:?}");
+            assert!(t.max >= 1.0, "{t:?}");
+        }
     }
 
     #[test]

@@ -8,9 +8,20 @@
 //! [`Options::duration`]. Each thread reports its own ns/op; the row holds
 //! the mean of those, and `ops_per_s` is the sum of the per-thread rates.
 //!
+//! `grace-rcu`, `grace-srcu` and `grace-srcu-lite` are measured together:
+//! the same threads time batches of the three in turn (always the one
+//! measured least so far) until each has [`Options::duration`], so that the
+//! SRCU-to-RCU ratios the crate's targets bound compare figures taken on the
+//! same machine state.
+//!
 //! What one operation is, per implementation:
 //!
 //! * `grace-rcu`: `grace::rcu::read_lock()` then drop of the guard;
+//! * `grace-srcu`: `domain.read_lock()` then drop of the guard, on one
+//!   `grace::srcu::Srcu` domain (regular readers: a full fence per section)
+//!   shared by the threads;
+//! * `grace-srcu-lite`: the same on a `grace::srcu::SrcuLite` domain (lite
+//!   readers: a compiler fence only, the updater pays with `membarrier`);
 //! * `liburcu-memb-inline-c`: `urcu_memb_read_lock(); barrier();
 //!   urcu_memb_read_unlock();` in a C loop compiled with liburcu's inline
 //!   read side (`_LGPL_SOURCE`), timed in C with the same clock and batch;
@@ -30,6 +41,8 @@ use std::hint::black_box;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
+use grace::srcu::{ReaderKind, Srcu, SrcuLite};
+
 use crate::harness::{ns, row, skipped};
 use crate::{liburcu, BenchResult, Options};
 
@@ -40,7 +53,7 @@ const SUITE: &str = "read";
 
 /// The implementations of this suite, in run order.
 pub(crate) fn impls() -> Vec<&'static str> {
-    let mut v = vec!["grace-rcu"];
+    let mut v = vec!["grace-rcu", "grace-srcu", "grace-srcu-lite"];
     if liburcu::available() {
         v.extend(["liburcu-memb-inline-c", "liburcu-memb-ffi"]);
     }
@@ -67,9 +80,26 @@ fn measure<'a, M>(threads: usize, duration: Duration, make: &M) -> Result<(f64, 
 where
     M: Fn() -> Result<BatchFn<'a>, String> + Sync,
 {
+    let one = measure_together(threads, duration, &|| make().map(|b| vec![b]))?;
+    Ok(one[0])
+}
+
+/// Runs the loops `make` returns (one per implementation) on `threads`
+/// threads at once, interleaved: each thread always times a batch of the
+/// loop it has measured least so far, until every loop has `duration`.
+/// Returns (mean per-thread ns/op, aggregate ops/s) per loop, in order.
+fn measure_together<'a, M>(
+    threads: usize,
+    duration: Duration,
+    make: &M,
+) -> Result<Vec<(f64, f64)>, String>
+where
+    M: Fn() -> Result<Vec<BatchFn<'a>>, String> + Sync,
+{
     let start = Barrier::new(threads);
     let warmup = (duration / 10).clamp(Duration::from_millis(1), Duration::from_millis(50));
-    let per_thread: Vec<Result<(Duration, u64), String>> = std::thread::scope(|s| {
+    type Totals = Vec<(Duration, u64)>;
+    let per_thread: Vec<Result<Totals, String>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 let start = &start;
@@ -78,17 +108,28 @@ where
                     // Everyone waits, even a thread whose setup failed, so
                     // that the others are not left blocked.
                     start.wait();
-                    let mut batch = made?;
+                    let mut batches = made?;
                     let w = Instant::now();
                     while w.elapsed() < warmup {
-                        batch(BATCH / 10);
+                        for b in batches.iter_mut() {
+                            b(BATCH / 10);
+                        }
                     }
-                    let (mut total, mut ops) = (Duration::ZERO, 0u64);
-                    while total < duration || ops == 0 {
-                        total += batch(BATCH);
-                        ops += BATCH;
+                    let mut totals: Totals = vec![(Duration::ZERO, 0); batches.len()];
+                    // The loop measured least so far, while it still needs time.
+                    let next = |totals: &Totals| {
+                        totals
+                            .iter()
+                            .enumerate()
+                            .min_by_key(|(_, (t, _))| *t)
+                            .filter(|(_, (t, ops))| *t < duration || *ops == 0)
+                            .map(|(i, _)| i)
+                    };
+                    while let Some(i) = next(&totals) {
+                        totals[i].0 += batches[i](BATCH);
+                        totals[i].1 += BATCH;
                     }
-                    Ok((total, ops))
+                    Ok(totals)
                 })
             })
             .collect();
@@ -97,28 +138,66 @@ where
             .map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into())))
             .collect()
     });
-    let mut sum_ns_per_op = 0.0;
-    let mut sum_rate = 0.0;
+    let mut sums: Vec<(f64, f64)> = Vec::new();
     for r in per_thread {
-        let (total, ops) = r?;
-        let t = ns(total).max(1.0);
-        sum_ns_per_op += t / ops as f64;
-        sum_rate += ops as f64 * 1e9 / t;
+        let totals = r?;
+        sums.resize(totals.len(), (0.0, 0.0));
+        for (sum, (total, ops)) in sums.iter_mut().zip(totals) {
+            let t = ns(total).max(1.0);
+            sum.0 += t / ops as f64;
+            sum.1 += ops as f64 * 1e9 / t;
+        }
     }
-    Ok((sum_ns_per_op / threads as f64, sum_rate))
+    Ok(sums
+        .into_iter()
+        .map(|(ns_per_op, rate)| (ns_per_op / threads as f64, rate))
+        .collect())
+}
+
+/// The implementations measured together by [`measure_grace`]: the rows the
+/// read targets compare.
+const GRACE_TOGETHER: [&str; 3] = ["grace-rcu", "grace-srcu", "grace-srcu-lite"];
+
+/// One section per operation: `grace::rcu`'s, or `domain`'s.
+fn rcu_batch<'a>() -> BatchFn<'a> {
+    Box::new(|n| {
+        time_batch(n, || {
+            let g = grace::rcu::read_lock();
+            black_box(&g);
+            drop(g);
+        })
+    })
+}
+
+/// One section of `domain` per operation. The thread's first section (here,
+/// before the clock) allocates its reader shard.
+fn srcu_batch<K: ReaderKind>(domain: &Srcu<K>) -> BatchFn<'_> {
+    drop(domain.read_lock());
+    Box::new(move |n| {
+        time_batch(n, || {
+            let g = domain.read_lock();
+            black_box(&g);
+            drop(g);
+        })
+    })
+}
+
+/// `grace-rcu`, `grace-srcu` and `grace-srcu-lite` ([`GRACE_TOGETHER`]), on
+/// the same threads in interleaved batches: their ratios are what the read
+/// targets bound, and figures of a few nanoseconds taken one after the other
+/// move by tens of percent with the machine's state, while interleaved
+/// batches see the same machine.
+fn measure_grace(threads: usize, duration: Duration) -> Result<Vec<(f64, f64)>, String> {
+    let srcu = Srcu::new().map_err(|e| e.to_string())?;
+    let lite = SrcuLite::new_lite().map_err(|e| e.to_string())?;
+    let (srcu, lite) = (&srcu, &lite);
+    measure_together(threads, duration, &|| {
+        Ok(vec![rcu_batch(), srcu_batch(srcu), srcu_batch(lite)])
+    })
 }
 
 fn measure_impl(name: &str, threads: usize, duration: Duration) -> Result<(f64, f64), String> {
     match name {
-        "grace-rcu" => measure(threads, duration, &|| {
-            Ok(Box::new(|n| {
-                time_batch(n, || {
-                    let g = grace::rcu::read_lock();
-                    black_box(&g);
-                    drop(g);
-                })
-            }) as BatchFn)
-        }),
         "liburcu-memb-inline-c" => measure(threads, duration, &|| {
             let reg = liburcu::register()?;
             Ok(Box::new(move |n| reg.read_loop_inline(n)) as BatchFn)
@@ -181,9 +260,17 @@ pub(crate) fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Vec<BenchRe
         let note = (threads > cpus).then(|| {
             format!("{threads} threads on {cpus} CPUs: preemption inflates the per-thread figure")
         });
+        let mut grace = None;
         for name in impls() {
             progress(&format!("{SUITE} {name} t={threads}"));
-            out.push(match measure_impl(name, threads, opts.duration) {
+            let measured = match GRACE_TOGETHER.iter().position(|g| *g == name) {
+                Some(i) => grace
+                    .get_or_insert_with(|| measure_grace(threads, opts.duration))
+                    .clone()
+                    .map(|v| v[i]),
+                None => measure_impl(name, threads, opts.duration),
+            };
+            out.push(match measured {
                 Ok((ns_per_op, ops_per_s)) => {
                     row(SUITE, name, threads, ns_per_op, ops_per_s, note.clone())
                 }

@@ -1,11 +1,12 @@
 //! Smoke test: every suite runs with tiny settings and reports every expected
-//! implementation with finite, positive figures.
+//! implementation with finite, positive figures; the SRCU rows are there and their targets
+//! can be computed.
 
 use std::time::Duration;
 
 use grace_bench::{
-    expected_impls, liburcu_status, planned_steps, run_call, run_read, run_sync, BenchResult,
-    Options,
+    check_targets, expected_impls, liburcu_status, planned_steps, run_call, run_read, run_sync,
+    BenchResult, Options, TARGETS,
 };
 
 fn tiny() -> Options {
@@ -18,8 +19,8 @@ fn tiny() -> Options {
 /// A suite's entry point.
 type Suite = fn(&Options, &mut dyn FnMut(&str)) -> Vec<BenchResult>;
 
-/// Runs `suite` and checks its rows against `expected_impls`.
-fn check(suite: &str, run: Suite) {
+/// Runs `suite` and checks its rows against `expected_impls`; returns them.
+fn check(suite: &str, run: Suite) -> Vec<BenchResult> {
     let opts = tiny();
     let mut labels = Vec::new();
     let rows = run(&opts, &mut |l| labels.push(l.to_string()));
@@ -65,16 +66,47 @@ fn check(suite: &str, run: Suite) {
         }
     }
     assert_eq!(rows.len(), planned_steps(suite, &opts));
+    rows
+}
+
+/// Every target of `suite` is evaluated at both thread counts with a finite ratio.
+fn check_suite_targets(suite: &str, rows: &[BenchResult]) -> Vec<grace_bench::TargetCheck> {
+    let checks = check_targets(rows);
+    let expected = TARGETS.iter().filter(|t| t.suite == suite).count();
+    assert_eq!(checks.len(), expected * 2, "{checks:?}");
+    for c in &checks {
+        assert!(c.ratio.is_finite() && c.ratio > 0.0, "{c:?}");
+        assert!(c.met().is_some(), "{c:?}");
+    }
+    checks
 }
 
 #[test]
 fn read_suite() {
-    check("read", run_read);
+    let rows = check("read", run_read);
+    for name in ["grace-srcu", "grace-srcu-lite"] {
+        assert!(expected_impls("read").contains(&name), "{name}");
+    }
+    // Timing targets are reported, not asserted: 20 ms on a shared machine is noise.
+    check_suite_targets("read", &rows);
 }
 
 #[test]
 fn sync_suite() {
-    check("sync", run_sync);
+    let rows = check("sync", run_sync);
+    for name in [
+        "grace-srcu-sync",
+        "grace-srcu-lite-sync",
+        "grace-srcu-sync-cross",
+    ] {
+        assert!(expected_impls("sync").contains(&name), "{name}");
+    }
+    // Were domain B's grace periods to wait for domain A's blocked reader, the cross row would
+    // be a skip notice (which `check` refuses) or thousands of times the plain one; noise on a
+    // busy machine stays far below this bound.
+    for c in check_suite_targets("sync", &rows) {
+        assert!(c.ratio < 20.0, "{c:?}");
+    }
 }
 
 #[test]

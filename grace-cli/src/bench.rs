@@ -8,9 +8,14 @@
 //! Every row is compared with `grace-rcu` at the same thread count as
 //! `grace-rcu's ns/op ÷ the row's ns/op`: `0.52x` means grace takes 0.52 times the peer's
 //! time per operation (grace is faster); above `1.00x` the peer is faster.
+//!
+//! Rows with a target ([`grace_bench::TARGETS`]: the SRCU read sections against grace-rcu's,
+//! the cross-domain `synchronize` against the same without a blocked reader) also get the
+//! other ratio, `the row's ns/op ÷ its reference's`, next to the bound it must stay under, in
+//! the table's `vs ref` column and in the JSON's `targets` array.
 
 use crate::ui::{self, Align, Table};
-use grace_bench::{BenchResult, Options};
+use grace_bench::{BenchResult, Options, TargetCheck};
 use serde::Serialize;
 use std::process::ExitCode;
 use std::sync::OnceLock;
@@ -89,16 +94,50 @@ pub const RATIO_LEGEND: &str =
     "grace/peer = grace-rcu's ns/op divided by the row's, at the same thread count: \
      below 1.00x grace is faster, above it the peer is";
 
+/// A target check as text: `1.32x <= 1.50x`, `3.41x > 3.00x MISSED`, or `- (<= 1.50x)` when
+/// the ratio could not be computed.
+pub fn target_text(c: &TargetCheck) -> String {
+    let ratio = ui::ratio(c.ratio.is_finite().then_some(c.ratio));
+    let max = ui::ratio(Some(c.target.max));
+    match c.met() {
+        Some(true) => format!("{ratio} <= {max}"),
+        Some(false) => format!("{ratio} > {max} MISSED"),
+        None => format!("{ratio} (<= {max})"),
+    }
+}
+
+/// What the `vs ref` column means for `suite`'s targets; `None` when it has none.
+fn targets_legend(suite: Suite) -> Option<String> {
+    let refs: Vec<String> = grace_bench::TARGETS
+        .iter()
+        .filter(|t| t.suite == suite.name())
+        .map(|t| format!("{} / {} ({})", t.impl_name, t.reference, t.what))
+        .collect();
+    (!refs.is_empty()).then(|| {
+        format!(
+            "vs ref = the row's ns/op divided by its reference's, at the same thread count, \
+             against its target: {}",
+            refs.join("; ")
+        )
+    })
+}
+
 /// The table for a person: one row per implementation and thread count, notes below it.
 pub fn table(suite: Suite, results: &[BenchResult]) -> String {
-    let mut t = Table::new(&[
+    let checks = grace_bench::check_targets(results);
+    let with_targets = grace_bench::TARGETS.iter().any(|t| t.suite == suite.name());
+    let mut columns = vec![
         ("impl", Align::Left),
         ("threads", Align::Right),
         ("ns/op", Align::Right),
         ("ops/s", Align::Right),
         ("grace/peer", Align::Right),
-        ("", Align::Left),
-    ]);
+    ];
+    if with_targets {
+        columns.push(("vs ref", Align::Left));
+    }
+    columns.push(("", Align::Left));
+    let mut t = Table::new(&columns);
     let mut notes: Vec<&str> = Vec::new();
     for r in results {
         let mark = match &r.note {
@@ -119,14 +158,23 @@ pub fn table(suite: Suite, results: &[BenchResult]) -> String {
         } else {
             ui::ratio(ratio_to_grace(results, r))
         };
-        t.row(vec![
+        let mut cells = vec![
             r.impl_name.clone(),
             r.threads.to_string(),
             ui::ns(r.ns_per_op),
             ui::si(r.ops_per_s),
             ratio,
-            mark,
-        ]);
+        ];
+        if with_targets {
+            cells.push(
+                checks
+                    .iter()
+                    .find(|c| c.target.impl_name == r.impl_name && c.threads == r.threads)
+                    .map_or_else(String::new, target_text),
+            );
+        }
+        cells.push(mark);
+        t.row(cells);
     }
     let mut o = format!("bench {}: ns/op = {}\n", suite.name(), suite.op());
     o.push_str(&t.render(2));
@@ -134,6 +182,9 @@ pub fn table(suite: Suite, results: &[BenchResult]) -> String {
         o.push_str(&format!("  [{}] {n}\n", i + 1));
     }
     o.push_str(&format!("  {RATIO_LEGEND}\n"));
+    if let Some(legend) = targets_legend(suite) {
+        o.push_str(&format!("  {legend}\n"));
+    }
     o
 }
 
@@ -210,6 +261,21 @@ struct Liburcu {
     reason: Option<&'static str>,
 }
 
+/// One target check of the JSON output.
+#[derive(Serialize)]
+struct JsonTarget {
+    #[serde(rename = "impl")]
+    impl_name: &'static str,
+    reference: &'static str,
+    threads: usize,
+    /// `impl`'s ns/op over `reference`'s; `null` when not computed.
+    ratio: f64,
+    max: f64,
+    /// `null` when the ratio could not be computed.
+    met: Option<bool>,
+    what: &'static str,
+}
+
 #[derive(Serialize)]
 struct JsonOut<'a> {
     suite: &'static str,
@@ -218,6 +284,7 @@ struct JsonOut<'a> {
     date: String,
     duration_ms: u64,
     liburcu: Liburcu,
+    targets: Vec<JsonTarget>,
 }
 
 /// The `--json` object for `results`, as text (fields in the agreed order: `suite`,
@@ -242,6 +309,18 @@ pub fn json(suite: Suite, results: &[BenchResult], duration: Duration) -> String
             available: grace_bench::liburcu_status().is_ok(),
             reason: grace_bench::liburcu_status().err(),
         },
+        targets: grace_bench::check_targets(results)
+            .into_iter()
+            .map(|c| JsonTarget {
+                impl_name: c.target.impl_name,
+                reference: c.target.reference,
+                threads: c.threads,
+                ratio: c.ratio,
+                max: c.target.max,
+                met: c.met(),
+                what: c.target.what,
+            })
+            .collect(),
     };
     // Serializing plain structs of numbers and strings cannot fail.
     serde_json::to_string_pretty(&out).unwrap_or_else(|_| "null".into())
@@ -347,6 +426,32 @@ mod tests {
         assert_eq!(iso8601(0), "1970-01-01T00:00:00Z");
         assert_eq!(iso8601(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(iso8601(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn targets_are_shown_and_serialized() {
+        let rs = vec![
+            row("grace-rcu", 1, 1.0),
+            row("grace-srcu", 1, 2.5),
+            row("grace-srcu-lite", 1, 2.0),
+        ];
+        let t = table(Suite::Read, &rs);
+        assert!(t.contains("vs ref"), "{t}");
+        assert!(t.contains("2.50x <= 3.00x"), "{t}");
+        assert!(t.contains("2.00x > 1.50x MISSED"), "{t}");
+        assert!(t.contains("grace-srcu-lite / grace-rcu"), "{t}");
+        let v: serde_json::Value =
+            serde_json::from_str(&json(Suite::Read, &rs, Duration::from_millis(20))).unwrap();
+        let targets = v["targets"].as_array().expect("targets is an array");
+        assert_eq!(targets.len(), 2, "{v}");
+        assert_eq!(targets[0]["impl"], "grace-srcu-lite");
+        assert_eq!(targets[0]["reference"], "grace-rcu");
+        assert_eq!(targets[0]["ratio"], 2.0);
+        assert_eq!(targets[0]["max"], 1.5);
+        assert_eq!(targets[0]["met"], false);
+        assert_eq!(targets[1]["met"], true);
+        // The call suite has no target: no column.
+        assert!(!table(Suite::Call, &[row("grace-rcu", 1, 1.0)]).contains("vs ref"));
     }
 
     #[test]

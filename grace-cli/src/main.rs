@@ -1,7 +1,10 @@
 //! `grace`: the command-line face of the grace RCU library.
 //!
-//! * `grace` alone runs the tour (about a minute: torture, then the headline benchmarks);
+//! * `grace` alone runs the tour (about a minute: RCU and SRCU torture, then the headline
+//!   benchmarks);
 //! * `grace torture rcu` runs rcutorture's pipeline check against `grace::rcu`;
+//! * `grace torture srcu` runs it on five SRCU domains at once, one with a reader that sleeps
+//!   100 ms in its section, and checks that the others' grace periods are not delayed;
 //! * `grace bench read|sync|call` compares grace with its peers.
 //!
 //! This file only parses arguments (clap) and dispatches. Before anything runs, the `GRACE_*`
@@ -9,7 +12,7 @@
 //! would only warn and fall back to defaults, but a tool whose figures depend on those
 //! settings must refuse a malformed one (exit status 2, like a bad argument).
 //!
-//! Exit status: 0 success; 1 the torture test found errors; 2 a bad argument or `GRACE_*`
+//! Exit status: 0 success; 1 a torture test found errors; 2 a bad argument or `GRACE_*`
 //! setting; 3 the torture test could not run (a thread failed to start or panicked).
 
 mod bench;
@@ -27,8 +30,9 @@ use std::time::Duration;
     version,
     about = "Torture tests and peer benchmarks for the grace RCU library",
     long_about = "Torture tests and peer benchmarks for the grace RCU library.\n\n\
-        Run with no subcommand for the tour: a 15-second torture test, then the headline \
-        benchmarks against liburcu, crossbeam-epoch, seize and haphazard, about a minute in all.\n\n\
+        Run with no subcommand for the tour: 15 s of RCU torture and 5 s of SRCU torture, then \
+        the headline benchmarks against liburcu, crossbeam-epoch, seize and haphazard, about a \
+        minute in all.\n\n\
         Environment: GRACE_NO_MEMBARRIER=1 (fence fallback), GRACE_LAZY_MS (call batching \
         delay, 1..=60000), GRACE_CB_WORKERS (1..=256)."
 )]
@@ -51,23 +55,78 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum Flavor {
     /// The RCU flavor (grace::rcu)
-    Rcu(TortureArgs),
+    Rcu(RcuArgs),
+    /// SRCU domains (grace::srcu): five at once, one with a reader sleeping 100 ms in its
+    /// section; the others' grace periods must stay under 50 ms
+    Srcu(SrcuArgs),
 }
 
+#[derive(Args, Debug)]
+struct RcuArgs {
+    /// Reader threads [default: the number of CPUs, at least 2]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    readers: Option<u32>,
+    #[command(flatten)]
+    run: TortureArgs,
+}
+
+#[derive(Args, Debug)]
+struct SrcuArgs {
+    /// Reader threads per domain [default: 2]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    readers: Option<u32>,
+    #[command(flatten)]
+    run: TortureArgs,
+}
+
+/// What every torture takes.
 #[derive(Args, Debug)]
 struct TortureArgs {
     /// How long to run: 10s, 500ms, 2m, 1.5s, or plain seconds (5)
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     duration: Duration,
-    /// Reader threads [default: the number of CPUs, at least 2]
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    readers: Option<u32>,
     /// Print one JSON object on standard output instead of the report
     #[arg(long)]
     json: bool,
     /// Advance removed elements without waiting for grace periods, to prove the check fires
     #[arg(long, hide = true)]
     inject_early_free: bool,
+}
+
+impl TortureArgs {
+    /// The options of a run with `readers` reader threads (per pipeline), `default()` when
+    /// not given.
+    fn options(&self, readers: Option<u32>, default: fn() -> usize) -> torture::Options {
+        torture::Options {
+            duration: self.duration,
+            readers: readers.map_or_else(default, |n| n as usize),
+            inject_early_free: self.inject_early_free,
+        }
+    }
+
+    /// Run the torture `run` of `flavor` (with a progress bar unless `--json`), print its
+    /// report; the exit status is its verdict.
+    fn run<R: torture::Verdict>(
+        &self,
+        flavor: &str,
+        opts: &torture::Options,
+        run: fn(&torture::Options, &indicatif::ProgressBar) -> R,
+    ) -> ExitCode {
+        let bar = torture::progress_bar(flavor, opts, !self.json);
+        let report = run(opts, &bar);
+        bar.finish_and_clear();
+        if self.json {
+            let text = serde_json::to_string_pretty(&report).unwrap_or_else(|_| "null".into());
+            ui::out(&format!("{text}\n"));
+        } else {
+            ui::out(&report.human());
+        }
+        if report.passed() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -136,27 +195,14 @@ fn main() -> ExitCode {
         Some(Command::Torture {
             flavor: Flavor::Rcu(a),
         }) => {
-            let opts = torture::Options {
-                duration: a.duration,
-                readers: a
-                    .readers
-                    .map_or_else(torture::Options::default_readers, |n| n as usize),
-                inject_early_free: a.inject_early_free,
-            };
-            let bar = torture::progress_bar(&opts, !a.json);
-            let report = torture::run(&opts, &bar);
-            bar.finish_and_clear();
-            if a.json {
-                let text = serde_json::to_string_pretty(&report).unwrap_or_else(|_| "null".into());
-                ui::out(&format!("{text}\n"));
-            } else {
-                ui::out(&report.human());
-            }
-            if report.passed() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
+            let opts = a.run.options(a.readers, torture::rcu::default_readers);
+            a.run.run("rcu", &opts, torture::rcu::run)
+        }
+        Some(Command::Torture {
+            flavor: Flavor::Srcu(a),
+        }) => {
+            let opts = a.run.options(a.readers, torture::srcu::default_readers);
+            a.run.run("srcu", &opts, torture::srcu::run)
         }
         Some(Command::Bench(a)) => {
             let defaults = grace_bench::Options::default();

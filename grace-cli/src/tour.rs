@@ -1,20 +1,26 @@
 //! `grace` with no subcommand: the tour, about a minute that shows what the library is.
 //!
-//! First the correctness story (a 15-second `torture rcu`), then the performance story (the
-//! headline `read`, `sync` and `call` benchmarks against the peers at 1 and 2 threads, and
-//! at up to 4 on machines with more CPUs), then one summary table: the torture verdict and,
-//! per suite and thread count, grace's figure and its ratio to each peer. The exit status is
-//! the torture's: non-zero when it found errors.
+//! First the correctness story (a 15-second `torture rcu`, then a 5-second `torture srcu`:
+//! five domains, one with a reader sleeping 100 ms in its section, the others' grace periods
+//! unaffected), then the performance story (the headline `read`, `sync` and `call`
+//! benchmarks against the peers at 1 and 2 threads, and at up to 4 on machines with more
+//! CPUs, with the SRCU rows), then one summary: both torture verdicts with the SRCU isolation
+//! figure, per suite and thread count grace's figure and its ratio to each peer, and the SRCU
+//! targets. The exit status is the tortures': non-zero when either found errors.
 
 use crate::bench::{self, Suite, GRACE_IMPL};
-use crate::torture;
+use crate::torture::{self, Verdict};
 use crate::ui::{self, Align, Table};
 use grace_bench::{BenchResult, Options};
+use indicatif::ProgressBar;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-/// How long the tour tortures.
+/// How long the tour tortures RCU.
 const TORTURE: Duration = Duration::from_secs(15);
+
+/// How long the tour tortures SRCU.
+const SRCU_TORTURE: Duration = Duration::from_secs(5);
 
 /// The time the tour gives the `read` and `sync` measurements together; each measurement
 /// gets its share, within [`MEASUREMENT_MIN`]..=[`MEASUREMENT_MAX`]. (The `call` suite sizes
@@ -45,26 +51,50 @@ pub fn thread_counts(cpus: usize) -> Vec<usize> {
     t
 }
 
+/// Run the torture `run` of `flavor` for `duration` with `readers` readers (per pipeline),
+/// with a progress bar, and print its report.
+fn torture<R: Verdict>(
+    flavor: &str,
+    duration: Duration,
+    readers: usize,
+    run: fn(&torture::Options, &ProgressBar) -> R,
+) -> R {
+    let opts = torture::Options {
+        duration,
+        readers,
+        inject_early_free: false,
+    };
+    let bar = torture::progress_bar(flavor, &opts, true);
+    let report = run(&opts, &bar);
+    bar.finish_and_clear();
+    ui::out(&report.human());
+    ui::out("\n");
+    report
+}
+
 /// Run the tour.
 pub fn run() -> ExitCode {
     let started = Instant::now();
     let cpus = grace::sys::num_cpus();
     ui::out(&format!(
-        "grace tour: {} s of torture, then the headline benchmarks ({} CPUs)\n\n",
+        "grace tour: {} s of RCU torture, {} s of SRCU torture, then the headline benchmarks ({} CPUs)\n\n",
         TORTURE.as_secs(),
+        SRCU_TORTURE.as_secs(),
         cpus
     ));
 
-    let topts = torture::Options {
-        duration: TORTURE,
-        readers: torture::Options::default_readers(),
-        inject_early_free: false,
-    };
-    let bar = torture::progress_bar(&topts, true);
-    let report = torture::run(&topts, &bar);
-    bar.finish_and_clear();
-    ui::out(&report.human());
-    ui::out("\n");
+    let report = torture(
+        "rcu",
+        TORTURE,
+        torture::rcu::default_readers(),
+        torture::rcu::run,
+    );
+    let srcu = torture(
+        "srcu",
+        SRCU_TORTURE,
+        torture::srcu::default_readers(),
+        torture::srcu::run,
+    );
 
     bench::print_liburcu_notice();
     let threads = thread_counts(cpus);
@@ -80,17 +110,25 @@ pub fn run() -> ExitCode {
         suites.push((suite, results));
     }
 
-    ui::out(&summary(&report, &suites, started.elapsed()));
-    if report.passed() {
+    ui::out(&summary(&report, &srcu, &suites, started.elapsed()));
+    if report.passed() && srcu.passed() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     }
 }
 
-/// The closing table: torture verdict, then grace's figure and its ratio to every peer.
+/// Rows that are grace's own SRCU domains rather than peers: the summary shows them as
+/// targets, not in the peer column.
+fn is_srcu(r: &BenchResult) -> bool {
+    r.impl_name.starts_with("grace-srcu")
+}
+
+/// The closing table: torture verdicts, then grace's figure and its ratio to every peer, then
+/// the SRCU targets.
 fn summary(
-    report: &torture::Report,
+    report: &torture::rcu::Report,
+    srcu: &torture::srcu::Report,
     suites: &[(Suite, Vec<BenchResult>)],
     took: Duration,
 ) -> String {
@@ -98,12 +136,34 @@ fn summary(
     o.push_str(&format!(
         "  torture rcu: {} ({} errors; {} reads, {} grace periods + {} expedited, {} updates in {:.0} s)\n",
         if report.passed() { "SUCCESS" } else { "FAILURE" },
-        ui::count(report.errors),
-        ui::si(report.reads as f64),
+        ui::count(report.totals.errors),
+        ui::si(report.totals.reads as f64),
         ui::count(report.grace_periods),
         ui::count(report.expedited_grace_periods),
-        ui::count(report.updates),
-        report.duration_s
+        ui::count(report.totals.updates),
+        report.totals.duration_s
+    ));
+    let iso = &srcu.isolation;
+    o.push_str(&format!(
+        "  torture srcu: {} ({} errors; {} domains, {} reads, {} grace periods, {} updates in {:.0} s)\n",
+        if srcu.passed() { "SUCCESS" } else { "FAILURE" },
+        ui::count(srcu.totals.errors),
+        srcu.domains.len(),
+        ui::si(srcu.totals.reads as f64),
+        ui::count(srcu.grace_periods),
+        ui::count(srcu.totals.updates),
+        srcu.totals.duration_s
+    ));
+    o.push_str(&format!(
+        "    isolation: {}'s reader sleeps {:.0} ms in its section, its synchronize() takes up to {:.1} ms; \
+         the other domains' synchronize() max {:.2} ms (p99 {:.2} ms), bound {:.0} ms: {}\n",
+        iso.blocked_domain,
+        iso.reader_sleep_ms,
+        iso.blocked_sync.max_ms,
+        iso.others_sync.max_ms,
+        iso.others_sync.p99_ms,
+        iso.bound_ms,
+        if iso.passed { "isolated" } else { "NOT ISOLATED" }
     ));
     let mut t = Table::new(&[
         ("suite", Align::Left),
@@ -122,7 +182,7 @@ fn summary(
                 .map_or(f64::NAN, |r| r.ns_per_op);
             let peers = results
                 .iter()
-                .filter(|r| r.threads == n && r.impl_name != GRACE_IMPL)
+                .filter(|r| r.threads == n && r.impl_name != GRACE_IMPL && !is_srcu(r))
                 .map(|r| {
                     format!(
                         "{} {}",
@@ -142,6 +202,23 @@ fn summary(
     }
     o.push_str(&t.render(2));
     o.push_str(&format!("  {}\n", bench::RATIO_LEGEND));
+    let checks: Vec<_> = suites
+        .iter()
+        .flat_map(|(_, results)| grace_bench::check_targets(results))
+        .collect();
+    if !checks.is_empty() {
+        o.push_str("  srcu targets (the row's ns/op divided by its reference's):\n");
+        for c in &checks {
+            o.push_str(&format!(
+                "    {} t={}: {} / {} = {}\n",
+                c.target.suite,
+                c.threads,
+                c.target.impl_name,
+                c.target.reference,
+                bench::target_text(c)
+            ));
+        }
+    }
     o.push_str(&format!("  the tour took {:.0} s\n", took.as_secs_f64()));
     o
 }

@@ -1,9 +1,22 @@
-//! End-to-end tests of the `grace` binary: the torture passes, catches an injected early
-//! free, works on the fence fallback; bad arguments and bad settings exit with status 2
-//! without a panic; the benchmark's JSON has the agreed shape. About 10 s in all.
+//! End-to-end tests of the `grace` binary: the RCU and SRCU tortures pass, catch an injected
+//! early free, work on the fence fallback; the SRCU torture reports its isolation figure;
+//! bad arguments and bad settings exit with status 2 without a panic; the benchmark's JSON has
+//! the agreed shape, SRCU rows and targets included. About 20 s in all.
+//!
+//! The torture runs take turns ([`torture`]): each one loads the 2-CPU machine fully, and the
+//! SRCU torture measures grace-period latencies that a second torture running beside it
+//! would inflate.
 
 use serde_json::Value;
 use std::process::{Command, Output};
+use std::sync::{Mutex, OnceLock};
+
+/// Run a torture (any `grace torture ...` command), one at a time.
+fn torture(args: &[&str], env: &[(&str, &str)]) -> Output {
+    static TURN: Mutex<()> = Mutex::new(());
+    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    grace(args, env)
+}
 
 fn grace(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_grace"));
@@ -40,7 +53,7 @@ fn u64_of(v: &Value, key: &str) -> u64 {
 
 #[test]
 fn torture_passes() {
-    let o = grace(&["torture", "rcu", "--duration", "2s", "--json"], &[]);
+    let o = torture(&["torture", "rcu", "--duration", "2s", "--json"], &[]);
     let v = json(&o);
     assert_eq!(o.status.code(), Some(0), "{v}\n{}", stderr(&o));
     assert_eq!(v["flavor"], "rcu");
@@ -64,7 +77,7 @@ fn torture_passes() {
 
 #[test]
 fn torture_catches_an_injected_early_free() {
-    let o = grace(
+    let o = torture(
         &[
             "torture",
             "rcu",
@@ -83,7 +96,7 @@ fn torture_catches_an_injected_early_free() {
 
 #[test]
 fn torture_passes_on_the_fence_fallback() {
-    let o = grace(
+    let o = torture(
         &["torture", "rcu", "--duration", "1s", "--json"],
         &[("GRACE_NO_MEMBARRIER", "1")],
     );
@@ -93,14 +106,182 @@ fn torture_passes_on_the_fence_fallback() {
     assert_eq!(v["barrier_mode"], "fence");
 }
 
+/// The reader pipe histogram of `v`, checked: `PIPE_LEN + 1` counts, none past stage 1.
+fn clean_pipe(v: &Value) -> Vec<u64> {
+    let pipe: Vec<u64> = v["pipe"]
+        .as_array()
+        .unwrap_or_else(|| panic!("pipe is not an array in {v}"))
+        .iter()
+        .map(|c| c.as_u64().expect("pipe holds counts"))
+        .collect();
+    assert_eq!(pipe.len(), 11, "{v}");
+    assert!(pipe[2..].iter().all(|&c| c == 0), "{v}");
+    pipe
+}
+
+/// One 3-second `torture srcu --json` run, shared by the tests that read it.
+fn srcu_run() -> &'static (Output, Value) {
+    static RUN: OnceLock<(Output, Value)> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let o = torture(&["torture", "srcu", "--duration", "3s", "--json"], &[]);
+        let v = json(&o);
+        (o, v)
+    })
+}
+
 #[test]
-fn a_bad_duration_is_refused() {
-    for bad in ["banana", "0", "10parsecs"] {
-        let o = grace(&["torture", "rcu", "--duration", bad], &[]);
+fn srcu_torture_passes_on_every_domain() {
+    let (o, v) = srcu_run();
+    assert_eq!(o.status.code(), Some(0), "{v}\n{}", stderr(o));
+    assert_eq!(v["flavor"], "srcu");
+    assert_eq!(u64_of(v, "errors"), 0, "{v}");
+    let pipe = clean_pipe(v);
+    assert_eq!(pipe.iter().sum::<u64>(), u64_of(v, "reads"));
+    let domains = v["domains"].as_array().expect("domains is an array");
+    let names: Vec<&str> = domains.iter().filter_map(|d| d["name"].as_str()).collect();
+    assert_eq!(
+        names,
+        ["dynamic-0", "dynamic-1", "dynamic-2", "static", "lite"],
+        "{v}"
+    );
+    assert_eq!(domains[3]["storage"], "static");
+    assert_eq!(domains[4]["readers_kind"], "lite");
+    for d in domains {
+        for key in [
+            "reads",
+            "raw_sections",
+            "updates",
+            "grace_periods",
+            "callbacks_invoked",
+        ] {
+            assert!(u64_of(d, key) > 0, "{key} is zero in {d}");
+        }
+        assert_eq!(u64_of(d, "errors"), 0, "{d}");
+        clean_pipe(d);
+        if d["blocked"] == false {
+            // Every API of the rotation was used (the blocked domain, whose grace periods
+            // take 100 ms, gets through fewer updates).
+            let modes = d["updates_by_mode"].as_object().expect("updates_by_mode");
+            for m in [
+                "sync",
+                "expedited",
+                "poll",
+                "cond_sync",
+                "get_state_poll",
+                "call",
+                "call_hurry",
+                "barrier",
+                "raw_handoff",
+            ] {
+                assert!(
+                    modes.get(m).and_then(Value::as_u64).unwrap_or(0) > 0,
+                    "{m} unused in {d}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn srcu_json_reports_the_blocked_reader_isolation() {
+    let (o, v) = srcu_run();
+    assert_eq!(o.status.code(), Some(0), "{v}\n{}", stderr(o));
+    let iso = &v["isolation"];
+    let f = |path: &[&str]| {
+        let mut x = iso;
+        for k in path {
+            x = &x[*k];
+        }
+        x.as_f64()
+            .unwrap_or_else(|| panic!("isolation.{} missing in {iso}", path.join(".")))
+    };
+    assert_eq!(iso["blocked_domain"], "dynamic-2", "{iso}");
+    assert_eq!(iso["passed"], true, "{iso}");
+    assert_eq!(f(&["reader_sleep_ms"]), 100.0);
+    assert_eq!(f(&["bound_ms"]), 50.0);
+    // The blocked domain's grace periods waited for the sleeping reader...
+    assert!(f(&["blocked_sync", "samples"]) >= 1.0, "{iso}");
+    assert!(f(&["blocked_gp_min_ms"]) >= 100.0, "{iso}");
+    assert!(f(&["blocked_sync", "max_ms"]) >= 50.0, "{iso}");
+    // ...and nobody else's did.
+    assert!(f(&["others_sync", "samples"]) >= 100.0, "{iso}");
+    assert!(f(&["others_sync", "max_ms"]) < 50.0, "{iso}");
+    assert!(f(&["others_poll", "max_ms"]) < 50.0, "{iso}");
+    assert!(f(&["blocked_over_others"]) > 1.0, "{iso}");
+    let blocked = &v["domains"][2];
+    assert_eq!(blocked["blocked"], true, "{blocked}");
+    assert!(u64_of(blocked, "sleeper_sections") >= 1, "{blocked}");
+}
+
+#[test]
+fn srcu_torture_catches_an_injected_early_free() {
+    let o = torture(
+        &[
+            "torture",
+            "srcu",
+            "--duration",
+            "2s",
+            "--inject-early-free",
+            "--json",
+        ],
+        &[],
+    );
+    let v = json(&o);
+    assert_eq!(o.status.code(), Some(1), "{v}\n{}", stderr(&o));
+    assert_eq!(v["inject_early_free"], true);
+    assert!(u64_of(&v, "pipe_errors") > 0, "{v}");
+    // Every domain catches it, the blocked one's sleeper included.
+    for d in v["domains"].as_array().expect("domains") {
+        assert!(
+            u64_of(d, "pipe_errors") + u64_of(d, "check_errors") > 0,
+            "{d}"
+        );
+    }
+}
+
+#[test]
+fn srcu_torture_passes_on_the_fence_fallback() {
+    // Lite readers fence for real then; the lite domain's grace periods use no membarrier.
+    let o = torture(
+        &[
+            "torture",
+            "srcu",
+            "--duration",
+            "1s",
+            "--readers",
+            "1",
+            "--json",
+        ],
+        &[("GRACE_NO_MEMBARRIER", "1")],
+    );
+    let v = json(&o);
+    assert_eq!(o.status.code(), Some(0), "{v}\n{}", stderr(&o));
+    assert_eq!(u64_of(&v, "errors"), 0, "{v}");
+    assert_eq!(v["barrier_mode"], "fence");
+    assert_eq!(u64_of(&v, "readers_per_domain"), 1);
+}
+
+#[test]
+fn a_bad_srcu_reader_count_is_refused() {
+    for bad in ["0", "65", "many"] {
+        let o = grace(&["torture", "srcu", "--readers", bad], &[]);
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(2), "{bad}: {err}");
-        assert!(err.contains("duration"), "{bad}: {err}");
-        assert!(!err.contains("panicked"), "{bad}: {err}");
+        assert!(err.contains("readers"), "{bad}: {err}");
+        assert!(o.stdout.is_empty(), "{bad}: nothing ran");
+    }
+}
+
+#[test]
+fn a_bad_duration_is_refused() {
+    for flavor in ["rcu", "srcu"] {
+        for bad in ["banana", "0", "10parsecs"] {
+            let o = grace(&["torture", flavor, "--duration", bad], &[]);
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(2), "{flavor} {bad}: {err}");
+            assert!(err.contains("duration"), "{flavor} {bad}: {err}");
+            assert!(!err.contains("panicked"), "{flavor} {bad}: {err}");
+        }
     }
 }
 
@@ -124,12 +305,12 @@ fn a_bad_setting_is_refused() {
     assert!(o.stdout.is_empty(), "nothing ran");
 }
 
-#[test]
-fn bench_json_has_the_agreed_shape() {
+/// `grace bench <suite> --threads 1 --duration-ms 20 --json`, checked to succeed.
+fn bench_json(suite: &str) -> Value {
     let o = grace(
         &[
             "bench",
-            "read",
+            suite,
             "--threads",
             "1",
             "--duration-ms",
@@ -140,7 +321,13 @@ fn bench_json_has_the_agreed_shape() {
     );
     let v = json(&o);
     assert_eq!(o.status.code(), Some(0), "{v}\n{}", stderr(&o));
-    assert_eq!(v["suite"], "read");
+    assert_eq!(v["suite"], suite);
+    v
+}
+
+#[test]
+fn bench_json_has_the_agreed_shape() {
+    let v = bench_json("read");
     let results = v["results"].as_array().expect("results is an array");
     let grace = results
         .iter()
@@ -157,4 +344,53 @@ fn bench_json_has_the_agreed_shape() {
     assert!(v["machine"]["cpus"].as_u64().is_some_and(|n| n >= 1), "{v}");
     assert!(v["machine"]["os"].is_string(), "{v}");
     assert!(v["date"].is_string(), "{v}");
+    // The SRCU rows, and their ratio to grace-rcu against the targets.
+    for name in ["grace-srcu", "grace-srcu-lite"] {
+        let r = results
+            .iter()
+            .find(|r| r["impl"] == name)
+            .unwrap_or_else(|| panic!("no {name} row in {v}"));
+        assert!(r["ns_per_op"].as_f64().is_some_and(|x| x > 0.0), "{r}");
+    }
+    let targets = v["targets"].as_array().expect("targets is an array");
+    let target = |name: &str| {
+        targets
+            .iter()
+            .find(|t| t["impl"] == name)
+            .unwrap_or_else(|| panic!("no {name} target in {v}"))
+    };
+    for (name, max) in [("grace-srcu-lite", 1.5), ("grace-srcu", 3.0)] {
+        let t = target(name);
+        assert_eq!(t["reference"], "grace-rcu", "{t}");
+        assert_eq!(t["threads"], 1, "{t}");
+        assert_eq!(t["max"], max, "{t}");
+        assert!(t["ratio"].as_f64().is_some_and(|x| x > 0.0), "{t}");
+        assert!(t["met"].is_boolean(), "{t}");
+    }
+}
+
+#[test]
+fn bench_sync_reports_the_cross_domain_ratio() {
+    let v = bench_json("sync");
+    let results = v["results"].as_array().expect("results is an array");
+    for name in [
+        "grace-srcu-sync",
+        "grace-srcu-lite-sync",
+        "grace-srcu-sync-cross",
+    ] {
+        let r = results
+            .iter()
+            .find(|r| r["impl"] == name)
+            .unwrap_or_else(|| panic!("no {name} row in {v}"));
+        assert!(r["ns_per_op"].as_f64().is_some_and(|x| x > 0.0), "{r}");
+    }
+    let t = v["targets"]
+        .as_array()
+        .expect("targets is an array")
+        .iter()
+        .find(|t| t["impl"] == "grace-srcu-sync-cross")
+        .unwrap_or_else(|| panic!("no cross-domain target in {v}"));
+    assert_eq!(t["reference"], "grace-srcu-sync", "{t}");
+    assert_eq!(t["max"], 1.2, "{t}");
+    assert!(t["ratio"].as_f64().is_some_and(|x| x > 0.0), "{t}");
 }
