@@ -103,11 +103,22 @@ impl ReaderSide<'_> {
         // index loaded it after our barrier ran on its CPU).
         fences.full();
         // Relaxed: ordered by the fences around it.
-        self.flips
-            .store(self.flips.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        let flips = self.flips.load(Ordering::Relaxed) + 1;
+        self.flips.store(flips, Ordering::Relaxed);
+        // SeqCst: pairs with the fence in `Registry::adopt` (a shard joining now either is in
+        // the walk below or reads the new count).
+        fence(Ordering::SeqCst);
+        self.registry.publish(flips);
         // After: the flip is visible before the next check sums anything, which bounds the
         // readers that can still count themselves on the retired index (the kernel's D).
         fence(Ordering::SeqCst);
+    }
+
+    /// Re-publish the current index to every shard: stragglers found by a check stop adding
+    /// sections to the index being drained.
+    fn republish(&self) {
+        // Relaxed: written only under the machine lock, which we hold.
+        self.registry.publish(self.flips.load(Ordering::Relaxed));
     }
 }
 
@@ -148,6 +159,7 @@ impl Machine {
                 }
                 SrcuPhase::Scan1 => {
                     if !readers.drained(readers.inactive(), fences) {
+                        readers.republish();
                         return false;
                     }
                     readers.flip(fences);

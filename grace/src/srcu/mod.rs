@@ -39,7 +39,7 @@
 //! # Layout: reader-hot, updater-cold (seed 000)
 //!
 //! ```text
-//!   Srcu (8 bytes, in your struct or static)
+//!   Srcu (16 bytes, in your struct or static: block pointer and a copy of the id)
 //!     └─► Block ─ hot line (readers): flip counter, domain id, fence flag   (one cache line)
 //!           │   ─ shard registry, reference count
 //!           └─► Cold (updater state, allocated on first update): grace-period machine and
@@ -48,7 +48,7 @@
 //!               cache keyed by domain id
 //! ```
 //!
-//! A reader touches the 8-byte handle, one read-mostly cache line and its own thread's
+//! A reader touches the 16-byte handle, one read-mostly cache line and its own thread's
 //! shard. [`layout`] reports the sizes. The block lives on the heap so that it does not move
 //! when the `Srcu` value moves (the background service keeps a pointer to it).
 //!
@@ -105,7 +105,7 @@ pub use api::*;
 mod api {
     use super::gp::{Fences, Machine, ReaderSide};
     use super::service::{service, Service, IN_SRCU_CALLBACK};
-    use super::shard::{local, Registry, Shard};
+    use super::shard::{cached, count_unlock_at, local, unlock_index, Registry, Shard};
     use super::SrcuPhase;
     use crate::alloc::{try_box, try_vec, AllocError};
     use crate::callback::engine::{claim_for_worker, run_caught, BarrierState};
@@ -230,7 +230,7 @@ mod api {
     ///
     /// ```
     /// let l = grace::srcu::layout();
-    /// assert_eq!(l.handle, 8);
+    /// assert_eq!(l.handle, 16);
     /// assert!(l.hot <= 64, "what readers touch fits in one cache line");
     /// assert!(l.cold > l.hot);
     /// ```
@@ -293,6 +293,9 @@ mod api {
     pub struct Srcu<K: ReaderKind = Regular> {
         /// The heap block (null until first use for a static domain). Holds one reference.
         block: AtomicPtr<Block>,
+        /// A copy of the block's id word (0 until the block is installed), so that the read
+        /// side can look up its shard without waiting for the block pointer's load.
+        id: AtomicU64,
         _kind: PhantomData<K>,
     }
 
@@ -357,13 +360,14 @@ mod api {
         panics: AtomicU64,
     }
 
-    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    /// Ids are multiples of [`super::shard::ID_STEP`] (see there); 0 is never used.
+    static NEXT_ID: AtomicU64 = AtomicU64::new(super::shard::ID_STEP);
 
     impl Block {
         fn new(lite: bool) -> Result<Box<Block>, AllocError> {
             let mode = crate::rcu::mode();
             // Relaxed: a unique number is all we need.
-            let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+            let id = NEXT_ID.fetch_add(super::shard::ID_STEP, Ordering::Relaxed);
             try_box(
                 Block {
                     hot: CachePadded::new(Hot {
@@ -841,8 +845,8 @@ mod api {
     /// ```
     #[must_use = "the section ends when the guard is dropped"]
     pub struct SrcuGuard<'a, K: ReaderKind = Regular> {
-        shard: &'a Shard,
-        idx: u8,
+        /// The unlock counter to bump: it names the shard and the index at once.
+        unlock: &'a AtomicU64,
         _domain: PhantomData<&'a Srcu<K>>,
         /// `!Send`, `!Sync`: see the type's docs.
         _not_send: PhantomData<*const ()>,
@@ -859,20 +863,22 @@ mod api {
         /// assert!(d.read_lock().index() < 2);
         /// ```
         pub fn index(&self) -> usize {
-            usize::from(self.idx)
+            unlock_index(self.unlock)
         }
     }
 
     impl<K: ReaderKind> Drop for SrcuGuard<'_, K> {
         #[inline]
         fn drop(&mut self) {
-            self.shard.count_unlock(usize::from(self.idx));
+            count_unlock_at(self.unlock);
         }
     }
 
     impl<K: ReaderKind> fmt::Debug for SrcuGuard<'_, K> {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.debug_struct("SrcuGuard").field("idx", &self.idx).finish()
+            f.debug_struct("SrcuGuard")
+                .field("idx", &self.index())
+                .finish()
         }
     }
 
@@ -976,6 +982,7 @@ mod api {
         pub const fn new_static() -> Srcu<Regular> {
             Srcu {
                 block: AtomicPtr::new(ptr::null_mut()),
+                id: AtomicU64::new(0),
                 _kind: PhantomData,
             }
         }
@@ -1007,6 +1014,7 @@ mod api {
         pub const fn new_static_lite() -> Srcu<Lite> {
             Srcu {
                 block: AtomicPtr::new(ptr::null_mut()),
+                id: AtomicU64::new(0),
                 _kind: PhantomData,
             }
         }
@@ -1017,8 +1025,10 @@ mod api {
             let mut block = Block::new(K::LITE)?;
             let cold = Cold::new()?;
             *block.cold.get_mut() = Box::into_raw(cold);
+            let id = block.hot.id;
             Ok(Srcu {
                 block: AtomicPtr::new(Block::into_raw(block)),
+                id: AtomicU64::new(id),
                 _kind: PhantomData,
             })
         }
@@ -1044,7 +1054,7 @@ mod api {
                 Err(_) => std::alloc::handle_alloc_error(std::alloc::Layout::new::<Block>()),
             };
             // Release: publishes the initialized block (pairs with the Acquire in `block`).
-            match self.block.compare_exchange(
+            let block = match self.block.compare_exchange(
                 ptr::null_mut(),
                 fresh,
                 Ordering::AcqRel,
@@ -1058,17 +1068,23 @@ mod api {
                     // SAFETY: the winner's, installed for our life.
                     unsafe { &*winner }
                 }
-            }
+            };
+            // Relaxed: every racer stores the winner's id; readers that see 0 take the slow
+            // path, which goes through `block()` (see `lock`).
+            self.id.store(block.hot.id, Ordering::Relaxed);
+            block
         }
 
         #[inline]
         fn lock(&self) -> (&Shard, usize) {
-            let block = self.block();
-            let hot = &block.hot;
-            let id = hot.id;
-            // Relaxed: any recent index will do; a stale one is what the two scans are for.
-            let idx = (hot.flips.load(Ordering::Relaxed) & 1) as usize;
-            let shard = local(id, &block.registry);
+            // Relaxed: 0 (not installed yet) or the id, which never changes afterwards.
+            let id = self.id.load(Ordering::Relaxed);
+            // SAFETY: `self` (this domain) outlives the borrow we return.
+            let (shard, id) = match unsafe { cached(id) } {
+                None => self.lock_slow(),
+                Some(shard) => (shard, id),
+            };
+            let idx = shard.index();
             shard.count_lock(idx);
             if K::LITE && id & FENCE_READERS == 0 {
                 // B, lite: pairs with the updater's heavy barrier (module docs of `gp`).
@@ -1081,7 +1097,15 @@ mod api {
             (shard, idx)
         }
 
-        /// Enter a read-side section; it lasts until the guard is dropped (on any thread).
+        #[cold]
+        #[inline(never)]
+        fn lock_slow(&self) -> (&Shard, u64) {
+            let block = self.block();
+            let id = block.hot.id;
+            (local(id, &block.registry, &block.hot.flips), id)
+        }
+
+        /// Enter a read-side section; it lasts until the guard is dropped.
         ///
         /// # Examples
         ///
@@ -1096,8 +1120,7 @@ mod api {
         pub fn read_lock(&self) -> SrcuGuard<'_, K> {
             let (shard, idx) = self.lock();
             SrcuGuard {
-                shard,
-                idx: idx as u8,
+                unlock: shard.unlock_counter(idx),
                 _domain: PhantomData,
                 _not_send: PhantomData,
             }
@@ -1147,7 +1170,7 @@ mod api {
                 token.id & !FENCE_READERS,
                 id & !FENCE_READERS
             );
-            local(id, &block.registry).count_unlock(usize::from(token.idx));
+            local(id, &block.registry, &block.hot.flips).count_unlock(usize::from(token.idx));
         }
 
         fn updater(&self) -> (&Block, &Cold) {
@@ -1431,7 +1454,7 @@ mod api {
         #[test]
         fn readers_touch_one_line_and_the_handle_is_a_pointer() {
             let l = layout();
-            assert_eq!(l.handle, std::mem::size_of::<usize>());
+            assert_eq!(l.handle, 16);
             assert!(l.hot <= 64, "{l:?}");
             assert!(l.block >= l.hot);
             assert!(l.cold > 0 && l.reader_shard >= 32);

@@ -18,6 +18,15 @@
 //! arithmetic, so a wrap is harmless (the unit tests start the counters just below it). A
 //! false "equal" would need 2^64 sections to open between the two sums of one check.
 //!
+//! # The index
+//!
+//! Readers take the index from their own shard (`Shard::flips`, on the line they are about to
+//! write anyway), not from the domain: a flip publishes the new count to every shard, and a
+//! new shard reads it when it joins (`Registry::adopt`). A shard may lag a flip for a moment;
+//! its readers are then stragglers on the old index, which the grace period's two scans
+//! handle for any staleness (the argument in `gp` never relies on *when* a reader loaded the
+//! index). Publication uses `fetch_max`, so it never goes backwards.
+//!
 //! # Finding the shard
 //!
 //! A thread keeps a small direct-mapped cache, `CACHE`, from domain id to shard pointer; the
@@ -54,10 +63,15 @@ pub(crate) mod state {
 }
 
 /// One thread's counters for one domain. Cache-line aligned so that readers never share.
-#[repr(align(128))]
+/// `repr(C)`: `unlock[i]` sits at byte 16 + 8i of a 128-aligned shard, so a reference to it
+/// tells its index (`unlock_index`), and a guard needs to keep nothing else.
+#[repr(C, align(128))]
 pub(crate) struct Shard {
     lock: [AtomicU64; 2],
     unlock: [AtomicU64; 2],
+    /// The domain's flip count as last published to this shard (see "The index" in the
+    /// module docs); its low bit is the index this shard's readers use.
+    flips: AtomicU64,
     /// See [`state`].
     pub(crate) state: AtomicU8,
     /// Next shard in the registry; written once, before the shard is published.
@@ -71,9 +85,25 @@ impl Shard {
         Shard {
             lock: [AtomicU64::new(start), AtomicU64::new(start)],
             unlock: [AtomicU64::new(start), AtomicU64::new(start)],
+            flips: AtomicU64::new(0),
             state: AtomicU8::new(state),
             next: AtomicPtr::new(ptr::null_mut()),
         }
+    }
+
+    /// The index a section opened now counts under.
+    #[inline]
+    pub(crate) fn index(&self) -> usize {
+        // Relaxed: any recently published index will do; a stale one makes a straggler, which
+        // is what the two scans are for (module docs of `gp`). The reader's fence B follows.
+        (self.flips.load(Ordering::Relaxed) & 1) as usize
+    }
+
+    /// Tell this shard's readers that the domain has flipped `flips` times. `fetch_max`, so
+    /// that a late publication of an older count never takes the index back.
+    pub(crate) fn publish(&self, flips: u64) {
+        // Relaxed: ordered by the fences around the flip (see `gp`).
+        self.flips.fetch_max(flips, Ordering::Relaxed);
     }
 
     /// Count a section opened with index `idx`. Owner thread only. The caller follows it
@@ -91,14 +121,41 @@ impl Shard {
     /// Count a section of index `idx` closed. Owner thread only.
     #[inline]
     pub(crate) fn count_unlock(&self, idx: usize) {
-        let c = &self.unlock[idx & 1];
-        // Release: every access of the section happens-before a grace period's Acquire load
-        // of this counter in `Registry::sum_unlocks` that sees it (the kernel's smp_mb() C
-        // before srcu_unlock_count is bumped, here as a store-release). Relaxed load: only the
-        // owner writes this counter.
-        c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Release);
+        count_unlock_at(self.unlock_counter(idx));
+    }
+
+    /// The counter `count_unlock(idx)` bumps.
+    #[inline]
+    pub(crate) fn unlock_counter(&self, idx: usize) -> &AtomicU64 {
+        &self.unlock[idx & 1]
     }
 }
+
+/// Count a section closed on `counter`, an `unlock_counter` of a shard the calling thread
+/// owns.
+#[inline]
+pub(crate) fn count_unlock_at(counter: &AtomicU64) {
+    // Release: every access of the section happens-before a grace period's Acquire load of
+    // this counter in `Registry::sum_unlocks` that sees it (the kernel's smp_mb() C before
+    // srcu_unlock_count is bumped, here as a store-release). Relaxed load: only the owner
+    // writes this counter.
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(1),
+        Ordering::Release,
+    );
+}
+
+/// The index of an `unlock_counter` (see the layout note on [`Shard`]).
+pub(crate) fn unlock_index(counter: &AtomicU64) -> usize {
+    let offset = counter as *const AtomicU64 as usize % std::mem::align_of::<Shard>();
+    debug_assert!(
+        offset == 16 || offset == 24,
+        "not an unlock counter: {offset}"
+    );
+    (offset - 16) / 8
+}
+
+impl Shard {}
 
 /// Every shard a domain has handed out. Append-only: shards live until
 /// the domain is dropped (the registry holds one `Arc` per node), and a thread that exits
@@ -201,6 +258,23 @@ impl Registry {
         })
     }
 
+    /// Publish the flip count to every shard.
+    pub(crate) fn publish(&self, flips: u64) {
+        self.iter().for_each(|s| s.publish(flips));
+    }
+
+    /// Publish `shard` for a new reader and give it the current index. Either the flip that
+    /// raced with us finds the shard in its walk, or we read its new count: the `SeqCst` fence
+    /// here and the one between a flip's store and its walk (`gp::ReaderSide::flip`) make it
+    /// one or the other (store-buffering). `fetch_max` on both sides keeps the newer.
+    pub(crate) fn adopt(&self, shard: Arc<Shard>, flips: &AtomicU64) {
+        let s = Arc::clone(&shard);
+        self.push(shard);
+        crate::sync::fence(Ordering::SeqCst);
+        // Relaxed: ordered by the fence.
+        s.publish(flips.load(Ordering::Relaxed));
+    }
+
     /// Number of shards handed to threads.
     pub(crate) fn len(&self) -> usize {
         self.iter().count()
@@ -220,26 +294,42 @@ impl Drop for Registry {
     }
 }
 
+/// Domain ids advance by this much, so that an id masked with `(WAYS - 1) * ID_STEP` is
+/// already the byte offset of its cache way (one `and` on the fast path, no shift). 2^59 ids
+/// remain.
+pub(crate) const ID_STEP: u64 = 16;
+
 #[cfg(not(loom))]
-pub(crate) use local::local;
+pub(crate) use local::{cached, local};
 
 #[cfg(not(loom))]
 mod local {
     use super::{state, Registry, Shard};
-    use crate::sync::Ordering;
+    use crate::sync::{AtomicU64, Ordering};
     use std::cell::{Cell, RefCell};
     use std::ptr;
     use std::sync::Arc;
+
+    /// The id of an empty cache way: not a multiple of `ID_STEP`, so no domain has it, and
+    /// not 0, the id a static domain reads before its block is installed.
+    const EMPTY: u64 = 1;
 
     /// Cache ways: a thread reading more than this many domains in turn takes the slow path
     /// (a lookup in `OWNED`) on some of its locks, never a wrong answer.
     const WAYS: usize = 8;
 
+    /// The cache way of domain `id`. An entry is 16 bytes, and ids are multiples of
+    /// `ID_STEP` (16), so the compiler turns this into `id & 0x70`.
+    #[inline]
+    fn way(id: u64) -> usize {
+        (id / super::ID_STEP) as usize % WAYS
+    }
+
     thread_local! {
         /// Domain id -> this thread's shard, direct-mapped by id. No destructor, so the fast
-        /// path is a plain thread-local load with no state check. Id 0 never matches.
+        /// path is a plain thread-local load with no state check. Empty ways hold `EMPTY`.
         static CACHE: [Cell<(u64, *const Shard)>; WAYS] =
-            const { [const { Cell::new((0, ptr::null())) }; WAYS] };
+            const { [const { Cell::new((EMPTY, ptr::null())) }; WAYS] };
         /// The references that keep this thread's shards alive, by domain id.
         static OWNED: RefCell<Owned> = const { RefCell::new(Owned(Vec::new())) };
     }
@@ -273,7 +363,7 @@ mod local {
     unsafe extern "C" fn give_back(arg: *mut std::ffi::c_void) {
         // A later lock on this thread (another library's key destructor) must take the slow
         // path, which finds `OWNED` gone and uses the orphan shard.
-        let _ = CACHE.try_with(|c| c.iter().for_each(|w| w.set((0, ptr::null()))));
+        let _ = CACHE.try_with(|c| c.iter().for_each(|w| w.set((EMPTY, ptr::null()))));
         // SAFETY: per the contract.
         let shards = unsafe { Box::from_raw(arg.cast::<Vec<(u64, Arc<Shard>)>>()) };
         for (_, shard) in shards.iter() {
@@ -283,23 +373,42 @@ mod local {
         }
     }
 
-    /// This thread's shard of the domain with `id`.
+    /// This thread's shard of the domain with `id`, if the cache has it. A hit means this
+    /// thread went through `local_slow` for this very domain (ids are never reused, and neither
+    /// 0 nor `EMPTY` is ever stored with a shard), and so has seen the domain's block
+    /// installed.
+    ///
+    /// # Safety
+    ///
+    /// The domain with `id` stays alive for `'a` (its registry keeps the shard alive).
     #[inline]
-    pub(crate) fn local(id: u64, registry: &Registry) -> &Shard {
-        let (cid, p) = CACHE.with(|c| c[id as usize % WAYS].get());
+    pub(crate) unsafe fn cached<'a>(id: u64) -> Option<&'a Shard> {
+        let (cid, p) = CACHE.with(|c| c[way(id)].get());
+        if cid == id {
+            // SAFETY: as in `local`; the caller keeps the domain alive for 'a.
+            Some(unsafe { &*p })
+        } else {
+            None
+        }
+    }
+
+    /// This thread's shard of the domain with `id`, whose flip counter is `flips`.
+    #[inline]
+    pub(crate) fn local<'a>(id: u64, registry: &'a Registry, flips: &AtomicU64) -> &'a Shard {
+        let (cid, p) = CACHE.with(|c| c[way(id)].get());
         if cid == id {
             // SAFETY: an entry with this id was made by `local_slow` for this very domain (ids
             // are never reused), and the domain's registry, which `registry` borrows, keeps
             // every shard it handed out alive.
             unsafe { &*p }
         } else {
-            local_slow(id, registry)
+            local_slow(id, registry, flips)
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn local_slow(id: u64, registry: &Registry) -> &Shard {
+    fn local_slow<'a>(id: u64, registry: &'a Registry, flips: &AtomicU64) -> &'a Shard {
         let found = OWNED.try_with(|owned| {
             let mut owned = owned.borrow_mut();
             let shard = match owned.0.iter().find(|(i, _)| *i == id) {
@@ -307,11 +416,20 @@ mod local {
                 None => {
                     // Forget shards of dropped domains (we hold the last reference).
                     owned.0.retain(|(_, s)| Arc::strong_count(s) > 1);
-                    let s = registry.claim_free().unwrap_or_else(|| {
-                        let s = Arc::new(Shard::new(state::OWNED, 0));
-                        registry.push(s.clone());
-                        s
-                    });
+                    let s = match registry.claim_free() {
+                        Some(s) => {
+                            // Already in the registry, so every flip publishes to it; this only
+                            // spares its new owner a stale index until the next one.
+                            // Relaxed: a straggler is safe either way.
+                            s.publish(flips.load(Ordering::Relaxed));
+                            s
+                        }
+                        None => {
+                            let s = Arc::new(Shard::new(state::OWNED, 0));
+                            registry.adopt(s.clone(), flips);
+                            s
+                        }
+                    };
                     owned.0.push((id, s.clone()));
                     s
                 }
@@ -323,11 +441,11 @@ mod local {
             // will ever reuse (see "Thread exit"); the registry's reference is its only one.
             let s = Arc::new(Shard::new(state::ABANDONED, 0));
             let raw = Arc::as_ptr(&s);
-            registry.push(s);
+            registry.adopt(s, flips);
             raw
         });
         // The cache has no destructor, so it works during teardown as well.
-        let _ = CACHE.try_with(|c| c[id as usize % WAYS].set((id, raw)));
+        let _ = CACHE.try_with(|c| c[way(id)].set((id, raw)));
         // SAFETY: the registry (borrowed for the result's lifetime) holds a reference.
         unsafe { &*raw }
     }
@@ -358,6 +476,15 @@ mod tests {
         a.count_unlock(0);
         assert!(balanced(&reg, 0));
         assert_eq!(reg.len(), 2);
+    }
+
+    #[test]
+    fn an_unlock_counter_knows_its_index() {
+        let s = Shard::new(state::OWNED, 0);
+        assert_eq!(unlock_index(s.unlock_counter(0)), 0);
+        assert_eq!(unlock_index(s.unlock_counter(1)), 1);
+        count_unlock_at(s.unlock_counter(1));
+        assert_eq!(s.unlock[1].load(Ordering::Relaxed), 1);
     }
 
     #[test]

@@ -165,7 +165,7 @@ impl Domain {
     /// start at `start`.
     fn new_shard(&self, start: u64) -> std::sync::Arc<Shard> {
         let s = std::sync::Arc::new(Shard::new(state::OWNED, start));
-        self.registry.push(s.clone());
+        self.registry.adopt(s.clone(), &self.flips);
         s
     }
 
@@ -237,10 +237,10 @@ impl Domain {
     }
 }
 
-/// `Srcu::lock`: load the index, count the lock on our shard, fence B.
-fn read_lock(d: &Domain, shard: &Shard) -> usize {
-    // Relaxed: any recent index will do; a stale one is what the two scans are for.
-    let idx = (d.flips.load(Ordering::Relaxed) & 1) as usize;
+/// `Srcu::lock`: load the index our shard was last given, count the lock there, fence B.
+fn read_lock(_d: &Domain, shard: &Shard) -> usize {
+    // The index as the flip (or `Registry::adopt`) published it to this shard.
+    let idx = shard.index();
     shard.count_lock(idx);
     // B: pairs with fence A of the check (store-buffering) and the fence before the flip.
     fence(Ordering::SeqCst);
