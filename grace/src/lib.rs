@@ -21,6 +21,7 @@
 //! | [`flavor`] | the [`Flavor`] trait every flavor implements, so higher layers are generic |
 //! | [`cell`] | [`RcuCell`], a safe RCU-protected pointer, and [`Retired`] values |
 //! | [`config`] | `GRACE_*` settings |
+//! | [`kvfree`](mod@kvfree) | headless deferred free (`kvfree_rcu`): `Box`es freed in bulk after a grace period |
 //! | [`alloc`] | fallible allocation and allocation-failure injection |
 //! | [`sys`] | everything platform-specific: `membarrier`, CPU hint |
 //! | `gp` (internal) | grace-period sequence arithmetic and the phase-named engine |
@@ -43,6 +44,7 @@ pub(crate) mod callback;
 pub mod config;
 pub mod cookie;
 pub(crate) mod gp;
+pub mod kvfree;
 pub mod rcu;
 pub(crate) mod sync;
 pub mod sys;
@@ -57,6 +59,8 @@ pub use cell::{RcuCell, Retired};
 #[cfg(not(loom))]
 pub use flavor::{Flavor, Rcu};
 pub use gp::GpPhase;
+#[cfg(not(loom))]
+pub use kvfree::{kvfree, kvfree_barrier};
 pub use sys::BarrierMode;
 
 /// The README's example, compiled and run as a doctest.
