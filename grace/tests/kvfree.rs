@@ -762,6 +762,46 @@ fn an_idle_threads_retired_arrays_are_freed_within_the_lazy_bound() {
     assert_eq!(kv::stats().bytes_pending, 0);
 }
 
+/// A thread that floods while grace periods cannot end (a reader holds them back) waits for
+/// one itself once too much is waiting, instead of growing without bound; inside a read-side
+/// section of its own it never waits.
+#[test]
+fn backpressure_waits_for_a_late_grace_period_but_never_inside_a_section() {
+    let _s = serial();
+    let n = 80 * ARRAY_CAPACITY;
+    // Inside its own section: a grace period cannot end, and kvfree must not wait for one.
+    let before = kv::stats().backpressure_waits;
+    std::thread::spawn(move || {
+        let g = rcu::read_lock();
+        for i in 0..n {
+            kvfree(Box::new([i as u8; 32]));
+        }
+        drop(g);
+    })
+    .join()
+    .unwrap();
+    assert_eq!(kv::stats().backpressure_waits, before);
+    kvfree_barrier();
+    // Outside: the flooding thread waits until the reader leaves.
+    let reader = HeldReader::enter(false);
+    reader.leave_after(Duration::from_millis(100));
+    std::thread::spawn(move || {
+        for i in 0..n {
+            kvfree(Box::new([i as u8; 32]));
+        }
+    })
+    .join()
+    .unwrap();
+    assert!(
+        reader.has_left(),
+        "the flood finished while grace periods were held back: no backpressure"
+    );
+    assert!(kv::stats().backpressure_waits > before);
+    reader.leave();
+    kvfree_barrier();
+    assert_eq!(kv::stats().objects_pending, 0);
+}
+
 #[test]
 #[should_panic(expected = "kvfree_barrier() called inside an RCU read-side critical section")]
 fn barrier_inside_a_section_panics() {

@@ -468,6 +468,12 @@ impl BlockQueue {
         self.len += 1;
     }
 
+    /// The cookie of the oldest block.
+    pub(crate) fn front_cookie(&self) -> Option<Cookie> {
+        // SAFETY: `head` is a block this queue owns (or null).
+        unsafe { self.head.as_ref() }.map(|h| h.cookie)
+    }
+
     /// The oldest block, if `ready` says its cookie has expired.
     pub(crate) fn pop_front_if(&mut self, ready: impl FnOnce(Cookie) -> bool) -> Option<Block> {
         // SAFETY: `head` is a block this queue owns (or null).

@@ -32,7 +32,8 @@
 //! array as its next lane block (`Retired::spare`), and, when more than [`QUEUE_SOFT_MAX`]
 //! arrays wait, up to [`RECLAIM_MAX`] expired ones in bulk per hand-off. Grace periods are
 //! requested with `rcu::start_poll`, once per [`GP_BATCH`] arrays and never twice at once per
-//! thread. The queue is emptied by someone else only when the owner cannot be counted on: by
+//! thread. An owner with [`QUEUE_HARD_MAX`] arrays waiting waits for a grace period itself
+//! (outside read-side sections): the backpressure that bounds a flooding thread's memory. The queue is emptied by someone else only when the owner cannot be counted on: by
 //! the idle sweep when the owner handed nothing off since the previous sweep, by
 //! `kvfree_barrier`, and by the owner's exit hook. Each of them, under the owner's lock, frees
 //! the expired arrays at once and queues the rest with `call_hurry`. Since the owner frees only
@@ -91,6 +92,10 @@ pub(crate) const RECLAIM_CHUNK: usize = 4;
 /// one block per hand-off, as fast as blocks are retired, so a backlog (after a long grace
 /// period) would never shrink otherwise.
 const QUEUE_SOFT_MAX: usize = 2 * GP_BATCH as usize;
+/// Retired blocks at which an owner, outside read-side sections, waits for the oldest one's
+/// grace period itself before handing off more (see `State::prepare_handoff`): about 32,000
+/// objects, 2.3 MiB of 64-byte ones, per flooding thread.
+const QUEUE_HARD_MAX: usize = 4 * GP_BATCH as usize;
 /// Retired blocks per grace-period request (see `State::retire`): about 8,000 objects. Fewer
 /// grace periods (each a membarrier that interrupts every CPU running our threads, and a
 /// wake-up of the grace-period thread) against a longer wait for memory to come back; 16
@@ -131,6 +136,7 @@ pub(crate) struct Counters {
     pub(crate) sync_gp: AtomicU64,
     pub(crate) retry: AtomicU64,
     pub(crate) callback: AtomicU64,
+    pub(crate) backpressure: AtomicU64,
 }
 
 pub(crate) static COUNTERS: CachePadded<Counters> = CachePadded::new(Counters {
@@ -148,6 +154,7 @@ pub(crate) static COUNTERS: CachePadded<Counters> = CachePadded::new(Counters {
     sync_gp: AtomicU64::new(0),
     retry: AtomicU64::new(0),
     callback: AtomicU64::new(0),
+    backpressure: AtomicU64::new(0),
 });
 
 /// Bump a statistic.
@@ -419,11 +426,39 @@ impl State {
     /// chunk by chunk, free expired blocks in bulk when too many wait (a long grace period
     /// just ended), and return the spare array, if any, for the caller to fill next (its lines
     /// are still in this CPU's cache).
+    ///
+    /// Backpressure: when [`QUEUE_HARD_MAX`] blocks wait and the oldest has not expired (the
+    /// grace-period thread is late, or a reader is long), the owner waits for that grace
+    /// period itself, unless it is inside a read-side section (where waiting would deadlock:
+    /// there its queue keeps growing, as its section holds every grace period back anyway).
     pub(crate) fn prepare_handoff(&self, local: &Local) -> Option<Block> {
         let mut g = local.lock();
         if g.current.is_none() {
             g.current = g.queue.pop_front_if(rcu::poll_state);
         }
+        self.free_backlog(&mut g);
+        let late = match g.queue.front_cookie() {
+            Some(c) if g.queue.len() >= QUEUE_HARD_MAX && !rcu::poll_state(c) => Some(c),
+            _ => None,
+        };
+        if let Some(c) = late {
+            if !rcu::is_reading() {
+                // No lock held while waiting: sweeps must be able to take ours meanwhile.
+                drop(g);
+                count(&COUNTERS.backpressure, 1);
+                rcu::cond_synchronize(c);
+                g = local.lock();
+                self.free_backlog(&mut g);
+            }
+        }
+        let on = g.current.is_some();
+        local.set_reclaiming(&g, on);
+        g.spare.take()
+    }
+
+    /// Lock held: while more than [`QUEUE_SOFT_MAX`] blocks wait, free up to [`RECLAIM_MAX`]
+    /// expired ones in bulk (chunks alone free only as fast as blocks are retired).
+    fn free_backlog(&self, g: &mut LocalGuard<'_>) {
         for _ in 0..RECLAIM_MAX {
             if g.queue.len() <= QUEUE_SOFT_MAX {
                 break;
@@ -431,14 +466,11 @@ impl State {
             match g.queue.pop_front_if(rcu::poll_state) {
                 Some(mut b) => {
                     free_part(&mut b, usize::MAX);
-                    self.finish(&mut g, b);
+                    self.finish(g, b);
                 }
                 None => break,
             }
         }
-        let on = g.current.is_some();
-        local.set_reclaiming(&g, on);
-        g.spare.take()
     }
 
     /// Owner, slow path: install `new` in lane `i`, retiring what the lane held before the

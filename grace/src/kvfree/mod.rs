@@ -38,7 +38,10 @@
 //!     allocated again while still in the CPU's cache, and a flooding thread is paced by its
 //!     own frees. One grace period is requested per 16 arrays (never two at once per thread),
 //!     so a flood pays for few grace periods; after a long one, expired arrays beyond 32 are
-//!     freed in bulk at hand-offs.
+//!     freed in bulk at hand-offs. A thread with 64 arrays waiting (its grace periods are
+//!     late) waits for one itself before handing off more, unless it is inside a read-side
+//!     section: backpressure that bounds a flooding thread's memory (about 2.3 MiB of 64-byte
+//!     objects).
 //!   * Types with drop glue: destructors are user code, which must not run inside an unrelated
 //!     `kvfree` call (it may hold locks the destructor takes): the array goes to the callback
 //!     engine as one RCU callback (`rcu::call`; lazy, or `call_hurry` once pending bytes pass
@@ -163,8 +166,10 @@ mod api {
 
     /// Free `object` after a grace period (the kernel's `kvfree_rcu`, its one-argument
     /// "headless" form): its destructor runs, and its memory is freed, once every read-side
-    /// section that began before this call has ended. Returns at once, without blocking
-    /// (except in the last-resort case below) and, in the common case, without allocating.
+    /// section that began before this call has ended. Returns without waiting and, in the
+    /// common case, without allocating. Outside read-side sections it may wait for a grace
+    /// period in two cases only: as backpressure, when the thread already has about 32,000
+    /// objects waiting for a grace period that is late, and in the last-resort fallback below.
     ///
     /// Objects are batched in arrays of pointers per thread and per type, and freed in bulk
     /// after a grace period: by a callback worker thread when `T` has drop glue (the
@@ -525,6 +530,9 @@ mod api {
         /// Fallback: an object queued alone as a callback record (retries failed inside a
         /// read-side section, or a sweep found nothing to copy into).
         pub fallback_callback: u64,
+        /// Backpressure: times a thread with too many arrays waiting for a grace period (a
+        /// flood outrunning grace periods) waited for one itself before going on.
+        pub backpressure_waits: u64,
     }
 
     /// A snapshot of [`Stats`]. Reads every thread's lanes under their locks, so it is meant
@@ -572,6 +580,7 @@ mod api {
             fallback_sync_gp: load(&c.sync_gp),
             fallback_retry: load(&c.retry),
             fallback_callback: load(&c.callback),
+            backpressure_waits: load(&c.backpressure),
         }
     }
 
