@@ -22,6 +22,7 @@
 //! | [`flavor`] | the [`Flavor`] trait every flavor implements, so higher layers are generic |
 //! | [`cell`] | [`RcuCell`], a safe RCU-protected pointer, and [`Retired`] values |
 //! | [`config`] | `GRACE_*` settings |
+//! | [`kvfree`](mod@kvfree) | headless deferred free (`kvfree_rcu`): `Box`es freed in bulk after a grace period |
 //! | [`alloc`] | fallible allocation and allocation-failure injection |
 //! | [`pending`] | [`Pending<T>`](pending::Pending): objects waiting for a grace period, processed in bulk or taken back for reuse |
 //! | [`sys`] | everything platform-specific: `membarrier`, CPU hint |
@@ -45,6 +46,7 @@ pub(crate) mod callback;
 pub mod config;
 pub mod cookie;
 pub(crate) mod gp;
+pub mod kvfree;
 pub mod pending;
 pub mod rcu;
 pub mod srcu;
@@ -61,6 +63,8 @@ pub use cell::{RcuCell, Retired};
 #[cfg(not(loom))]
 pub use flavor::{Flavor, Rcu};
 pub use gp::GpPhase;
+#[cfg(not(loom))]
+pub use kvfree::{kvfree, kvfree_barrier};
 #[cfg(not(loom))]
 pub use pending::Pending;
 pub use sys::BarrierMode;

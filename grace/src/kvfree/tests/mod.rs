@@ -1,0 +1,3 @@
+//! Loom models of kvfree's per-thread lanes (run by `.ci/loom.sh`).
+
+mod loom_lane;
