@@ -13,4 +13,5 @@ bin=target/asan/$target/release/grace
 export ASAN_OPTIONS=detect_leaks=0:halt_on_error=1
 "$bin" torture rcu --duration 15s
 GRACE_NO_MEMBARRIER=1 "$bin" torture rcu --duration 5s
+"$bin" torture srcu --duration 8s
 echo "asan.sh: passed in $(( $(date +%s) - start )) s"

@@ -39,5 +39,14 @@ step "miri_smoke, tree borrows + strict provenance"
 MIRIFLAGS="$base -Zmiri-ignore-leaks -Zmiri-tree-borrows -Zmiri-strict-provenance" \
   cargo +nightly miri test -p grace --test miri_smoke
 
+# kvfree end to end (lanes, hand-offs, sweeps, callback batches, every fallback), sized for
+# Miri (arrays of 2 pointers under cfg(miri)). Fewer seeds: each run takes longer.
+step "kvfree_miri, seeds ${KVFREE_MIRI_SEEDS:-0..4}"
+MIRIFLAGS="$base -Zmiri-ignore-leaks -Zmiri-many-seeds=${KVFREE_MIRI_SEEDS:-0..4}" \
+  cargo +nightly miri test -p grace --test kvfree_miri
+step "kvfree_miri, tree borrows + strict provenance"
+MIRIFLAGS="$base -Zmiri-ignore-leaks -Zmiri-tree-borrows -Zmiri-strict-provenance" \
+  cargo +nightly miri test -p grace --test kvfree_miri
+
 step "passed"
 echo "miri.sh: passed in $(( $(date +%s) - start )) s"
