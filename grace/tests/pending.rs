@@ -663,3 +663,27 @@ fn enqueue_inside_a_read_section_is_fine_when_memory_is_there() {
     }
     drop(pending);
 }
+
+#[test]
+fn a_pending_dropped_inside_a_callback_of_its_flavor_hands_off_its_wait() {
+    let done = Arc::new(AtomicUsize::new(0));
+    let d = done.clone();
+    let pending = Pending::new(
+        Rcu,
+        Process::with(move |_: Box<u64>| {
+            d.fetch_add(1, Ordering::SeqCst);
+        }),
+    );
+    for i in 0..100 {
+        pending.enqueue(Box::new(i));
+    }
+    // Dropped on an RCU worker, where `rcu::barrier` is refused: it must not panic, and
+    // every object is still processed.
+    rcu::call_hurry(move || drop(pending));
+    rcu::barrier();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while done.load(Ordering::SeqCst) < 100 {
+        assert!(std::time::Instant::now() < deadline, "objects lost");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}

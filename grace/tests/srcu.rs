@@ -422,3 +422,66 @@ fn the_flavor_trait_works_through_references_and_arcs() {
     assert!(use_flavor(&S));
     assert!(use_flavor(Arc::new(SrcuLite::new_lite().unwrap())));
 }
+
+#[test]
+fn sections_in_late_thread_local_destructors_do_not_grow_the_registry() {
+    static LATE_DOMAIN: Srcu = Srcu::new_static();
+    struct ReadsOnDrop;
+    impl Drop for ReadsOnDrop {
+        fn drop(&mut self) {
+            // Runs during thread-local teardown, possibly after grace's own thread-locals.
+            drop(LATE_DOMAIN.read_lock());
+            let t = LATE_DOMAIN.read_lock_raw();
+            LATE_DOMAIN.read_unlock_raw(t);
+        }
+    }
+    thread_local! {
+        static GUARD: ReadsOnDrop = const { ReadsOnDrop };
+    }
+    for _ in 0..60 {
+        thread::spawn(|| {
+            // Registered before the thread's first SRCU read, so destroyed after grace's.
+            GUARD.with(|_| {});
+            drop(LATE_DOMAIN.read_lock());
+        })
+        .join()
+        .unwrap();
+    }
+    for _ in 0..60 {
+        // This thread never reads before teardown: its only shard is a late one.
+        thread::spawn(|| GUARD.with(|_| {})).join().unwrap();
+    }
+    let shards = LATE_DOMAIN.stats().reader_shards;
+    assert!(shards <= 3, "{shards} shards for 120 exited threads");
+    LATE_DOMAIN.synchronize();
+}
+
+#[test]
+fn a_domain_dropped_inside_its_own_callback_finishes_its_teardown() {
+    let ran = Arc::new(AtomicUsize::new(0));
+    for panics in [false, true] {
+        let d = Arc::new(Srcu::new().unwrap());
+        for _ in 0..10 {
+            let r = ran.clone();
+            d.call(move || {
+                r.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        let d2 = d.clone();
+        let r = ran.clone();
+        d.call_hurry(move || {
+            let _last = d2; // the last reference: the domain is dropped in this callback
+            r.fetch_add(1, Ordering::SeqCst);
+            if panics {
+                panic!("a callback that owns its domain panics"); // drop while unwinding
+            }
+        });
+        drop(d);
+    }
+    // The hand-off thread waits for the remaining callbacks; nothing is lost.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while ran.load(Ordering::SeqCst) < 22 {
+        assert!(std::time::Instant::now() < deadline, "callbacks lost");
+        thread::sleep(Duration::from_millis(1));
+    }
+}

@@ -375,7 +375,8 @@ impl Engine {
     /// Move completed segments to `done` and give ready shards to workers.
     fn advance_all(&self) {
         let cur = self.host.current();
-        let mut ready = Vec::new();
+        // Sized before any shard lock is taken: nothing allocates under one.
+        let mut ready = Vec::with_capacity(self.shards.len());
         for (i, shard) in self.shards.iter().enumerate() {
             let mut l = lock(shard);
             l.advance(cur);
@@ -392,6 +393,7 @@ impl Engine {
 
     fn worker(&self) {
         IN_CALLBACK.with(|c| c.set(true));
+        super::mark_worker();
         loop {
             let idx = {
                 let mut q = lock(&self.work);
@@ -438,7 +440,8 @@ impl Engine {
         let state = Arc::new(BarrierState::default());
         let mut spare: Option<Box<Node>> = None;
         let mut entrained = 0usize;
-        let mut ready = Vec::new();
+        // Sized before any shard lock is taken: nothing allocates under one.
+        let mut ready = Vec::with_capacity(self.shards.len());
         for (i, shard) in self.shards.iter().enumerate() {
             let node = spare.take().unwrap_or_else(|| {
                 let s = state.clone();

@@ -34,6 +34,24 @@ pub(crate) mod seglist;
 
 use std::mem::{self, MaybeUninit};
 
+thread_local! {
+    /// Set on every thread that runs user code on grace's behalf: RCU and SRCU callback
+    /// workers, `Pending` workers.
+    static WORKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Mark the calling thread as one of grace's workers (see [`on_worker`]).
+pub(crate) fn mark_worker() {
+    WORKER.with(|w| w.set(true));
+}
+
+/// Is the calling thread one of grace's workers? A destructor that would wait for callbacks or
+/// workers to finish (dropping an SRCU domain or a `Pending`) must not wait there: it may be
+/// the very worker it waits for. Such destructors hand their wait to a thread of its own.
+pub(crate) fn on_worker() -> bool {
+    WORKER.try_with(|w| w.get()).unwrap_or(false)
+}
+
 /// Inline payload: three words.
 type Payload = [MaybeUninit<usize>; 3];
 

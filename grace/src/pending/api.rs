@@ -697,21 +697,26 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Drop for Pending<T, F
     /// shard holds objects or has its callback queued, wait for the flavor's callbacks
     /// (`barrier`) and for the worker's passes. Then stops the worker.
     ///
+    /// Dropped on one of grace's worker threads (inside a callback, or from a process
+    /// function), where waiting could wait for itself, the `Pending` hands that wait to a
+    /// thread of its own and returns at once; nothing is lost either way.
+    ///
     /// Panics like [`Pending::barrier`] if the flavor refuses to wait: do not drop a `Pending`
-    /// inside a read-side section or a callback of its flavor, nor from its own process
-    /// function (which would wait for itself).
+    /// inside a read-side section of its flavor.
     fn drop(&mut self) {
-        let inner = &self.inner;
-        while inner.shards.iter().any(|s| lock(s).busy()) {
-            inner.flavor.barrier();
-            inner.flush();
+        if crate::callback::on_worker() {
+            let inner = Arc::clone(&self.inner);
+            let spawned = std::thread::Builder::new()
+                .name("grace-pending-drop".into())
+                // Only this clone remains once the dropped `Pending` has let go of its own.
+                .spawn(move || Inner::teardown(inner, 1));
+            if spawned.is_ok() {
+                return;
+            }
+            // No thread: wait here after all (it may deadlock only in the self-wait cases).
         }
-        inner.stop_worker();
-        // A callback that disarmed its shard may still be returning (dropping its reference
-        // to `inner`); wait for it, so that the process closure is dropped here, not there.
-        while Arc::strong_count(&self.inner) > 1 {
-            std::thread::yield_now();
-        }
+        // Ours and the `Pending`'s: the last reference is dropped here, with the `Pending`.
+        Inner::teardown(Arc::clone(&self.inner), 2);
     }
 }
 
@@ -733,6 +738,21 @@ fn kind_name<T>(k: &Kind<T>) -> &'static str {
 }
 
 impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Inner<T, F> {
+    /// `rcu_pending_exit`: wait until every object has been processed, stop the worker, and
+    /// wait until only `keep` references to `inner` remain (the caller's and the dropped
+    /// `Pending`'s): a callback that disarmed its shard may still be returning, and the
+    /// process closure is then dropped with the last reference, never inside a callback.
+    fn teardown(inner: Arc<Self>, keep: usize) {
+        while inner.shards.iter().any(|s| lock(s).busy()) {
+            inner.flavor.barrier();
+            inner.flush();
+        }
+        inner.stop_worker();
+        while Arc::strong_count(&inner) > keep {
+            std::thread::yield_now();
+        }
+    }
+
     #[inline]
     fn shard_index(&self) -> usize {
         crate::sys::current_cpu() % self.shards.len()
@@ -939,6 +959,7 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Inner<T, F> {
     }
 
     fn worker_main(self: Arc<Self>) {
+        crate::callback::mark_worker();
         let mut w = lock(&self.work);
         loop {
             if w.done < w.requested && !w.running {

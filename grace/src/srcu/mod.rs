@@ -578,7 +578,8 @@ mod api {
             self.seal_all(cold);
             let state = Arc::new(BarrierState::default());
             let mut entrained = 0usize;
-            let mut jobs = Vec::new();
+            // Sized before any shard lock is taken: nothing allocates under one.
+            let mut jobs = Vec::with_capacity(cold.cbs.len());
             let mut spare: Option<Box<Node>> = None;
             for (i, shard) in cold.cbs.iter().enumerate() {
                 let node = spare.take().unwrap_or_else(|| {
@@ -648,7 +649,8 @@ mod api {
                     *needed = None;
                 }
             }
-            let mut jobs = Vec::new();
+            // Sized before any shard lock is taken: nothing allocates under one.
+            let mut jobs = Vec::with_capacity(cold.cbs.len());
             let mut more = false;
             for (i, shard) in cold.cbs.iter().enumerate() {
                 let mut l = lock(shard);
@@ -1389,17 +1391,40 @@ mod api {
                 std::mem::forget(me);
                 return;
             }
-            if let Some(cold) = block.cold_ref() {
-                // Seed 003: only a domain that used `call` pays for a barrier.
-                if cold.call_used.load(Ordering::Relaxed) {
-                    block.barrier();
-                }
-                if cold.registered.load(Ordering::Relaxed) {
-                    service().deregister(&me);
-                }
+            // Seed 003: only a domain that used `call` pays for a barrier.
+            let call_used = block
+                .cold_ref()
+                .is_some_and(|c| c.call_used.load(Ordering::Relaxed));
+            if call_used && crate::callback::on_worker() {
+                // Dropped inside a callback (an `Arc` of the domain captured by one of its own
+                // callbacks, say): waiting here could wait for this very worker. Hand the wait
+                // to a thread of its own; the block lives on until it is done.
+                let spawned = std::thread::Builder::new()
+                    .name("grace-srcu-drop".into())
+                    .spawn(move || teardown(me, true));
+                // If no thread can start, the closure (and `me`) is dropped: the service keeps
+                // its reference, so the callbacks still run, and the block is leaked.
+                let _ = spawned;
+                return;
             }
-            drop(me); // our reference: frees the block unless a worker job still holds one
+            teardown(me, call_used);
         }
+    }
+
+    /// Wait for a dropped domain's callbacks (if `call` was used), stop serving it, and drop
+    /// the `Srcu`'s reference `me` (the block is freed with its last reference).
+    fn teardown(me: DomainRef, call_used: bool) {
+        let block = me.block();
+        if call_used {
+            block.barrier();
+        }
+        if block
+            .cold_ref()
+            .is_some_and(|c| c.registered.load(Ordering::Relaxed))
+        {
+            service().deregister(&me);
+        }
+        drop(me);
     }
 
     impl<K: ReaderKind> fmt::Debug for Srcu<K> {

@@ -142,6 +142,7 @@ impl Service {
 
     fn worker(&self) {
         IN_SRCU_CALLBACK.with(|c| c.set(true));
+        crate::callback::mark_worker();
         loop {
             let (d, idx) = {
                 let mut q = lock(&self.work);

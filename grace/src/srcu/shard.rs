@@ -42,8 +42,8 @@
 //! which runs after every Rust thread-local destructor) that does, and clears the cache.
 //! Where no such hook exists the shards are marked `ABANDONED` instead, never reused (they are
 //! freed with their domain). A destructor that opens a section after `OWNED` is gone and finds
-//! no cache entry gets a fresh shard marked `ABANDONED` from the start (cached, so one per
-//! domain and dying thread).
+//! no cache entry gets a shard of its own that joins the list the final hook gives back (or
+//! arms the hook afresh if it already ran), so thread churn never grows the registry.
 
 use crate::sync::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
 use std::ptr;
@@ -332,37 +332,75 @@ mod local {
             const { [const { Cell::new((EMPTY, ptr::null())) }; WAYS] };
         /// The references that keep this thread's shards alive, by domain id.
         static OWNED: RefCell<Owned> = const { RefCell::new(Owned(Vec::new())) };
+        /// Once `OWNED` is destroyed: the list handed to the final hook, until the hook runs.
+        /// Shards that later thread-local destructors take join it, so that they are given
+        /// back too. No destructor, so it stays usable during teardown.
+        static LATE: Cell<*mut Shards> = const { Cell::new(ptr::null_mut()) };
     }
 
-    struct Owned(Vec<(u64, Arc<Shard>)>);
+    type Shards = Vec<(u64, Arc<Shard>)>;
+
+    static FINAL: crate::sys::FinalHook = crate::sys::FinalHook::new(give_back);
+
+    struct Owned(Shards);
 
     impl Drop for Owned {
         fn drop(&mut self) {
-            if self.0.is_empty() {
-                return;
-            }
-            static FINAL: crate::sys::FinalHook = crate::sys::FinalHook::new(give_back);
-            let shards = Box::new(std::mem::take(&mut self.0));
-            let raw = Box::into_raw(shards);
-            if !FINAL.arm(raw.cast()) {
-                // SAFETY: the hook refused `raw`, so it is still ours alone.
-                let shards = unsafe { Box::from_raw(raw) };
-                for (_, shard) in shards.iter() {
-                    // Relaxed: nobody ever claims an abandoned shard.
-                    shard.state.store(state::ABANDONED, Ordering::Relaxed);
-                }
+            if !self.0.is_empty() {
+                hand_to_final_hook(std::mem::take(&mut self.0));
             }
         }
+    }
+
+    /// Arm the final hook with `shards` (see "Thread exit"); where no hook exists, mark them
+    /// abandoned instead, never to be reused.
+    fn hand_to_final_hook(shards: Shards) {
+        let raw = Box::into_raw(Box::new(shards));
+        if FINAL.arm(raw.cast()) {
+            let _ = LATE.try_with(|l| l.set(raw));
+        } else {
+            // SAFETY: the hook refused `raw`, so it is still ours alone.
+            let shards = unsafe { Box::from_raw(raw) };
+            for (_, shard) in shards.iter() {
+                // Relaxed: nobody ever claims an abandoned shard.
+                shard.state.store(state::ABANDONED, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A shard for domain `id` during thread-local teardown (`OWNED` is gone).
+    fn late_shard(id: u64, registry: &Registry, flips: &AtomicU64) -> *const Shard {
+        let late = LATE.try_with(Cell::get).unwrap_or(ptr::null_mut());
+        if !late.is_null() {
+            // SAFETY: `late` is the list the armed hook will free; the hook runs on this
+            // thread and has not run yet (it clears LATE first), and no other reference to
+            // the list exists while we look.
+            let list = unsafe { &mut *late };
+            if let Some((_, s)) = list.iter().find(|(i, _)| *i == id) {
+                return Arc::as_ptr(s);
+            }
+        }
+        let s = Arc::new(Shard::new(state::OWNED, 0));
+        registry.adopt(s.clone(), flips);
+        let raw = Arc::as_ptr(&s);
+        if late.is_null() {
+            hand_to_final_hook(vec![(id, s)]);
+        } else {
+            // SAFETY: as above.
+            unsafe { &mut *late }.push((id, s));
+        }
+        raw
     }
 
     /// The final thread-exit hook: give the exited thread's shards back to their domains.
     ///
     /// # Safety
     ///
-    /// `arg` is the `Box<Vec<(u64, Arc<Shard>)>>` that `Owned::drop` leaked on this thread.
+    /// `arg` is the `Box<Shards>` that `hand_to_final_hook` leaked on this thread.
     unsafe extern "C" fn give_back(arg: *mut std::ffi::c_void) {
         // A later lock on this thread (another library's key destructor) must take the slow
-        // path, which finds `OWNED` gone and uses the orphan shard.
+        // path, which finds `OWNED` and this list gone and arms the hook afresh.
+        let _ = LATE.try_with(|l| l.set(ptr::null_mut()));
         let _ = CACHE.try_with(|c| c.iter().for_each(|w| w.set((EMPTY, ptr::null()))));
         // SAFETY: per the contract.
         let shards = unsafe { Box::from_raw(arg.cast::<Vec<(u64, Arc<Shard>)>>()) };
@@ -436,14 +474,7 @@ mod local {
             };
             Arc::as_ptr(&shard)
         });
-        let raw = found.unwrap_or_else(|_| {
-            // Thread-local teardown, `OWNED` already gone: a shard of our own that nobody
-            // will ever reuse (see "Thread exit"); the registry's reference is its only one.
-            let s = Arc::new(Shard::new(state::ABANDONED, 0));
-            let raw = Arc::as_ptr(&s);
-            registry.adopt(s, flips);
-            raw
-        });
+        let raw = found.unwrap_or_else(|_| late_shard(id, registry, flips));
         // The cache has no destructor, so it works during teardown as well.
         let _ = CACHE.try_with(|c| c[way(id)].set((id, raw)));
         // SAFETY: the registry (borrowed for the result's lifetime) holds a reference.
