@@ -174,6 +174,15 @@ impl Engine {
         }
     }
 
+    /// Create the ring of the thread owning `slot` now, so that its later `call`s do not
+    /// allocate (see `rcu::prewarm`).
+    pub(crate) fn ensure_ring(&self, slot: &Slot) {
+        // Relaxed: only the owner thread (the caller) stores the ring pointer.
+        if slot.ring.load(Ordering::Relaxed).is_null() {
+            self.ring_slow(slot);
+        }
+    }
+
     #[cold]
     #[inline(never)]
     fn ring_slow(&self, slot: &Slot) -> &'static Ring {

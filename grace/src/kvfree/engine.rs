@@ -714,6 +714,8 @@ impl State {
 
     /// The background thread: idle sweeps when armed, refills when asked.
     fn background(&'static self) {
+        // Its sweeps queue blocks with `rcu::call` under other threads' lane locks.
+        rcu::prewarm();
         loop {
             if self.wait_for_work() {
                 lane::disarm(&CTL, self.mode);

@@ -301,6 +301,9 @@ mod api {
             return Some((st, local));
         }
         EXIT_HOOK.try_with(|_| ()).ok()?;
+        // This thread's hand-offs call `rcu::call` / `start_poll` under its lane lock: have
+        // them allocate nothing and start no thread there.
+        rcu::prewarm();
         let local = REGISTRY.acquire().ok()?;
         if EXIT_HOOK.try_with(|h| h.0.set(local)).is_err() {
             REGISTRY.release(local);
@@ -466,6 +469,8 @@ mod api {
             barrier_panic("from inside an RCU callback (a kvfree destructor, for instance)");
         }
         if let Some(st) = started() {
+            // The sweep queues blocks with `rcu::call` under other threads' lane locks.
+            rcu::prewarm();
             st.sweep(Sweep::Complete);
         }
         rcu::barrier();

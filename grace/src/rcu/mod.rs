@@ -534,6 +534,14 @@ mod api {
 
     static HOST: RcuHost = RcuHost;
 
+    /// Make sure the calling thread's later `call`, `call_hurry` and `start_poll` allocate
+    /// nothing and start no thread (short of a full ring): start the engine, register the
+    /// thread, create its ring. For code that calls them under a lock of its own (kvfree).
+    pub(crate) fn prewarm() {
+        let slot = local_slot();
+        engine().ensure_ring(slot);
+    }
+
     fn engine() -> &'static Engine {
         ENGINE.get_or_init(|| {
             let cfg = config();
