@@ -27,8 +27,10 @@
 //! store-buffering pattern, so those readers see everything this updater did before A.
 //!
 //! Regular readers execute B as a `SeqCst` fence. Lite readers execute only a compiler fence;
-//! their updater pays with the heavy barrier (`membarrier`) at A and before the flip, the
-//! role `synchronize_rcu()` plays for the kernel's `srcu_read_lock_lite`.
+//! their updater pays with the heavy barrier (`membarrier`) at A, the role `synchronize_rcu()`
+//! plays for the kernel's `srcu_read_lock_lite`. The flip follows `Scan1`'s check directly,
+//! so that check's fence A also orders the flip (see `ReaderSide::flip`): a lite grace period
+//! costs two `membarrier`s.
 
 use super::shard::Registry;
 use crate::gp::seq;
@@ -95,14 +97,15 @@ impl ReaderSide<'_> {
         (self.flips.load(Ordering::Relaxed) & 1) as usize ^ 1
     }
 
-    fn flip(&self, fences: Fences) {
-        // Before the flip: a reader that loads the new index must see what the updater did
-        // before this grace period, since no scan waits for it. Pairs with the reader's fence
-        // B (message passing: our fence, our store of the index; its load of the index, its
-        // fence); for lite readers the heavy barrier does it (a reader that loaded the new
-        // index loaded it after our barrier ran on its CPU).
-        fences.full();
-        // Relaxed: ordered by the fences around it.
+    /// Flip the index. Called right after a successful `drained` check of `Scan1`, whose
+    /// fence A is the fence this store needs before it: a reader that loads the new index
+    /// must see what the updater did before this grace period, since no scan waits for it.
+    /// Regular readers: fence A, our store of the index || its load, its fence B (message
+    /// passing). Lite readers: A's heavy barrier ran on the reader's CPU before A returned, so
+    /// before the reader could load an index stored after it. (The kernel issues a separate
+    /// barrier here; one fewer `membarrier` per lite grace period.)
+    fn flip(&self) {
+        // Relaxed: ordered by fence A before it and the fences after it.
         let flips = self.flips.load(Ordering::Relaxed) + 1;
         self.flips.store(flips, Ordering::Relaxed);
         // SeqCst: pairs with the fence in `Registry::adopt` (a shard joining now either is in
@@ -162,7 +165,7 @@ impl Machine {
                         readers.republish();
                         return false;
                     }
-                    readers.flip(fences);
+                    readers.flip();
                     self.phase = SrcuPhase::Scan2;
                 }
                 SrcuPhase::Scan2 => {

@@ -1092,8 +1092,8 @@ mod api {
                 // B, lite: pairs with the updater's heavy barrier (module docs of `gp`).
                 compiler_fence(Ordering::SeqCst);
             } else {
-                // B: pairs with fence A of the grace period's check (store-buffering) and the
-                // fence before its flip (message passing).
+                // B: pairs with fence A of the grace period's check (store-buffering, and
+                // message passing with the flip that follows a check).
                 fence(Ordering::SeqCst);
             }
             (shard, idx)
