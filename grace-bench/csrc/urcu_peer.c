@@ -161,3 +161,46 @@ uint64_t grace_urcu_call_loop(uint64_t n)
 	free(counter);
 	return elapsed;
 }
+
+/*
+ * A 64-byte object freed through call_rcu(): the rcu_head liburcu needs is
+ * embedded (it has no headless form), followed by the counter the freeing
+ * callback bumps, and filler up to 64 bytes - the same size as the boxes the
+ * Rust rows free.
+ */
+struct peer_obj {
+	struct rcu_head head;
+	uint64_t *counter;
+	unsigned char fill[64 - sizeof(struct rcu_head) - sizeof(uint64_t *)];
+};
+
+_Static_assert(sizeof(struct peer_obj) == 64, "peer_obj is 64 bytes");
+
+static void peer_free_cb(struct rcu_head *head)
+{
+	struct peer_obj *p = caa_container_of(head, struct peer_obj, head);
+
+	__atomic_fetch_add(p->counter, 1, __ATOMIC_RELAXED);
+	free(p);
+}
+
+/*
+ * The liburcu equivalent of `kvfree(Box::new([0u8; 64]))`, `n` times: malloc
+ * 64 bytes, then call_rcu() with a callback that counts into `counter` and
+ * frees the object. Returns how many objects were queued (fewer than `n` only
+ * if malloc failed). The calling thread must be registered; `counter` must
+ * stay valid until every queued callback has run (rcu_barrier()).
+ */
+uint64_t grace_urcu_free_loop(uint64_t n, uint64_t *counter)
+{
+	for (uint64_t i = 0; i < n; i++) {
+		struct peer_obj *p = malloc(sizeof(*p));
+
+		if (!p)
+			return i;
+		p->counter = counter;
+		p->fill[0] = (unsigned char)i;
+		urcu_memb_call_rcu(&p->head, peer_free_cb);
+	}
+	return n;
+}

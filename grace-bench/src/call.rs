@@ -67,22 +67,43 @@ pub(crate) fn calls_per_thread(duration: Duration) -> u64 {
     ((duration.as_secs_f64() * 1e6) as u64).clamp(5_000, 2_000_000)
 }
 
-/// The phases a worker goes through; the coordinator mirrors them.
-struct Phases {
+/// The phases a worker goes through; the coordinator mirrors them (also
+/// used by the `free` and `reuse` suites).
+pub(crate) struct Phases {
     /// Callbacks queued by all workers together.
-    total: u64,
-    start: Barrier,
-    queued: Barrier,
-    drained: Barrier,
+    pub(crate) total: u64,
+    pub(crate) start: Barrier,
+    pub(crate) queued: Barrier,
+    pub(crate) drained: Barrier,
     /// The earliest instant a worker got past `start`: the clock's start.
     /// (Taken by the workers, not the coordinator, which may be scheduled
     /// late after the barrier when threads outnumber CPUs.)
-    first_start: Mutex<Option<Instant>>,
+    pub(crate) first_start: Mutex<Option<Instant>>,
 }
 
 impl Phases {
+    /// Phases for `threads` workers and one coordinator, `total` operations
+    /// in all.
+    pub(crate) fn new(threads: usize, total: u64) -> Phases {
+        Phases {
+            total,
+            start: Barrier::new(threads + 1),
+            queued: Barrier::new(threads + 1),
+            drained: Barrier::new(threads + 1),
+            first_start: Mutex::new(None),
+        }
+    }
+
+    /// The clock's start: the earliest worker's, or `now` if none stamped.
+    pub(crate) fn started(&self, now: Instant) -> Instant {
+        self.first_start
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or(now)
+    }
+
     /// Setup done; wait for the others, then start the clock.
-    fn start(&self) {
+    pub(crate) fn start(&self) {
         self.start.wait();
         let now = Instant::now();
         let mut first = self.first_start.lock().unwrap_or_else(|e| e.into_inner());
@@ -90,7 +111,7 @@ impl Phases {
     }
 
     /// Queuing done; stay parked until the coordinator has drained.
-    fn finish(&self) {
+    pub(crate) fn finish(&self) {
         self.queued.wait();
         self.drained.wait();
     }
@@ -119,13 +140,7 @@ where
 {
     let total = n * threads as u64;
     let counter = Counter::new();
-    let phases = Phases {
-        total,
-        start: Barrier::new(threads + 1),
-        queued: Barrier::new(threads + 1),
-        drained: Barrier::new(threads + 1),
-        first_start: Mutex::new(None),
-    };
+    let phases = Phases::new(threads, total);
     let timed = std::thread::scope(|s| {
         for _ in 0..threads {
             let (phases, counter) = (&phases, &counter);

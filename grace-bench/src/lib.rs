@@ -1,8 +1,9 @@
 //! Head-to-head benchmarks of `grace` against its peers, measured in the same
 //! run and returned as data.
 //!
-//! Three suites, each a function returning one [`BenchResult`] per
-//! implementation and thread count:
+//! Five suites, each a function returning one [`BenchResult`] per
+//! implementation and thread count, and a flood ([`run_flood_one`], one
+//! [`FloodResult`] per run):
 //!
 //! * [`run_read`]: one outermost read-side critical section (enter + exit)
 //!   for grace (RCU, SRCU regular and lite), liburcu (inline C and FFI),
@@ -12,7 +13,16 @@
 //!   across domains with one domain's reader blocked), the bare membarrier
 //!   system call and liburcu;
 //! * [`run_call`]: deferred-callback throughput (queue N per thread, then
-//!   one drain) for grace, liburcu, crossbeam-epoch and seize.
+//!   one drain) for grace, liburcu, crossbeam-epoch and seize;
+//! * [`run_free`]: deferred free of a 64-byte object including its
+//!   allocation and final free (N per thread, then one drain) for grace's
+//!   `kvfree`, a plain `Box` drop, liburcu `call_rcu` + `free`,
+//!   crossbeam-epoch `defer_destroy` and seize `retire`;
+//! * [`run_reuse`]: an object cache recycling evicted entries through
+//!   `Pending::dequeue` against allocating fresh entries;
+//! * [`run_flood_one`]: every thread frees 64-byte objects as fast as it can
+//!   for a duration beside readers: objects per second, peak bytes pending
+//!   and peak RSS (see the [`flood`] module).
 //!
 //! # Fairness
 //!
@@ -40,45 +50,59 @@
 //!
 //! [`BenchResult::impl_name`] is one of `grace-rcu`, `grace-rcu-expedited`,
 //! `grace-srcu`, `grace-srcu-lite`, `grace-srcu-sync`,
-//! `grace-srcu-lite-sync`, `grace-srcu-sync-cross`,
+//! `grace-srcu-lite-sync`, `grace-srcu-sync-cross`, `grace-kvfree`,
+//! `grace-kvfree-drop`, `grace-pending-reuse`, `grace-pending-fresh`,
+//! `grace-kvfree-fresh`, `box-drop`, `box-drop-no-gp`,
 //! `liburcu-memb-inline-c`, `liburcu-memb-ffi`, `liburcu-memb`,
 //! `crossbeam-epoch`, `seize`, `haphazard`, `membarrier-syscall`; other tools
-//! parse these exactly. [`expected_impls`] lists them per suite.
+//! parse these exactly. [`expected_impls`] lists them per suite, and
+//! [`reference_impl`] names each suite's grace row, the one the others are
+//! compared with.
 //!
 //! # Targets
 //!
-//! The `grace-srcu*` rows measure grace's own SRCU domains rather than a
-//! peer; what matters for them is their cost relative to another grace row,
-//! which [`TARGETS`] bounds and [`check_targets`] computes: an SRCU read
-//! section against an RCU one, and a domain's `synchronize` with another
-//! domain's reader blocked against the same without.
+//! [`TARGETS`] bounds ratios of two rows of a suite, and [`check_targets`]
+//! computes them: the `grace-srcu*` rows (grace's own SRCU domains) relative
+//! to another grace row (an SRCU read section against an RCU one, a domain's
+//! `synchronize` with another domain's reader blocked against the same
+//! without), and DESIGN.md's `kvfree` figures: at most 1.5x a plain
+//! allocate-and-free on one thread, and at least 3x faster than
+//! crossbeam-epoch and seize at two threads and more.
 
 #![warn(missing_docs)]
 
 use std::time::Duration;
 
 mod call;
+pub mod flood;
+mod free;
 mod harness;
 pub mod liburcu;
 mod read;
+mod reuse;
 mod sync;
 
-/// The suites, by the names used in [`BenchResult::suite`].
-pub const SUITES: [&str; 3] = ["read", "sync", "call"];
+pub use flood::{flood_impls, run_flood_one, FloodResult};
+
+/// The suites, by the names used in [`BenchResult::suite`] (the flood, whose
+/// results are [`FloodResult`]s, is not one of them).
+pub const SUITES: [&str; 5] = ["read", "sync", "call", "free", "reuse"];
 
 /// One measured figure: one implementation at one thread count.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BenchResult {
-    /// The suite: `"read"`, `"sync"` or `"call"`.
+    /// The suite: one of [`SUITES`].
     pub suite: &'static str,
     /// The implementation (see the [crate docs](crate#implementation-names)).
     pub impl_name: String,
-    /// Threads taking part (readers for `sync`, queuing workers for `call`).
+    /// Threads taking part (readers for `sync`, queuing workers for `call`,
+    /// freeing workers for `free`, cache workers for `reuse`).
     pub threads: usize,
     /// Nanoseconds per operation: the mean over threads of each thread's
     /// ns/op for `read`; the mean latency of one wait for `sync`; total time
-    /// over total callbacks for `call`. `NaN` when the measurement could not
-    /// be taken (then `note` says why).
+    /// over total callbacks (objects, cache operations) for `call` (`free`,
+    /// `reuse`). `NaN` when the measurement could not be taken (then `note`
+    /// says why).
     pub ns_per_op: f64,
     /// Operations per second: the sum of the threads' rates for `read`;
     /// waits per second for `sync`; callbacks per second, all threads
@@ -248,8 +272,71 @@ pub fn run_call(opts: &Options, progress: &mut dyn FnMut(&str)) -> Vec<BenchResu
     call::run(opts, progress)
 }
 
+/// Runs the free suite: deferred free of a 64-byte object, including its
+/// allocation and its final free, end to end.
+///
+/// For thread count `T`, `T` workers each allocate and hand over `N` objects
+/// (ten million per second of `opts.duration`, clamped to
+/// 50 000..=20 000 000), then one drain makes sure every object is freed; the
+/// time from the workers' common start to the end of the drain, divided by
+/// `T * N`, is `ns_per_op` (a full-size untimed warm-up round, then the median
+/// of three timed rounds, as in [`run_call`]):
+///
+/// * `box-drop`: `Box::new([i as u8; 64])` and drop (the baseline);
+/// * `grace-kvfree`: `grace::kvfree(Box::new([i as u8; 64]))`, drained by
+///   `kvfree_barrier()`;
+/// * `grace-kvfree-drop`: the same with the peers' 64-byte object whose
+///   `Drop` counts (kvfree's drop-glue path);
+/// * `liburcu-memb`: `malloc(64)` + `call_rcu` of a callback that counts and
+///   frees, drained by `rcu_barrier()`;
+/// * `crossbeam-epoch`: `pin()` + `defer_destroy` of the counting object per
+///   object, drained by `pin().flush()` until every `Drop` has run;
+/// * `seize`: `retire(ptr, reclaim::boxed)` of the counting object, drained
+///   by `reclaim_all()`.
+///
+/// Counts are checked: a row whose objects were not all freed is `NaN` with
+/// a note. See the `free` module docs for the details.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use grace_bench::{run_free, Options};
+///
+/// let opts = Options { threads: vec![1, 2], duration: Duration::from_millis(300) };
+/// for r in run_free(&opts, &mut |_| {}) {
+///     println!("{} t={} {:.1} ns/object", r.impl_name, r.threads, r.ns_per_op);
+/// }
+/// ```
+pub fn run_free(opts: &Options, progress: &mut dyn FnMut(&str)) -> Vec<BenchResult> {
+    free::run(opts, progress)
+}
+
+/// Runs the reuse suite: an object cache recycling its evicted entries
+/// through `Pending::dequeue` (`grace-pending-reuse`) against allocating a
+/// fresh entry for every operation and retiring the evicted one through a
+/// `Pending` (`grace-pending-fresh`) or `kvfree` (`grace-kvfree-fresh`), and
+/// the no-grace-period floor (`box-drop-no-gp`). One operation replaces one
+/// published 64-byte entry; `ns_per_op` is total time (final drain included)
+/// over total operations, median of three rounds after a warm-up.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use grace_bench::{run_reuse, Options};
+///
+/// let opts = Options { threads: vec![1], duration: Duration::from_millis(300) };
+/// let rows = run_reuse(&opts, &mut |_| {});
+/// assert!(rows.iter().any(|r| r.impl_name == "grace-pending-reuse"));
+/// ```
+pub fn run_reuse(opts: &Options, progress: &mut dyn FnMut(&str)) -> Vec<BenchResult> {
+    reuse::run(opts, progress)
+}
+
 /// A bound on the ratio of two rows of one suite at the same thread count:
-/// `impl_name`'s ns/op divided by `reference`'s must be at most `max`.
+/// `impl_name`'s ns/op divided by `reference`'s must be at most `max`, at
+/// thread counts from `min_threads` to `max_threads`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Target {
     /// The suite both rows belong to.
@@ -258,19 +345,33 @@ pub struct Target {
     pub impl_name: &'static str,
     /// The row it is divided by.
     pub reference: &'static str,
-    /// The largest acceptable ratio.
+    /// The largest acceptable ratio (below 1: `impl_name` must be that much
+    /// faster).
     pub max: f64,
+    /// The smallest thread count the target applies at.
+    pub min_threads: usize,
+    /// The largest thread count the target applies at.
+    pub max_threads: usize,
     /// What the ratio means, for a person.
     pub what: &'static str,
 }
 
+impl Target {
+    /// Whether the target applies at `threads`.
+    pub fn applies_at(&self, threads: usize) -> bool {
+        (self.min_threads..=self.max_threads).contains(&threads)
+    }
+}
+
 /// The targets the suites are checked against (see [`check_targets`]).
-pub const TARGETS: [Target; 3] = [
+pub const TARGETS: [Target; 6] = [
     Target {
         suite: "read",
         impl_name: "grace-srcu-lite",
         reference: "grace-rcu",
         max: 1.5,
+        min_threads: 1,
+        max_threads: usize::MAX,
         what: "an SRCU lite read section vs an RCU one",
     },
     Target {
@@ -278,6 +379,8 @@ pub const TARGETS: [Target; 3] = [
         impl_name: "grace-srcu",
         reference: "grace-rcu",
         max: 3.0,
+        min_threads: 1,
+        max_threads: usize::MAX,
         what: "a regular SRCU read section vs an RCU one",
     },
     Target {
@@ -285,7 +388,36 @@ pub const TARGETS: [Target; 3] = [
         impl_name: "grace-srcu-sync-cross",
         reference: "grace-srcu-sync",
         max: 1.2,
+        min_threads: 1,
+        max_threads: usize::MAX,
         what: "domain B's synchronize with a reader of domain A blocked vs without",
+    },
+    Target {
+        suite: "free",
+        impl_name: "grace-kvfree",
+        reference: "box-drop",
+        max: 1.5,
+        min_threads: 1,
+        max_threads: 1,
+        what: "kvfree of a 64-byte box vs a plain allocate+free, one thread",
+    },
+    Target {
+        suite: "free",
+        impl_name: "grace-kvfree",
+        reference: "crossbeam-epoch",
+        max: 1.0 / 3.0,
+        min_threads: 2,
+        max_threads: usize::MAX,
+        what: "kvfree vs crossbeam-epoch defer_destroy (at least 3x faster), 2+ threads",
+    },
+    Target {
+        suite: "free",
+        impl_name: "grace-kvfree",
+        reference: "seize",
+        max: 1.0 / 3.0,
+        min_threads: 2,
+        max_threads: usize::MAX,
+        what: "kvfree vs seize retire (at least 3x faster), 2+ threads",
     },
 ];
 
@@ -312,8 +444,8 @@ impl TargetCheck {
 }
 
 /// The [`TARGETS`] of the suite(s) in `results`, evaluated at every thread
-/// count in which the bounded row appears, in [`TARGETS`] order then thread
-/// order.
+/// count in which the bounded row appears and the target applies, in
+/// [`TARGETS`] order then thread order.
 ///
 /// # Examples
 ///
@@ -345,6 +477,7 @@ pub fn check_targets(results: &[BenchResult]) -> Vec<TargetCheck> {
             .iter()
             .filter(|r| r.suite == target.suite && r.impl_name == target.impl_name)
             .map(|r| r.threads)
+            .filter(|&t| target.applies_at(t))
             .collect();
         threads.dedup();
         for t in threads {
@@ -367,8 +500,8 @@ pub fn check_targets(results: &[BenchResult]) -> Vec<TargetCheck> {
     out
 }
 
-/// Runs the suite named `suite` (`"read"`, `"sync"` or `"call"`); `None` for
-/// another name.
+/// Runs the suite named `suite` (one of [`SUITES`]); `None` for another
+/// name.
 pub fn run_suite(
     suite: &str,
     opts: &Options,
@@ -378,7 +511,20 @@ pub fn run_suite(
         "read" => Some(run_read(opts, progress)),
         "sync" => Some(run_sync(opts, progress)),
         "call" => Some(run_call(opts, progress)),
+        "free" => Some(run_free(opts, progress)),
+        "reuse" => Some(run_reuse(opts, progress)),
         _ => None,
+    }
+}
+
+/// The grace row of `suite` that every other row is compared with:
+/// `grace-rcu` for `read`, `sync` and `call`, `grace-kvfree` for `free` (and
+/// the flood), `grace-pending-reuse` for `reuse`.
+pub fn reference_impl(suite: &str) -> &'static str {
+    match suite {
+        "free" | "flood" => "grace-kvfree",
+        "reuse" => "grace-pending-reuse",
+        _ => "grace-rcu",
     }
 }
 
@@ -389,6 +535,9 @@ pub fn expected_impls(suite: &str) -> Vec<&'static str> {
         "read" => read::impls(),
         "sync" => sync::impls(),
         "call" => call::impls(),
+        "free" => free::impls(),
+        "reuse" => reuse::impls(),
+        "flood" => flood::flood_impls(),
         _ => Vec::new(),
     }
 }
@@ -423,6 +572,8 @@ mod tests {
         assert_eq!(planned_steps("read", &opts), (6 + 2 * extra) * 2);
         assert_eq!(planned_steps("sync", &opts), (6 + extra) * 2);
         assert_eq!(planned_steps("call", &opts), (3 + extra) * 2);
+        assert_eq!(planned_steps("free", &opts), (5 + extra) * 2);
+        assert_eq!(planned_steps("reuse", &opts), 4 * 2);
         assert_eq!(planned_steps("nope", &opts), 0);
     }
 
@@ -456,8 +607,36 @@ mod tests {
             let impls = expected_impls(t.suite);
             assert!(impls.contains(&t.impl_name), "{t:?}");
             assert!(impls.contains(&t.reference), "{t:?}");
-            assert!(t.max >= 1.0, "{t:?}");
+            assert!(t.max > 0.0 && t.min_threads <= t.max_threads, "{t:?}");
         }
+    }
+
+    #[test]
+    fn targets_apply_only_at_their_thread_counts() {
+        let row = |name: &str, threads: usize, ns: f64| {
+            harness::row("free", name, threads, ns, 1e9 / ns, None)
+        };
+        let rows = [
+            row("box-drop", 1, 10.0),
+            row("grace-kvfree", 1, 12.0),
+            row("crossbeam-epoch", 1, 100.0),
+            row("box-drop", 2, 10.0),
+            row("grace-kvfree", 2, 20.0),
+            row("crossbeam-epoch", 2, 100.0),
+            row("seize", 2, 50.0),
+        ];
+        let got: Vec<(&str, usize, Option<bool>)> = check_targets(&rows)
+            .iter()
+            .map(|c| (c.target.reference, c.threads, c.met()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("box-drop", 1, Some(true)),
+                ("crossbeam-epoch", 2, Some(true)),
+                ("seize", 2, Some(false)),
+            ]
+        );
     }
 
     #[test]

@@ -55,6 +55,7 @@ mod ffi {
         pub fn grace_urcu_heads_new(n: u64, counter: *mut u64) -> *mut c_void;
         pub fn grace_urcu_call_queue(heads: *mut c_void);
         pub fn grace_urcu_heads_free(heads: *mut c_void);
+        pub fn grace_urcu_free_loop(n: u64, counter: *mut u64) -> u64;
     }
 }
 
@@ -157,6 +158,23 @@ impl Registration {
         unsafe { ffi::grace_urcu_barrier() };
     }
 
+    /// The liburcu equivalent of `kvfree(Box::new([0u8; 64]))`, `n` times:
+    /// `malloc(64)`, then `call_rcu` with a callback that adds one to
+    /// `counter` and `free`s the object. Returns how many were queued (fewer
+    /// than `n` only if `malloc` failed).
+    ///
+    /// # Safety
+    ///
+    /// `counter` must stay valid until every callback queued here has run
+    /// (after a [`Registration::barrier`] that follows this call).
+    pub unsafe fn free_loop(&self, n: u64, counter: *const std::sync::atomic::AtomicU64) -> u64 {
+        // SAFETY: `self` proves this thread is registered, as call_rcu
+        // requires; the callbacks only add to the counter (valid for as
+        // long as the caller promised; `AtomicU64` has the layout of `u64`)
+        // and free their own objects.
+        unsafe { ffi::grace_urcu_free_loop(n, counter as *mut u64) }
+    }
+
     /// Single-thread `call_rcu` throughput: queues `n` preallocated
     /// callbacks that each increment a counter, then `rcu_barrier()`.
     /// Returns the elapsed time, barrier included, or an error when the
@@ -215,6 +233,15 @@ impl Registration {
 
     /// See the liburcu build; unreachable without liburcu.
     pub fn call_loop(&self, _n: u64) -> Result<Duration, String> {
+        match self.never {}
+    }
+
+    /// See the liburcu build; unreachable without liburcu.
+    ///
+    /// # Safety
+    ///
+    /// As in the liburcu build.
+    pub unsafe fn free_loop(&self, _n: u64, _counter: *const std::sync::atomic::AtomicU64) -> u64 {
         match self.never {}
     }
 }
@@ -327,6 +354,10 @@ mod tests {
         assert!(reg.read_loop_inline(1000) > Duration::ZERO);
         reg.synchronize();
         reg.call_loop(1000).expect("call_rcu loop");
+        let counter = std::sync::atomic::AtomicU64::new(0);
+        // SAFETY: the barrier below runs every callback before `counter` goes away.
+        assert_eq!(unsafe { reg.free_loop(1000, &counter) }, 1000);
         reg.barrier();
+        assert_eq!(counter.load(std::sync::atomic::Ordering::Relaxed), 1000);
     }
 }

@@ -1,18 +1,21 @@
-//! `grace bench read|sync|call`: run one `grace-bench` suite and present it.
+//! `grace bench read|sync|call|free|reuse`: run one `grace-bench` suite and present it (the
+//! `flood` suite, whose figures are of another kind, is [`crate::flood`]'s).
 //!
 //! The measuring is `grace-bench`'s (same harness for grace and every peer, in one process);
 //! this module only drives it with a progress bar and turns its rows into a table for a
 //! person, or into the JSON object other tools parse (`suite`, `results[]` with `impl`,
 //! `threads`, `ns_per_op`, `ops_per_s`, `note`, then `machine` and `date`; keep those names).
 //!
-//! Every row is compared with `grace-rcu` at the same thread count as
-//! `grace-rcu's ns/op ÷ the row's ns/op`: `0.52x` means grace takes 0.52 times the peer's
-//! time per operation (grace is faster); above `1.00x` the peer is faster.
+//! Every row is compared with the suite's grace row ([`grace_bench::reference_impl`]:
+//! `grace-rcu`, `grace-kvfree` for `free`, `grace-pending-reuse` for `reuse`) at the same
+//! thread count as `grace's ns/op ÷ the row's ns/op`: `0.52x` means grace takes 0.52 times
+//! the peer's time per operation (grace is faster); above `1.00x` the peer is faster.
 //!
 //! Rows with a target ([`grace_bench::TARGETS`]: the SRCU read sections against grace-rcu's,
-//! the cross-domain `synchronize` against the same without a blocked reader) also get the
-//! other ratio, `the row's ns/op ÷ its reference's`, next to the bound it must stay under, in
-//! the table's `vs ref` column and in the JSON's `targets` array.
+//! the cross-domain `synchronize` against the same without a blocked reader, `kvfree` against
+//! a plain allocate+free on one thread and against crossbeam-epoch and seize at two threads
+//! and more) also get the other ratio, `the row's ns/op ÷ its reference's`, next to the bound
+//! it must stay under, in the table's `vs ref` column and in the JSON's `targets` array.
 
 use crate::ui::{self, Align, Table};
 use grace_bench::{BenchResult, Options, TargetCheck};
@@ -20,9 +23,6 @@ use serde::Serialize;
 use std::process::ExitCode;
 use std::sync::OnceLock;
 use std::time::Duration;
-
-/// The implementation every other row is compared with.
-pub const GRACE_IMPL: &str = "grace-rcu";
 
 /// A benchmark suite.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -33,11 +33,18 @@ pub enum Suite {
     Sync,
     /// Deferred-callback throughput, end to end.
     Call,
+    /// Deferred free of a 64-byte box (kvfree), allocation and final free included.
+    Free,
+    /// Every thread frees 64-byte objects for a duration beside readers: objects/s, peak
+    /// bytes pending, peak RSS (one child process per implementation).
+    Flood,
+    /// An object cache recycling through Pending::dequeue vs allocating fresh.
+    Reuse,
 }
 
 impl Suite {
-    /// The three suites, in the order the tour runs them.
-    pub const ALL: [Suite; 3] = [Suite::Read, Suite::Sync, Suite::Call];
+    /// The suites the tour runs, in order.
+    pub const TOUR: [Suite; 4] = [Suite::Read, Suite::Sync, Suite::Call, Suite::Free];
 
     /// The suite's name, as `grace-bench` and the JSON spell it.
     pub fn name(self) -> &'static str {
@@ -45,7 +52,15 @@ impl Suite {
             Suite::Read => "read",
             Suite::Sync => "sync",
             Suite::Call => "call",
+            Suite::Free => "free",
+            Suite::Flood => "flood",
+            Suite::Reuse => "reuse",
         }
+    }
+
+    /// The row every other one is compared with.
+    pub fn grace_impl(self) -> &'static str {
+        grace_bench::reference_impl(self.name())
     }
 
     /// What one operation is, for table headers.
@@ -54,15 +69,14 @@ impl Suite {
             Suite::Read => "one read-side section",
             Suite::Sync => "one grace-period wait",
             Suite::Call => "one deferred callback",
+            Suite::Free => "allocate a 64-byte object and free it through the API",
+            Suite::Flood => "one object freed during the flood",
+            Suite::Reuse => "replace one cache entry (take, write, publish, retire the old)",
         }
     }
 
     fn run(self, opts: &Options, progress: &mut dyn FnMut(&str)) -> Vec<BenchResult> {
-        match self {
-            Suite::Read => grace_bench::run_read(opts, progress),
-            Suite::Sync => grace_bench::run_sync(opts, progress),
-            Suite::Call => grace_bench::run_call(opts, progress),
-        }
+        grace_bench::run_suite(self.name(), opts, progress).unwrap_or_default()
     }
 }
 
@@ -80,19 +94,24 @@ pub fn run(suite: Suite, opts: &Options, show: bool) -> Vec<BenchResult> {
     results
 }
 
-/// grace-rcu's ns/op divided by `r`'s, at `r`'s thread count; `None` when either figure is
-/// missing.
+/// The suite's grace row's ns/op divided by `r`'s, at `r`'s thread count; `None` when either
+/// figure is missing.
 pub fn ratio_to_grace(results: &[BenchResult], r: &BenchResult) -> Option<f64> {
-    let grace = results
-        .iter()
-        .find(|g| g.impl_name == GRACE_IMPL && g.threads == r.threads && g.is_measured())?;
+    let reference = grace_bench::reference_impl(r.suite);
+    let grace = results.iter().find(|g| {
+        g.suite == r.suite && g.impl_name == reference && g.threads == r.threads && g.is_measured()
+    })?;
     r.is_measured().then(|| grace.ns_per_op / r.ns_per_op)
 }
 
-/// What the ratio column means, for every table that shows one.
-pub const RATIO_LEGEND: &str =
-    "grace/peer = grace-rcu's ns/op divided by the row's, at the same thread count: \
-     below 1.00x grace is faster, above it the peer is";
+/// What the ratio column means for `suite`.
+pub fn ratio_legend(suite: Suite) -> String {
+    format!(
+        "grace/peer = {}'s ns/op divided by the row's, at the same thread count: \
+         below 1.00x grace is faster, above it the peer is",
+        suite.grace_impl()
+    )
+}
 
 /// A target check as text: `1.32x <= 1.50x`, `3.41x > 3.00x MISSED`, or `- (<= 1.50x)` when
 /// the ratio could not be computed.
@@ -153,7 +172,7 @@ pub fn table(suite: Suite, results: &[BenchResult]) -> String {
             }
             None => String::new(),
         };
-        let ratio = if r.impl_name == GRACE_IMPL {
+        let ratio = if r.impl_name == suite.grace_impl() {
             "(ref)".to_string()
         } else {
             ui::ratio(ratio_to_grace(results, r))
@@ -181,7 +200,7 @@ pub fn table(suite: Suite, results: &[BenchResult]) -> String {
     for (i, n) in notes.iter().enumerate() {
         o.push_str(&format!("  [{}] {n}\n", i + 1));
     }
-    o.push_str(&format!("  {RATIO_LEGEND}\n"));
+    o.push_str(&format!("  {}\n", ratio_legend(suite)));
     if let Some(legend) = targets_legend(suite) {
         o.push_str(&format!("  {legend}\n"));
     }
@@ -273,6 +292,9 @@ struct JsonTarget {
     max: f64,
     /// `null` when the ratio could not be computed.
     met: Option<bool>,
+    min_threads: usize,
+    /// `null` for "no upper limit".
+    max_threads: Option<usize>,
     what: &'static str,
 }
 
@@ -318,6 +340,8 @@ pub fn json(suite: Suite, results: &[BenchResult], duration: Duration) -> String
                 ratio: c.ratio,
                 max: c.target.max,
                 met: c.met(),
+                min_threads: c.target.min_threads,
+                max_threads: (c.target.max_threads != usize::MAX).then_some(c.target.max_threads),
                 what: c.target.what,
             })
             .collect(),
@@ -452,6 +476,30 @@ mod tests {
         assert_eq!(targets[1]["met"], true);
         // The call suite has no target: no column.
         assert!(!table(Suite::Call, &[row("grace-rcu", 1, 1.0)]).contains("vs ref"));
+    }
+
+    #[test]
+    fn free_rows_are_compared_with_kvfree() {
+        let mut rs = vec![
+            row("box-drop", 1, 10.0),
+            row("grace-kvfree", 1, 12.0),
+            row("crossbeam-epoch", 2, 90.0),
+            row("grace-kvfree", 2, 15.0),
+        ];
+        rs.iter_mut().for_each(|r| r.suite = "free");
+        assert_eq!(ratio_to_grace(&rs, &rs[0]), Some(1.2));
+        let t = table(Suite::Free, &rs);
+        assert!(t.contains("grace-kvfree's ns/op"), "{t}");
+        assert!(t.contains("1.20x <= 1.50x"), "{t}");
+        assert!(t.contains("0.17x <= 0.33x"), "{t}");
+        let v: serde_json::Value =
+            serde_json::from_str(&json(Suite::Free, &rs, Duration::from_millis(20))).unwrap();
+        let targets = v["targets"].as_array().expect("targets");
+        // The seize target is listed too, without a ratio (no seize row).
+        assert_eq!(targets.len(), 3, "{v}");
+        assert_eq!(targets[0]["max_threads"], 1);
+        assert!(targets[1]["max_threads"].is_null());
+        assert!(targets[2]["ratio"].is_null() && targets[2]["met"].is_null());
     }
 
     #[test]

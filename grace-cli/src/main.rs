@@ -5,7 +5,14 @@
 //! * `grace torture rcu` runs rcutorture's pipeline check against `grace::rcu`;
 //! * `grace torture srcu` runs it on five SRCU domains at once, one with a reader that sleeps
 //!   100 ms in its section, and checks that the others' grace periods are not delayed;
-//! * `grace bench read|sync|call` compares grace with its peers.
+//! * `grace torture pending` runs it through `Pending` (on RCU and on an SRCU domain), with
+//!   `dequeue` reuse racing readers, and `grace torture kvfree` through `kvfree`, both under
+//!   allocation-failure injection;
+//! * `grace bench read|sync|call|free|flood|reuse` compares grace with its peers.
+//!
+//! The binary's global allocator is the system allocator behind [`torture::kvfree::CanaryWatch`],
+//! which lets `torture kvfree` see objects without drop glue being freed (one comparison per
+//! deallocation).
 //!
 //! This file only parses arguments (clap) and dispatches. Before anything runs, the `GRACE_*`
 //! environment is validated with [`grace::config::Config::from_env`]: the library itself
@@ -16,6 +23,7 @@
 //! setting; 3 the torture test could not run (a thread failed to start or panicked).
 
 mod bench;
+mod flood;
 mod torture;
 mod tour;
 mod ui;
@@ -24,15 +32,19 @@ use clap::{Args, Parser, Subcommand};
 use std::process::ExitCode;
 use std::time::Duration;
 
+#[global_allocator]
+static ALLOCATOR: torture::kvfree::CanaryWatch = torture::kvfree::CanaryWatch;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "grace",
     version,
     about = "Torture tests and peer benchmarks for the grace RCU library",
     long_about = "Torture tests and peer benchmarks for the grace RCU library.\n\n\
-        Run with no subcommand for the tour: 15 s of RCU torture and 5 s of SRCU torture, then \
-        the headline benchmarks against liburcu, crossbeam-epoch, seize and haphazard, about a \
-        minute in all.\n\n\
+        Run with no subcommand for the tour: 15 s of RCU torture, 5 s of SRCU torture, 3 s of \
+        Pending and 2 s of kvfree torture (with allocation failures injected), then the \
+        headline benchmarks against liburcu, crossbeam-epoch, seize and haphazard, about a \
+        minute and a quarter in all.\n\n\
         Environment: GRACE_NO_MEMBARRIER=1 (fence fallback), GRACE_LAZY_MS (call batching \
         delay, 1..=60000), GRACE_CB_WORKERS (1..=256)."
 )]
@@ -59,6 +71,45 @@ enum Flavor {
     /// SRCU domains (grace::srcu): five at once, one with a reader sleeping 100 ms in its
     /// section; the others' grace periods must stay under 50 ms
     Srcu(SrcuArgs),
+    /// grace::pending::Pending on RCU and on an SRCU domain: the pipeline through every
+    /// enqueue and processing mode, dequeue reuse racing readers, allocation failures injected
+    Pending(PendingArgs),
+    /// grace::kvfree: the pipeline through kvfree (objects with and without drop glue, inside
+    /// and outside read-side sections), allocation failures injected
+    Kvfree(KvfreeArgs),
+}
+
+#[derive(Args, Debug)]
+struct PendingArgs {
+    /// Reader threads [default: the number of CPUs, at least 2]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    readers: Option<u32>,
+    /// The flavor(s) to run on, in turn, each for an equal share of --duration [default: rcu,srcu]
+    #[arg(long, value_enum, value_delimiter = ',')]
+    flavor: Vec<torture::pending::PendingFlavor>,
+    #[command(flatten)]
+    deferral: DeferralArgs,
+    #[command(flatten)]
+    run: TortureArgs,
+}
+
+#[derive(Args, Debug)]
+struct KvfreeArgs {
+    /// Reader threads [default: the number of CPUs, at least 2]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    readers: Option<u32>,
+    #[command(flatten)]
+    deferral: DeferralArgs,
+    #[command(flatten)]
+    run: TortureArgs,
+}
+
+/// What the deferral tortures (pending, kvfree) take besides the common options.
+#[derive(Args, Debug)]
+struct DeferralArgs {
+    /// Make one in N of grace's fallible allocations fail, on every thread (0 = off)
+    #[arg(long, value_name = "N", default_value_t = torture::kvfree::DEFAULT_FAIL_ONE_IN)]
+    fail_one_in: u32,
 }
 
 #[derive(Args, Debug)]
@@ -101,6 +152,7 @@ impl TortureArgs {
             duration: self.duration,
             readers: readers.map_or_else(default, |n| n as usize),
             inject_early_free: self.inject_early_free,
+            fail_one_in: 0,
         }
     }
 
@@ -110,7 +162,7 @@ impl TortureArgs {
         &self,
         flavor: &str,
         opts: &torture::Options,
-        run: fn(&torture::Options, &indicatif::ProgressBar) -> R,
+        run: impl FnOnce(&torture::Options, &indicatif::ProgressBar) -> R,
     ) -> ExitCode {
         let bar = torture::progress_bar(flavor, opts, !self.json);
         let report = run(opts, &bar);
@@ -134,15 +186,26 @@ struct BenchArgs {
     /// Which suite to run
     #[arg(value_enum)]
     suite: bench::Suite,
-    /// Thread counts, comma-separated [default: 1 and the number of CPUs]
+    /// Thread counts, comma-separated [default: 1 and the number of CPUs; flood: 1]
     #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: Vec<u32>,
-    /// Milliseconds per measurement (after its warm-up)
-    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=600_000))]
-    duration_ms: u64,
+    /// Milliseconds per measurement (after its warm-up) [default: 300]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=600_000), conflicts_with = "duration")]
+    duration_ms: Option<u64>,
+    /// Per measurement, as a duration: 300ms, 2s, 10 (seconds) [default: 300ms; flood: 10s per
+    /// implementation and thread count]
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// flood: reader threads running read-side sections beside the flooders [default: 1]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=256))]
+    readers: Option<u32>,
     /// Print one JSON object on standard output instead of the table
     #[arg(long)]
     json: bool,
+    /// flood: run this one implementation in this process and print its result as JSON (the
+    /// parent runs each implementation in a child process this way)
+    #[arg(long, hide = true, value_name = "IMPL")]
+    flood_child: Option<String>,
 }
 
 /// The longest `--duration` accepted: one day.
@@ -204,16 +267,54 @@ fn main() -> ExitCode {
             let opts = a.run.options(a.readers, torture::srcu::default_readers);
             a.run.run("srcu", &opts, torture::srcu::run)
         }
-        Some(Command::Bench(a)) => {
-            let defaults = grace_bench::Options::default();
-            let threads = if a.threads.is_empty() {
-                defaults.threads
+        Some(Command::Torture {
+            flavor: Flavor::Pending(a),
+        }) => {
+            let mut opts = a.run.options(a.readers, torture::pending::default_readers);
+            opts.fail_one_in = a.deferral.fail_one_in;
+            let flavors = if a.flavor.is_empty() {
+                vec![
+                    torture::pending::PendingFlavor::Rcu,
+                    torture::pending::PendingFlavor::Srcu,
+                ]
             } else {
-                a.threads.iter().map(|&n| n as usize).collect()
+                a.flavor.clone()
             };
+            a.run.run("pending", &opts, |o, bar| {
+                torture::pending::run(o, &flavors, bar)
+            })
+        }
+        Some(Command::Torture {
+            flavor: Flavor::Kvfree(a),
+        }) => {
+            let mut opts = a.run.options(a.readers, torture::kvfree::default_readers);
+            opts.fail_one_in = a.deferral.fail_one_in;
+            a.run.run("kvfree", &opts, torture::kvfree::run)
+        }
+        Some(Command::Bench(a)) => {
+            let threads: Vec<usize> = a.threads.iter().map(|&n| n as usize).collect();
+            let duration = a.duration.or(a.duration_ms.map(Duration::from_millis));
+            if a.suite == bench::Suite::Flood {
+                let opts = flood::FloodOptions {
+                    threads: if threads.is_empty() { vec![1] } else { threads },
+                    readers: a.readers.map_or(flood::DEFAULT_READERS, |n| n as usize),
+                    duration: duration.unwrap_or(flood::DEFAULT_DURATION),
+                };
+                return match a.flood_child {
+                    Some(name) => {
+                        flood::child_main(&name, opts.threads[0], opts.readers, opts.duration)
+                    }
+                    None => flood::main(&opts, a.json),
+                };
+            }
+            let defaults = grace_bench::Options::default();
             let opts = grace_bench::Options {
-                threads,
-                duration: Duration::from_millis(a.duration_ms),
+                threads: if threads.is_empty() {
+                    defaults.threads
+                } else {
+                    threads
+                },
+                duration: duration.unwrap_or(defaults.duration),
             };
             bench::main(a.suite, &opts, a.json)
         }

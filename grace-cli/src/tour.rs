@@ -1,14 +1,17 @@
 //! `grace` with no subcommand: the tour, about a minute that shows what the library is.
 //!
-//! First the correctness story (a 15-second `torture rcu`, then a 5-second `torture srcu`:
-//! five domains, one with a reader sleeping 100 ms in its section, the others' grace periods
-//! unaffected), then the performance story (the headline `read`, `sync` and `call`
+//! First the correctness story (a 15-second `torture rcu`; a 5-second `torture srcu`: five
+//! domains, one with a reader sleeping 100 ms in its section, the others' grace periods
+//! unaffected; then a 3-second `torture pending` (RCU, then an SRCU domain, with `dequeue`
+//! reuse racing readers) and a 2-second `torture kvfree`, both with one in 50 allocations
+//! failing), then the performance story (the headline `read`, `sync`, `call` and `free`
 //! benchmarks against the peers at 1 and 2 threads, and at up to 4 on machines with more
-//! CPUs, with the SRCU rows), then one summary: both torture verdicts with the SRCU isolation
-//! figure, per suite and thread count grace's figure and its ratio to each peer, and the SRCU
-//! targets. The exit status is the tortures': non-zero when either found errors.
+//! CPUs, with the SRCU rows), then one summary: every torture verdict with the SRCU isolation
+//! figure and the fallbacks taken under allocation failure, per suite and thread count grace's
+//! figure and its ratio to each peer, and the targets. The exit status is the tortures':
+//! non-zero when any found errors.
 
-use crate::bench::{self, Suite, GRACE_IMPL};
+use crate::bench::{self, Suite};
 use crate::torture::{self, Verdict};
 use crate::ui::{self, Align, Table};
 use grace_bench::{BenchResult, Options};
@@ -22,10 +25,20 @@ const TORTURE: Duration = Duration::from_secs(15);
 /// How long the tour tortures SRCU.
 const SRCU_TORTURE: Duration = Duration::from_secs(5);
 
+/// How long the tour tortures `Pending` (half on RCU, half on an SRCU domain).
+const PENDING_TORTURE: Duration = Duration::from_secs(3);
+
+/// How long the tour tortures `kvfree`.
+const KVFREE_TORTURE: Duration = Duration::from_secs(2);
+
+/// Each `free` measurement's duration in the tour: it sizes the work (half a million objects
+/// per thread), so that the suite takes a few seconds in all.
+const FREE_MEASUREMENT: Duration = Duration::from_millis(50);
+
 /// The time the tour gives the `read` and `sync` measurements together; each measurement
 /// gets its share, within [`MEASUREMENT_MIN`]..=[`MEASUREMENT_MAX`]. (The `call` suite sizes
 /// its work from the same duration and takes a second or two in all.)
-const BENCH_BUDGET: Duration = Duration::from_secs(40);
+const BENCH_BUDGET: Duration = Duration::from_secs(34);
 const MEASUREMENT_MIN: Duration = Duration::from_millis(250);
 const MEASUREMENT_MAX: Duration = Duration::from_secs(2);
 
@@ -51,18 +64,21 @@ pub fn thread_counts(cpus: usize) -> Vec<usize> {
     t
 }
 
-/// Run the torture `run` of `flavor` for `duration` with `readers` readers (per pipeline),
-/// with a progress bar, and print its report.
+/// Run the torture `run` of `flavor` for `duration` with `readers` readers (per pipeline)
+/// and one in `fail_one_in` allocations failing (0: none), with a progress bar, and print its
+/// report.
 fn torture<R: Verdict>(
     flavor: &str,
     duration: Duration,
     readers: usize,
-    run: fn(&torture::Options, &ProgressBar) -> R,
+    fail_one_in: u32,
+    run: impl FnOnce(&torture::Options, &ProgressBar) -> R,
 ) -> R {
     let opts = torture::Options {
         duration,
         readers,
         inject_early_free: false,
+        fail_one_in,
     };
     let bar = torture::progress_bar(flavor, &opts, true);
     let report = run(&opts, &bar);
@@ -77,9 +93,11 @@ pub fn run() -> ExitCode {
     let started = Instant::now();
     let cpus = grace::sys::num_cpus();
     ui::out(&format!(
-        "grace tour: {} s of RCU torture, {} s of SRCU torture, then the headline benchmarks ({} CPUs)\n\n",
+        "grace tour: {} s of RCU torture, {} s of SRCU torture, {} s of Pending and {} s of kvfree torture, then the headline benchmarks ({} CPUs)\n\n",
         TORTURE.as_secs(),
         SRCU_TORTURE.as_secs(),
+        PENDING_TORTURE.as_secs(),
+        KVFREE_TORTURE.as_secs(),
         cpus
     ));
 
@@ -87,14 +105,40 @@ pub fn run() -> ExitCode {
         "rcu",
         TORTURE,
         torture::rcu::default_readers(),
+        0,
         torture::rcu::run,
     );
     let srcu = torture(
         "srcu",
         SRCU_TORTURE,
         torture::srcu::default_readers(),
+        0,
         torture::srcu::run,
     );
+    let flavors = [
+        torture::pending::PendingFlavor::Rcu,
+        torture::pending::PendingFlavor::Srcu,
+    ];
+    let pending = torture(
+        "pending",
+        PENDING_TORTURE,
+        torture::pending::default_readers(),
+        torture::kvfree::DEFAULT_FAIL_ONE_IN,
+        |o, bar| torture::pending::run(o, &flavors, bar),
+    );
+    let kvfree = torture(
+        "kvfree",
+        KVFREE_TORTURE,
+        torture::kvfree::default_readers(),
+        torture::kvfree::DEFAULT_FAIL_ONE_IN,
+        torture::kvfree::run,
+    );
+    let tortures = Tortures {
+        rcu: &report,
+        srcu: &srcu,
+        pending: &pending,
+        kvfree: &kvfree,
+    };
 
     bench::print_liburcu_notice();
     let threads = thread_counts(cpus);
@@ -103,35 +147,62 @@ pub fn run() -> ExitCode {
         threads,
     };
     let mut suites = Vec::new();
-    for suite in Suite::ALL {
+    for suite in Suite::TOUR {
+        let opts = if suite == Suite::Free {
+            Options {
+                duration: FREE_MEASUREMENT,
+                ..opts.clone()
+            }
+        } else {
+            opts.clone()
+        };
         let results = bench::run(suite, &opts, true);
         ui::out(&bench::table(suite, &results));
         ui::out("\n");
         suites.push((suite, results));
     }
 
-    ui::out(&summary(&report, &srcu, &suites, started.elapsed()));
-    if report.passed() && srcu.passed() {
+    ui::out(&summary(&tortures, &suites, started.elapsed()));
+    if tortures.passed() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     }
 }
 
-/// Rows that are grace's own SRCU domains rather than peers: the summary shows them as
-/// targets, not in the peer column.
-fn is_srcu(r: &BenchResult) -> bool {
-    r.impl_name.starts_with("grace-srcu")
+/// The tour's torture reports.
+struct Tortures<'a> {
+    rcu: &'a torture::rcu::Report,
+    srcu: &'a torture::srcu::Report,
+    pending: &'a torture::pending::Report,
+    kvfree: &'a torture::kvfree::Report,
+}
+
+impl Tortures<'_> {
+    fn passed(&self) -> bool {
+        self.rcu.passed() && self.srcu.passed() && self.pending.passed() && self.kvfree.passed()
+    }
+}
+
+/// `SUCCESS` or `FAILURE`.
+fn verdict(passed: bool) -> &'static str {
+    if passed {
+        "SUCCESS"
+    } else {
+        "FAILURE"
+    }
+}
+
+/// Rows that are grace's own (SRCU domains, kvfree of an object with drop glue) rather than
+/// peers: the summary keeps them out of the peer column (the SRCU ones are in the targets).
+fn is_grace(r: &BenchResult) -> bool {
+    r.impl_name.starts_with("grace-")
 }
 
 /// The closing table: torture verdicts, then grace's figure and its ratio to every peer, then
-/// the SRCU targets.
-fn summary(
-    report: &torture::rcu::Report,
-    srcu: &torture::srcu::Report,
-    suites: &[(Suite, Vec<BenchResult>)],
-    took: Duration,
-) -> String {
+/// the targets.
+fn summary(t: &Tortures<'_>, suites: &[(Suite, Vec<BenchResult>)], took: Duration) -> String {
+    let (report, srcu) = (t.rcu, t.srcu);
     let mut o = String::from("summary\n");
     o.push_str(&format!(
         "  torture rcu: {} ({} errors; {} reads, {} grace periods + {} expedited, {} updates in {:.0} s)\n",
@@ -165,24 +236,28 @@ fn summary(
         iso.bound_ms,
         if iso.passed { "isolated" } else { "NOT ISOLATED" }
     ));
+    o.push_str(&pending_line(t.pending));
+    o.push_str(&kvfree_line(t.kvfree));
     let mut t = Table::new(&[
         ("suite", Align::Left),
         ("threads", Align::Right),
-        ("grace-rcu ns/op", Align::Right),
+        ("grace", Align::Left),
+        ("ns/op", Align::Right),
         ("grace/peer", Align::Left),
     ]);
     for (suite, results) in suites {
         let mut threads: Vec<usize> = results.iter().map(|r| r.threads).collect();
         threads.sort_unstable();
         threads.dedup();
+        let reference = suite.grace_impl();
         for n in threads {
             let grace = results
                 .iter()
-                .find(|r| r.impl_name == GRACE_IMPL && r.threads == n)
+                .find(|r| r.impl_name == reference && r.threads == n)
                 .map_or(f64::NAN, |r| r.ns_per_op);
             let peers = results
                 .iter()
-                .filter(|r| r.threads == n && r.impl_name != GRACE_IMPL && !is_srcu(r))
+                .filter(|r| r.threads == n && r.impl_name != reference && !is_grace(r))
                 .map(|r| {
                     format!(
                         "{} {}",
@@ -195,19 +270,23 @@ fn summary(
             t.row(vec![
                 suite.name().to_string(),
                 n.to_string(),
+                reference.to_string(),
                 ui::ns(grace),
                 peers,
             ]);
         }
     }
     o.push_str(&t.render(2));
-    o.push_str(&format!("  {}\n", bench::RATIO_LEGEND));
+    o.push_str(
+        "  grace/peer = grace's ns/op divided by the peer's, at the same thread count: \
+         below 1.00x grace is faster, above it the peer is\n",
+    );
     let checks: Vec<_> = suites
         .iter()
         .flat_map(|(_, results)| grace_bench::check_targets(results))
         .collect();
     if !checks.is_empty() {
-        o.push_str("  srcu targets (the row's ns/op divided by its reference's):\n");
+        o.push_str("  targets (the row's ns/op divided by its reference's):\n");
         for c in &checks {
             o.push_str(&format!(
                 "    {} t={}: {} / {} = {}\n",
@@ -221,6 +300,57 @@ fn summary(
     }
     o.push_str(&format!("  the tour took {:.0} s\n", took.as_secs_f64()));
     o
+}
+
+/// The summary's line for `torture pending`.
+fn pending_line(p: &torture::pending::Report) -> String {
+    let sum = |f: fn(&torture::pending::PendingFigures) -> u64| {
+        p.flavors
+            .iter()
+            .flat_map(|f| &f.pendings)
+            .map(f)
+            .sum::<u64>()
+    };
+    let reuse: u64 = p.flavors.iter().map(|f| f.reuse.dequeued).sum();
+    let processed: u64 = p.flavors.iter().map(|f| f.reuse.processed).sum();
+    format!(
+        "  torture pending: {} ({} errors; on {}: {} reads, {} updates, {} objects reused through dequeue vs {} processed; \
+         1 in {} allocations failed ({} injected): {} chunk and {} node allocation failures, {} fallback nodes, {} synchronous, {} given back)\n",
+        verdict(p.passed()),
+        ui::count(p.totals.errors),
+        p.flavors
+            .iter()
+            .map(|f| f.flavor)
+            .collect::<Vec<_>>()
+            .join(" and "),
+        ui::si(p.totals.reads as f64),
+        ui::count(p.totals.updates),
+        ui::count(reuse),
+        ui::count(processed),
+        p.fail_one_in,
+        ui::count(p.injected_failures),
+        ui::count(sum(|f| f.chunk_alloc_failures)),
+        ui::count(sum(|f| f.node_alloc_failures)),
+        ui::count(sum(|f| f.fallback_nodes)),
+        ui::count(sum(|f| f.synchronous)),
+        ui::count(sum(|f| f.given_back)),
+    )
+}
+
+/// The summary's line for `torture kvfree`.
+fn kvfree_line(k: &torture::kvfree::Report) -> String {
+    format!(
+        "  torture kvfree: {} ({} errors; {} reads, {} elements freed by kvfree, {} objects in all; \
+         1 in {} allocations failed ({} injected), fallbacks: {})\n",
+        verdict(k.passed()),
+        ui::count(k.totals.errors),
+        ui::si(k.totals.reads as f64),
+        ui::count(k.released),
+        ui::count(k.kvfree.objects_queued),
+        k.fail_one_in,
+        ui::count(k.injected_failures),
+        k.kvfree.fallbacks()
+    )
 }
 
 #[cfg(test)]

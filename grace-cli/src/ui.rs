@@ -85,6 +85,27 @@ pub fn ns(x: f64) -> String {
     }
 }
 
+/// A byte count with a binary suffix: `512 B`, `12.3 KiB`, `4.56 MiB`, `1.20 GiB`.
+pub fn bytes(n: u64) -> String {
+    let x = n as f64;
+    let (v, unit) = if x >= (1u64 << 30) as f64 {
+        (x / (1u64 << 30) as f64, "GiB")
+    } else if x >= (1u64 << 20) as f64 {
+        (x / (1u64 << 20) as f64, "MiB")
+    } else if x >= 1024.0 {
+        (x / 1024.0, "KiB")
+    } else {
+        return format!("{n} B");
+    };
+    if v >= 100.0 {
+        format!("{v:.0} {unit}")
+    } else if v >= 10.0 {
+        format!("{v:.1} {unit}")
+    } else {
+        format!("{v:.2} {unit}")
+    }
+}
+
 /// A ratio as `0.52x`; `-` when it could not be computed.
 pub fn ratio(r: Option<f64>) -> String {
     match r {
@@ -199,6 +220,9 @@ mod tests {
         assert_eq!(si(1.5e6), "1.50 M");
         assert_eq!(ratio(Some(0.523)), "0.52x");
         assert_eq!(ratio(None), "-");
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.50 KiB");
+        assert_eq!(bytes(64 << 20), "64.0 MiB");
     }
 
     #[test]

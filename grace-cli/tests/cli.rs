@@ -1,7 +1,9 @@
-//! End-to-end tests of the `grace` binary: the RCU and SRCU tortures pass, catch an injected
-//! early free, work on the fence fallback; the SRCU torture reports its isolation figure;
-//! bad arguments and bad settings exit with status 2 without a panic; the benchmark's JSON has
-//! the agreed shape, SRCU rows and targets included. About 20 s in all.
+//! End-to-end tests of the `grace` binary: the RCU, SRCU, `Pending` and `kvfree` tortures pass,
+//! catch an injected early free, work on the fence fallback; the SRCU torture reports its
+//! isolation figure; the deferral tortures inject allocation failures, take every fallback and
+//! (`Pending`) recycle objects through `dequeue`; bad arguments and bad settings exit with
+//! status 2 without a panic; the benchmarks' JSON has the agreed shape, SRCU rows, `free`,
+//! `reuse` and `flood` rows and targets included. About 40 s in all.
 //!
 //! The torture runs take turns ([`torture`]): each one loads the 2-CPU machine fully, and the
 //! SRCU torture measures grace-period latencies that a second torture running beside it
@@ -393,4 +395,321 @@ fn bench_sync_reports_the_cross_domain_ratio() {
     assert_eq!(t["reference"], "grace-srcu-sync", "{t}");
     assert_eq!(t["max"], 1.2, "{t}");
     assert!(t["ratio"].as_f64().is_some_and(|x| x > 0.0), "{t}");
+}
+
+/// The sum of `key` over the objects of the array `v[arr]`.
+fn sum_of(v: &Value, arr: &str, key: &str) -> u64 {
+    v[arr]
+        .as_array()
+        .unwrap_or_else(|| panic!("{arr} is not an array in {v}"))
+        .iter()
+        .map(|x| u64_of(x, key))
+        .sum()
+}
+
+/// One 2-second `torture pending --json` run (both flavors), shared by the tests that read it.
+fn pending_run() -> &'static (Output, Value) {
+    static RUN: OnceLock<(Output, Value)> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let o = torture(&["torture", "pending", "--duration", "2s", "--json"], &[]);
+        let v = json(&o);
+        (o, v)
+    })
+}
+
+#[test]
+fn pending_torture_passes_on_both_flavors() {
+    let (o, v) = pending_run();
+    assert_eq!(o.status.code(), Some(0), "{v}\n{}", stderr(o));
+    assert_eq!(v["flavor"], "pending");
+    assert_eq!(u64_of(v, "errors"), 0, "{v}");
+    let pipe = clean_pipe(v);
+    assert_eq!(pipe.iter().sum::<u64>(), u64_of(v, "reads"));
+    let flavors = v["flavors"].as_array().expect("flavors is an array");
+    let names: Vec<&str> = flavors
+        .iter()
+        .filter_map(|f| f["flavor"].as_str())
+        .collect();
+    assert_eq!(names, ["rcu", "srcu"], "{v}");
+    for f in flavors {
+        assert_eq!(u64_of(f, "errors"), 0, "{f}");
+        clean_pipe(f);
+        for key in ["reads", "updates", "released", "grace_periods"] {
+            assert!(u64_of(f, key) > 0, "{key} is zero in {f}");
+        }
+        // Every element handed over came back exactly once; every private object too.
+        assert_eq!(u64_of(f, "released"), u64_of(f, "updates"), "{f}");
+        let p = &f["private"];
+        assert_eq!(u64_of(p, "enqueued"), u64_of(p, "processed"), "{f}");
+        // dequeue reuse raced the readers, and the counts balance.
+        let r = &f["reuse"];
+        for key in ["dequeued", "reused_shared", "processed", "reads", "whole"] {
+            assert!(u64_of(r, key) > 0, "reuse.{key} is zero in {f}");
+        }
+        assert_eq!(
+            u64_of(r, "enqueued"),
+            u64_of(r, "processed") + u64_of(r, "dequeued"),
+            "{f}"
+        );
+        assert_eq!(u64_of(r, "torn"), 0, "{f}");
+        let reuse_pipe: Vec<u64> = r["pipe"]
+            .as_array()
+            .expect("reuse.pipe")
+            .iter()
+            .map(|c| c.as_u64().expect("counts"))
+            .collect();
+        assert!(reuse_pipe[2..].iter().all(|&c| c == 0), "{f}");
+        let pendings = f["pendings"].as_array().expect("pendings");
+        let names: Vec<&str> = pendings.iter().filter_map(|p| p["name"].as_str()).collect();
+        assert_eq!(
+            names,
+            ["process_with", "process_free", "process_run", "reuse"],
+            "{f}"
+        );
+    }
+}
+
+#[test]
+fn pending_torture_injects_allocation_failures_and_takes_the_fallbacks() {
+    let (o, v) = pending_run();
+    assert_eq!(o.status.code(), Some(0), "{v}\n{}", stderr(o));
+    assert_eq!(u64_of(v, "fail_one_in"), 50);
+    assert!(u64_of(v, "injected_failures") > 0, "{v}");
+    let flavors = v["flavors"].as_array().expect("flavors");
+    let total = |key: &str| -> u64 { flavors.iter().map(|f| sum_of(f, "pendings", key)).sum() };
+    for key in [
+        "chunk_alloc_failures",
+        "fallback_nodes",
+        "node_alloc_failures",
+        "synchronous",
+        "given_back",
+    ] {
+        assert!(total(key) > 0, "no {key} in {v}");
+    }
+    assert!(
+        flavors
+            .iter()
+            .map(|f| u64_of(f, "oom_episodes"))
+            .sum::<u64>()
+            > 0,
+        "{v}"
+    );
+}
+
+#[test]
+fn pending_torture_catches_an_injected_early_free() {
+    let o = torture(
+        &[
+            "torture",
+            "pending",
+            "--duration",
+            "2s",
+            "--inject-early-free",
+            "--json",
+        ],
+        &[],
+    );
+    let v = json(&o);
+    assert_eq!(o.status.code(), Some(1), "{v}\n{}", stderr(&o));
+    assert_eq!(v["inject_early_free"], true);
+    for f in v["flavors"].as_array().expect("flavors") {
+        // Both the pipeline and the reuse objects' readers catch it.
+        assert!(u64_of(f, "pipe_errors") > 0, "{f}");
+        let reuse_pipe: u64 = f["reuse"]["pipe"].as_array().expect("reuse.pipe")[2..]
+            .iter()
+            .map(|c| c.as_u64().expect("counts"))
+            .sum();
+        assert!(reuse_pipe > 0, "{f}");
+    }
+}
+
+#[test]
+fn pending_torture_runs_one_flavor_without_injection() {
+    let o = torture(
+        &[
+            "torture",
+            "pending",
+            "--flavor",
+            "srcu",
+            "--fail-one-in",
+            "0",
+            "--duration",
+            "1s",
+            "--json",
+        ],
+        &[],
+    );
+    let v = json(&o);
+    assert_eq!(o.status.code(), Some(0), "{v}\n{}", stderr(&o));
+    let flavors = v["flavors"].as_array().expect("flavors");
+    assert_eq!(flavors.len(), 1);
+    assert_eq!(flavors[0]["flavor"], "srcu");
+    assert_eq!(u64_of(&v, "injected_failures"), 0, "{v}");
+    assert_eq!(u64_of(&flavors[0], "oom_episodes"), 0, "{v}");
+}
+
+#[test]
+fn kvfree_torture_passes_and_takes_every_fallback() {
+    let o = torture(&["torture", "kvfree", "--duration", "2s", "--json"], &[]);
+    let v = json(&o);
+    assert_eq!(o.status.code(), Some(0), "{v}\n{}", stderr(&o));
+    assert_eq!(v["flavor"], "kvfree");
+    assert_eq!(u64_of(&v, "errors"), 0, "{v}");
+    let pipe = clean_pipe(&v);
+    assert_eq!(pipe.iter().sum::<u64>(), u64_of(&v, "reads"));
+    assert_eq!(u64_of(&v, "released"), u64_of(&v, "updates"), "{v}");
+    let modes = v["updates_by_mode"].as_object().expect("updates_by_mode");
+    for m in [
+        "kvfree_drop",
+        "kvfree_raw",
+        "kvfree_no_drop_glue",
+        "kvfree_in_section",
+        "kvfree_barrier",
+    ] {
+        assert!(
+            modes.get(m).and_then(Value::as_u64).unwrap_or(0) > 0,
+            "{m} unused in {v}"
+        );
+    }
+    let j = &v["junk"];
+    assert!(u64_of(j, "drop_glue_queued") > 0, "{v}");
+    assert_eq!(
+        u64_of(j, "drop_glue_queued"),
+        u64_of(j, "drop_glue_dropped")
+    );
+    assert!(u64_of(j, "no_drop_glue_queued") > 0, "{v}");
+    assert_eq!(
+        u64_of(j, "no_drop_glue_queued"),
+        u64_of(j, "no_drop_glue_freed")
+    );
+    let k = &v["kvfree"];
+    assert_eq!(
+        u64_of(k, "objects_queued"),
+        u64_of(k, "objects_freed"),
+        "{k}"
+    );
+    assert_eq!(u64_of(k, "objects_pending_after"), 0, "{k}");
+    assert!(u64_of(&v, "injected_failures") > 0, "{v}");
+    assert!(u64_of(&v, "oom_episodes") > 0, "{v}");
+    for key in [
+        "fallback_node",
+        "fallback_sync_gp",
+        "fallback_retry",
+        "fallback_callback",
+    ] {
+        assert!(u64_of(k, key) > 0, "no {key} in {k}");
+    }
+}
+
+#[test]
+fn kvfree_torture_catches_an_injected_early_free() {
+    let o = torture(
+        &[
+            "torture",
+            "kvfree",
+            "--duration",
+            "2s",
+            "--inject-early-free",
+            "--json",
+        ],
+        &[],
+    );
+    let v = json(&o);
+    assert_eq!(o.status.code(), Some(1), "{v}\n{}", stderr(&o));
+    assert_eq!(v["inject_early_free"], true);
+    assert!(u64_of(&v, "pipe_errors") > 0, "{v}");
+}
+
+#[test]
+fn a_bad_failure_rate_is_refused() {
+    for flavor in ["pending", "kvfree"] {
+        for bad in ["often", "4294967296", "1.5"] {
+            let o = grace(&["torture", flavor, "--fail-one-in", bad], &[]);
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(2), "{flavor} {bad}: {err}");
+            assert!(err.contains("fail-one-in"), "{flavor} {bad}: {err}");
+            assert!(o.stdout.is_empty(), "{flavor} {bad}: nothing ran");
+        }
+    }
+    let o = grace(&["torture", "pending", "--flavor", "tree"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+#[test]
+fn bench_free_reports_kvfree_against_every_peer() {
+    let v = bench_json("free");
+    let results = v["results"].as_array().expect("results is an array");
+    let mut names = vec![
+        "box-drop",
+        "grace-kvfree",
+        "grace-kvfree-drop",
+        "crossbeam-epoch",
+        "seize",
+    ];
+    if v["liburcu"]["available"] == true {
+        names.push("liburcu-memb");
+    }
+    for name in names {
+        let r = results
+            .iter()
+            .find(|r| r["impl"] == name)
+            .unwrap_or_else(|| panic!("no {name} row in {v}"));
+        assert!(r["ns_per_op"].as_f64().is_some_and(|x| x > 0.0), "{r}");
+    }
+    let t = v["targets"]
+        .as_array()
+        .expect("targets is an array")
+        .iter()
+        .find(|t| t["reference"] == "box-drop")
+        .unwrap_or_else(|| panic!("no kvfree target in {v}"));
+    assert_eq!(t["impl"], "grace-kvfree", "{t}");
+    assert_eq!(t["max"], 1.5, "{t}");
+    assert_eq!(t["threads"], 1, "{t}");
+    assert!(t["ratio"].as_f64().is_some_and(|x| x > 0.0), "{t}");
+}
+
+#[test]
+fn bench_reuse_reports_recycling_against_fresh_allocation() {
+    let v = bench_json("reuse");
+    let results = v["results"].as_array().expect("results is an array");
+    for name in [
+        "grace-pending-reuse",
+        "grace-pending-fresh",
+        "grace-kvfree-fresh",
+        "box-drop-no-gp",
+    ] {
+        let r = results
+            .iter()
+            .find(|r| r["impl"] == name)
+            .unwrap_or_else(|| panic!("no {name} row in {v}"));
+        assert!(r["ns_per_op"].as_f64().is_some_and(|x| x > 0.0), "{r}");
+    }
+}
+
+#[test]
+fn bench_flood_runs_each_implementation_in_its_own_process() {
+    let o = grace(&["bench", "flood", "--duration", "200ms", "--json"], &[]);
+    let v = json(&o);
+    assert_eq!(o.status.code(), Some(0), "{v}\n{}", stderr(&o));
+    assert_eq!(v["suite"], "flood");
+    let results = v["results"].as_array().expect("results is an array");
+    let names: Vec<&str> = results.iter().filter_map(|r| r["impl"].as_str()).collect();
+    for name in ["grace-kvfree", "grace-pending", "crossbeam-epoch", "seize"] {
+        assert!(names.contains(&name), "no {name} row in {v}");
+    }
+    for r in results {
+        assert_eq!(r["threads"], 1, "{r}");
+        assert_eq!(r["readers"], 1, "{r}");
+        assert_eq!(r["isolated"], true, "{r}");
+        for key in ["objects_per_s", "ops_per_s", "ns_per_op", "reads_per_s"] {
+            assert!(r[key].as_f64().is_some_and(|x| x > 0.0), "{key} in {r}");
+        }
+        assert!(r["peak_rss_bytes"].as_u64().is_some_and(|x| x > 0), "{r}");
+        assert!(r["peak_bytes_pending"].is_u64(), "{r}");
+    }
+    let grace = results
+        .iter()
+        .find(|r| r["impl"] == "grace-kvfree")
+        .unwrap();
+    assert_eq!(grace["peak_bytes_source"], "library", "{grace}");
 }

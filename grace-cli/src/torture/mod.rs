@@ -1,10 +1,12 @@
 //! Torture tests: the pipeline check of the kernel's rcutorture, against `grace::rcu`
-//! ([`rcu`]) and against several SRCU domains at once ([`srcu`]).
+//! ([`rcu`]), against several SRCU domains at once ([`srcu`]), and through the two deferral
+//! APIs built on the flavors: `Pending<T>` ([`pending`], with `dequeue` reuse racing readers)
+//! and `kvfree` ([`kvfree`]), both under allocation-failure injection.
 //!
-//! This module holds what both share: the element pipeline, the reader's check, the writer
-//! that rotates through the grace-period APIs, the callback chains, reader-thread churn and
-//! the final drain. Each flavor supplies a [`Host`]: its grace-period API (a
-//! [`grace::Flavor`]) plus whatever only it has.
+//! This module holds what they share: the element pipeline, the reader's check, the writer
+//! that rotates through the grace-period APIs (or hands removed elements to a deferral API),
+//! the callback chains, reader-thread churn and the final drain. Each torture supplies a
+//! [`Host`]: its grace-period API (a [`grace::Flavor`]) plus whatever only it has.
 //!
 //! # The pipeline
 //!
@@ -37,10 +39,18 @@
 //! ([`Mode`]); after each wait it checks the API's own promises (a cookie taken before a
 //! grace period reads as completed after it). In the callback modes the removed element is
 //! handed to a *chain*: a callback that advances it one stage and queues itself again until
-//! the element is freed. The hidden `--inject-early-free` option makes the writer advance
-//! removed elements without waiting for any grace period, and readers linger in their
-//! sections: the check must fire, which proves that it can.
+//! the element is freed. In the *deferred* modes ([`Mode::deferred`]) the removed element
+//! (stage 1) is handed, as a small token object that names it, to a deferral API of the host
+//! (`Pending::enqueue`, `kvfree`, ...); whatever that API does to the token once the grace
+//! period has ended (process it, drop it, free its memory) frees the element at once
+//! ([`Pipeline::release`], which also checks that it happens exactly once). The hidden
+//! `--inject-early-free` option makes the writer advance removed elements without waiting for
+//! any grace period (the deferral hosts: dispose of the token at once, through the same code
+//! that marks it processed), and readers linger in their sections: the check must fire, which
+//! proves that it can.
 
+pub mod kvfree;
+pub mod pending;
 pub mod rcu;
 pub mod srcu;
 
@@ -81,12 +91,16 @@ pub struct Options {
     pub readers: usize,
     /// Advance removed elements without waiting for grace periods (a deliberate bug).
     pub inject_early_free: bool,
+    /// Make one in this many of grace's fallible allocations fail, on every thread, while
+    /// the torture runs (`grace::alloc::inject_globally`); 0 = off. Only the `pending` and
+    /// `kvfree` tortures use it.
+    pub fail_one_in: u32,
 }
 
 /// What every torture reports, flattened into its report (and its `--json` object).
 #[derive(Clone, Debug, Serialize)]
 pub struct Totals {
-    /// The flavor tortured: `"rcu"` or `"srcu"`.
+    /// What was tortured: `"rcu"`, `"srcu"`, `"pending"` or `"kvfree"`.
     pub flavor: &'static str,
     /// Errors of every kind; non-zero fails the run.
     pub errors: u64,
@@ -221,8 +235,37 @@ pub(crate) enum Mode {
     /// (`read_lock_raw` / `read_unlock_raw` across a channel) around a `synchronize()`, which
     /// must wait for the close.
     RawHandoff,
+    /// `Pending::enqueue` of a token that a `Process::with` closure releases.
+    Enqueue,
+    /// `Pending::enqueue_raw` (a raw pointer from `Box::into_raw`), same closure.
+    EnqueueRaw,
+    /// `Pending::try_enqueue` from inside a read-side section of the flavor (where the
+    /// last-resort synchronous grace period is not allowed), `enqueue` outside it if the
+    /// object came back.
+    TryEnqueue,
+    /// `Pending::enqueue` on a `Process::free()` pending: the token's `Drop` releases.
+    EnqueueFree,
+    /// `Pending::enqueue` on a `Process::run()` pending: the token's `Run::run` releases.
+    EnqueueRun,
+    /// `Pending::enqueue`, then `Pending::barrier()`: the element must be released when the
+    /// barrier returns.
+    PendingBarrier,
+    /// `kvfree` of a token whose `Drop` releases (drop glue: the callback-engine path).
+    Kvfree,
+    /// `kvfree_raw` of the same kind of token.
+    KvfreeRaw,
+    /// `kvfree` of a token without drop glue, whose *deallocation* releases (the owner-frees
+    /// path; seen by the `grace` binary's global allocator).
+    KvfreeNoDrop,
+    /// `kvfree` from inside a read-side section (no waiting allowed there).
+    KvfreeInSection,
+    /// `kvfree`, then `kvfree_barrier()`: the element must be released when it returns.
+    KvfreeBarrier,
     /// No grace period at all (`--inject-early-free`).
     Inject,
+    /// `--inject-early-free` for the deferral hosts: the token is disposed of at once, by the
+    /// code that would process it after the grace period.
+    EarlyFree,
 }
 
 impl Mode {
@@ -240,8 +283,39 @@ impl Mode {
             Mode::GetStatePoll => "get_state_poll",
             Mode::Barrier => "barrier",
             Mode::RawHandoff => "raw_handoff",
-            Mode::Inject => "inject_early_free",
+            Mode::Enqueue => "enqueue",
+            Mode::EnqueueRaw => "enqueue_raw",
+            Mode::TryEnqueue => "try_enqueue_in_section",
+            Mode::EnqueueFree => "enqueue_process_free",
+            Mode::EnqueueRun => "enqueue_process_run",
+            Mode::PendingBarrier => "enqueue_barrier",
+            Mode::Kvfree => "kvfree_drop",
+            Mode::KvfreeRaw => "kvfree_raw",
+            Mode::KvfreeNoDrop => "kvfree_no_drop_glue",
+            Mode::KvfreeInSection => "kvfree_in_section",
+            Mode::KvfreeBarrier => "kvfree_barrier",
+            Mode::Inject | Mode::EarlyFree => "inject_early_free",
         }
+    }
+
+    /// Whether the mode hands the removed element to a deferral API of the host
+    /// ([`Host::retire`]) rather than waiting or queueing callbacks itself.
+    pub(crate) fn deferred(self) -> bool {
+        matches!(
+            self,
+            Mode::Enqueue
+                | Mode::EnqueueRaw
+                | Mode::TryEnqueue
+                | Mode::EnqueueFree
+                | Mode::EnqueueRun
+                | Mode::PendingBarrier
+                | Mode::Kvfree
+                | Mode::KvfreeRaw
+                | Mode::KvfreeNoDrop
+                | Mode::KvfreeInSection
+                | Mode::KvfreeBarrier
+                | Mode::EarlyFree
+        )
     }
 
     /// `Some(hurry)` when the mode hands the removed element to a callback chain.
@@ -281,8 +355,10 @@ pub(crate) struct Pipeline {
     /// rcutorture's "Free-Block Circulation": how many elements left stage `i`.
     circulation: [AtomicU64; PIPE_LEN + 1],
     pub(crate) updates: AtomicU64,
-    /// Elements whose callback chain has not finished yet.
-    chains_in_flight: AtomicU64,
+    /// Elements whose callback chain has not finished yet, or that a deferral API holds.
+    in_flight: AtomicU64,
+    /// Elements a deferral API released.
+    released: AtomicU64,
     pub(crate) pipeline_callbacks: AtomicU64,
     pub(crate) api_errors: AtomicU64,
     messages: Mutex<Vec<String>>,
@@ -321,7 +397,8 @@ impl Pipeline {
             exit_callbacks_run: AtomicU64::new(0),
             circulation: Default::default(),
             updates: AtomicU64::new(0),
-            chains_in_flight: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            released: AtomicU64::new(0),
             pipeline_callbacks: AtomicU64::new(0),
             api_errors: AtomicU64::new(0),
             messages: Mutex::new(Vec::new()),
@@ -373,6 +450,59 @@ impl Pipeline {
         }
     }
 
+    /// The generation element `idx` was last published with (what a deferral token carries).
+    pub(crate) fn generation(&self, idx: usize) -> u64 {
+        self.pool[idx].check.load(Ordering::Relaxed) >> 1
+    }
+
+    /// A deferral API processed the token of element `idx`, published as `generation`: free
+    /// the element at once (stage [`PIPE_LEN`], back to the free list). Checks that this is
+    /// the first time for this removal: the element must be removed (stage 1) and still carry
+    /// that generation, alive. Anything else (a token processed twice, or after a stale
+    /// hand-back) is an API error and frees nothing. Returns whether it freed the element.
+    ///
+    /// Called from worker threads, destructors and the global allocator's `dealloc` (see
+    /// [`kvfree`]): it takes only the free list's lock, a leaf lock, and never allocates
+    /// (the free list has room for the whole pool).
+    pub(crate) fn release(&self, idx: usize, generation: u64) -> bool {
+        let Some(e) = self.pool.get(idx) else {
+            self.api_error(format!("a token names element {idx}, outside the pool"));
+            return false;
+        };
+        let want = generation << 1 | ALIVE;
+        // Relaxed: only the token's owner (this caller, exactly once) moves a removed
+        // element; the check below is what proves it.
+        let stage = e.pipe.load(Ordering::Relaxed);
+        if stage != 1
+            || e.check
+                .compare_exchange(want, generation << 1, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            let check = e.check.load(Ordering::Relaxed);
+            self.api_error(format!(
+                "element {idx} (generation {generation}) was processed twice or after it was reused: stage {stage}, check {check:#x}"
+            ));
+            return false;
+        }
+        e.pipe.store(PIPE_LEN as u32, Ordering::Relaxed);
+        self.circulation[1].fetch_add(1, Ordering::Relaxed);
+        lock(&self.free).push(idx);
+        self.released.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Whether element `idx`, removed as `generation`, has been released since (and not
+    /// reused yet: only the writer, which asks, reuses elements).
+    pub(crate) fn is_released(&self, idx: usize, generation: u64) -> bool {
+        self.pool[idx].check.load(Ordering::Relaxed) == generation << 1
+    }
+
+    /// Elements released by deferral APIs so far.
+    pub(crate) fn released(&self) -> u64 {
+        self.released.load(Ordering::Relaxed)
+    }
+
     /// Inside a section: load the current element and read its stage and check word.
     #[inline]
     pub(crate) fn look(&self) -> Look {
@@ -400,10 +530,16 @@ impl Pipeline {
         if stage > 1 {
             c.pipe_errors += 1;
             self.note(|| {
-                format!(
-                    "reader saw element {idx} at pipe stage {stage} inside its section: it was advanced {} time(s) past removal, each one a grace period that should have waited for this reader",
-                    stage - 1
-                )
+                if look.stage <= 1 && stage2 as usize >= PIPE_LEN && check2 & ALIVE == 0 {
+                    format!(
+                        "reader saw element {idx} freed (pipe stage {stage}) inside its section: a deferral API processed it while this reader, which found it before its removal, could still see it"
+                    )
+                } else {
+                    format!(
+                        "reader saw element {idx} at pipe stage {stage} inside its section: it was advanced {} time(s) past removal, each one a grace period that should have waited for this reader",
+                        stage - 1
+                    )
+                }
             });
         }
         if check1 & ALIVE == 0 || check2 != check1 {
@@ -557,6 +693,30 @@ pub(crate) trait Host: Send + Sync + Sized + 'static {
     /// Called by the writer after every update, with the update's number.
     fn after_update(&self, _n: u64) {}
 
+    /// Hand removed element `idx` (stage 1, published as `generation`) to the host's deferral
+    /// API, in a deferred `mode` ([`Mode::deferred`]); whatever processes it must call
+    /// [`Pipeline::release`] exactly once. The element is already counted in flight.
+    fn retire(&self, mode: Mode, idx: usize, generation: u64) {
+        let _ = (idx, generation);
+        self.pipeline().api_error(format!(
+            "mode {} has no deferral API on this host",
+            mode.name()
+        ));
+    }
+
+    /// The mode the writer uses under `--inject-early-free`: [`Mode::Inject`] (advance
+    /// without waiting), or for a deferral host [`Mode::EarlyFree`] (its `retire` disposes of
+    /// the token at once).
+    fn inject_mode(&self) -> Mode {
+        Mode::Inject
+    }
+
+    /// Wait until every callback and every deferred object queued so far has been processed
+    /// (the drain); the flavor's `barrier()` unless the host has more to wait for.
+    fn barrier_all(&self) {
+        self.flavor().barrier();
+    }
+
     /// Pause between two polls of a cookie.
     fn poll_pause(&self) {
         thread::yield_now();
@@ -633,14 +793,21 @@ impl<H: Host> Writer<H> {
             p.updates.fetch_add(1, Ordering::Relaxed);
 
             let mode = if p.inject {
-                Mode::Inject
+                h.inject_mode()
             } else {
                 self.rotation[((n / UPDATES_PER_MODE) % self.rotation.len() as u64) as usize]
             };
             *self.modes.entry(mode).or_default() += 1;
+            if mode.deferred() {
+                p.in_flight.fetch_add(1, Ordering::Relaxed);
+                h.retire(mode, old, p.generation(old));
+                h.after_update(n);
+                n += 1;
+                continue;
+            }
             match mode.chain() {
                 Some(hurry) => {
-                    p.chains_in_flight.fetch_add(1, Ordering::Relaxed);
+                    p.in_flight.fetch_add(1, Ordering::Relaxed);
                     queue_chain(h.clone(), old, hurry);
                     if mode == Mode::Barrier {
                         self.barrier_then_check(old);
@@ -777,6 +944,19 @@ impl<H: Host> Writer<H> {
             }
             Mode::FullPoll | Mode::FullCond | Mode::RawHandoff => h.wait_own(mode, &mut self.rng),
             Mode::Call | Mode::CallHurry | Mode::Barrier | Mode::Inject => {}
+            // Deferred modes never wait here: the writer hands them to the host.
+            Mode::Enqueue
+            | Mode::EnqueueRaw
+            | Mode::TryEnqueue
+            | Mode::EnqueueFree
+            | Mode::EnqueueRun
+            | Mode::PendingBarrier
+            | Mode::Kvfree
+            | Mode::KvfreeRaw
+            | Mode::KvfreeNoDrop
+            | Mode::KvfreeInSection
+            | Mode::KvfreeBarrier
+            | Mode::EarlyFree => {}
         }
         self.max_wait = self.max_wait.max(t.elapsed());
     }
@@ -799,7 +979,7 @@ fn chain_step<H: Host>(h: Arc<H>, idx: usize) {
     let p = h.pipeline();
     p.pipeline_callbacks.fetch_add(1, Ordering::Relaxed);
     if p.advance(idx) {
-        p.chains_in_flight.fetch_sub(1, Ordering::Relaxed);
+        p.in_flight.fetch_sub(1, Ordering::Relaxed);
     } else {
         // Once stopping, do not wait to batch: the run is draining.
         let hurry = p.stopping.load(Ordering::Relaxed);
@@ -828,14 +1008,22 @@ pub(crate) fn drain<H: Host>(h: &H) -> u64 {
     let (f, p) = (h.flavor(), h.pipeline());
     let mut lost = 0;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while p.chains_in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
-        f.barrier();
+    while p.in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+        h.barrier_all();
+        if p.in_flight.load(Ordering::Relaxed) > 0 {
+            thread::sleep(Duration::from_millis(1));
+        }
     }
+    h.barrier_all();
     f.barrier();
-    let chains = p.chains_in_flight.load(Ordering::Relaxed);
+    let chains = p.in_flight.load(Ordering::Relaxed);
     if chains > 0 {
         lost += chains;
-        p.note(|| format!("{chains} callback chain(s) still unfinished 10 s after the run"));
+        p.note(|| {
+            format!(
+                "{chains} element(s) still in callback chains or deferral APIs 10 s after the run"
+            )
+        });
     }
     let (queued, ran) = (
         p.exit_callbacks_queued.load(Ordering::Relaxed),
@@ -955,4 +1143,61 @@ pub(crate) fn fail(msg: &str) -> ! {
 /// `1 2 3`: a histogram on one line, as rcutorture prints it.
 pub(crate) fn histogram(v: &[u64]) -> String {
     v.iter().map(u64::to_string).collect::<Vec<_>>().join(" ")
+}
+
+/// The control loop of a torture: until `duration` has passed, show progress on `bar` (the
+/// elapsed time, then what `status` says; the bar's position is `offset` plus the elapsed
+/// time, for a run in several parts) and replace one reader thread of each of `pools` every
+/// [`CHURN_EVERY`]. Returns the time it ran.
+pub(crate) fn control(
+    duration: Duration,
+    offset: Duration,
+    bar: &indicatif::ProgressBar,
+    pools: &mut [&mut Readers],
+    status: impl Fn() -> String,
+) -> Duration {
+    let start = Instant::now();
+    let mut next_churn = start + CHURN_EVERY;
+    loop {
+        let elapsed = start.elapsed();
+        if elapsed >= duration {
+            break;
+        }
+        bar.set_position((offset + elapsed).as_millis() as u64);
+        bar.set_message(format!(
+            "{:.1}/{:.1} s, {}",
+            elapsed.as_secs_f64(),
+            duration.as_secs_f64(),
+            status()
+        ));
+        if Instant::now() >= next_churn {
+            next_churn += CHURN_EVERY;
+            pools.iter_mut().for_each(|p| p.churn());
+        }
+        thread::sleep((duration - elapsed).min(Duration::from_millis(50)));
+    }
+    bar.set_position((offset + duration).as_millis() as u64);
+    bar.set_message("draining");
+    start.elapsed()
+}
+
+/// Allocation-failure injection for the length of a torture: one in `one_in` of grace's
+/// fallible allocations fails, on every thread, until [`FailureInjection::finish`].
+pub(crate) struct FailureInjection {
+    before: u64,
+}
+
+impl FailureInjection {
+    /// Turn injection on (nothing when `one_in` is 0).
+    pub(crate) fn start(one_in: u32) -> FailureInjection {
+        let before = grace::alloc::injected_failures();
+        grace::alloc::inject_globally(one_in);
+        FailureInjection { before }
+    }
+
+    /// Turn it off; returns how many failures were injected meanwhile.
+    pub(crate) fn finish(self) -> u64 {
+        grace::alloc::inject_globally(0);
+        grace::alloc::injected_failures() - self.before
+    }
 }

@@ -23,8 +23,8 @@
 //! which proves that it can.
 
 use super::{
-    drain, dwell, histogram, join, linger, queue_exit_callback, read_until, spawn, Host, Mode,
-    Options, Pipeline, ReaderCounts, Readers, Rng, Totals, Verdict, Writer, CHURN_EVERY,
+    control, drain, dwell, histogram, join, linger, queue_exit_callback, read_until, spawn, Host,
+    Mode, Options, Pipeline, ReaderCounts, Readers, Rng, Totals, Verdict, Writer,
 };
 use grace::rcu;
 use grace::{Rcu, RcuCell};
@@ -262,34 +262,17 @@ pub fn run(opts: &Options, bar: &ProgressBar) -> Report {
     let writer = spawn("torture-writer", move || writer.run());
 
     // Control loop: progress, and thread churn.
-    let start = Instant::now();
-    let mut next_churn = start + CHURN_EVERY;
-    loop {
-        let elapsed = start.elapsed();
-        if elapsed >= opts.duration {
-            break;
-        }
-        bar.set_position(elapsed.as_millis() as u64);
-        bar.set_message(format!(
-            "{:.1}/{:.1} s, {} reads, {} updates, {} errors",
-            elapsed.as_secs_f64(),
-            opts.duration.as_secs_f64(),
+    let duration = control(opts.duration, Duration::ZERO, bar, &mut [&mut pool], || {
+        format!(
+            "{} reads, {} updates, {} errors",
             crate::ui::si(s.p.reads() as f64),
             crate::ui::si(s.p.updates.load(Ordering::Relaxed) as f64),
             s.p.errors()
-        ));
-        if Instant::now() >= next_churn {
-            next_churn += CHURN_EVERY;
-            pool.churn();
-        }
-        thread::sleep((opts.duration - elapsed).min(Duration::from_millis(50)));
-    }
-    bar.set_position(opts.duration.as_millis() as u64);
-    bar.set_message("draining");
+        )
+    });
 
     // Stop readers first (the pipe histogram is theirs), then the writer.
     pool.stop();
-    let duration = start.elapsed();
     s.p.stopping.store(true, Ordering::Relaxed);
     let writer = join(writer, "writer");
 

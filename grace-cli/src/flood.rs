@@ -1,0 +1,347 @@
+//! `grace bench flood`: every flooding thread frees 64-byte objects through a deferral API as
+//! fast as it can for `--duration` (10 s by default) beside `--readers` reader threads (1 by
+//! default), for grace's `kvfree`, a `Pending` with `Process::free()`, liburcu `call_rcu`,
+//! crossbeam-epoch and seize; objects per second, peak bytes pending and peak RSS. The
+//! measuring is `grace_bench::run_flood_one`'s (see `grace_bench::flood` for what each figure
+//! is).
+//!
+//! # One process per implementation
+//!
+//! Peak RSS (`VmHWM`) is a property of a process, and the allocator keeps memory it was given
+//! back, so measured in one process the second implementation would inherit the first one's
+//! high-water mark and heap. Each run is therefore made by a child process: this binary
+//! re-executed as `grace bench flood --flood-child IMPL --threads N --readers R --duration D`
+//! (a hidden flag), which runs that one flood and prints its result as one JSON object. If
+//! the child cannot be started or its answer cannot be read, the run is made in this process
+//! instead (which resets `VmHWM` first) and its note says so.
+//!
+//! The output: a table for a person, or (`--json`) the object other tools parse, with the
+//! agreed fields of every suite (`suite`, `results[]` with `impl`, `threads`, `ns_per_op`,
+//! `ops_per_s`, `note`, then `machine` and `date`) and the flood's own fields in each result.
+
+use crate::bench::{print_liburcu_notice, utc_now, Machine};
+use crate::ui::{self, Align, Table};
+use grace_bench::FloodResult;
+use serde::Serialize;
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+/// The default flood length per implementation and thread count.
+pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+
+/// The default number of reader threads beside the flooders.
+pub const DEFAULT_READERS: usize = 1;
+
+/// What to flood with.
+#[derive(Clone, Debug)]
+pub struct FloodOptions {
+    /// Flooding thread counts, in order.
+    pub threads: Vec<usize>,
+    /// Reader threads beside the flooders.
+    pub readers: usize,
+    /// How long each flood runs.
+    pub duration: Duration,
+}
+
+/// Run one flood in a child process (see the module docs), or here if that fails.
+pub fn run_isolated(name: &str, threads: usize, readers: usize, duration: Duration) -> FloodResult {
+    match child(name, threads, readers, duration) {
+        Ok(mut r) => {
+            r.isolated = true;
+            r
+        }
+        Err(why) => {
+            let mut r = grace_bench::run_flood_one(name, threads, readers, duration);
+            let note = format!("run in the parent process ({why}): peak RSS includes earlier runs");
+            r.note = Some(match r.note.take() {
+                Some(n) => format!("{note}; {n}"),
+                None => note,
+            });
+            r
+        }
+    }
+}
+
+/// Re-execute this binary for one flood and read its answer.
+fn child(
+    name: &str,
+    threads: usize,
+    readers: usize,
+    duration: Duration,
+) -> Result<FloodResult, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    let out = Command::new(exe)
+        .args([
+            "bench",
+            "flood",
+            "--flood-child",
+            name,
+            "--threads",
+            &threads.to_string(),
+            "--readers",
+            &readers.to_string(),
+            "--duration",
+            &format!("{}ms", duration.as_millis().max(1)),
+        ])
+        .output()
+        .map_err(|e| format!("cannot start the child process: {e}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: String = err.lines().last().unwrap_or("").chars().take(200).collect();
+        return Err(format!("the child process failed ({}): {tail}", out.status));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("unreadable child answer: {e}"))
+}
+
+/// The hidden child mode: one flood, its result as JSON on standard output.
+pub fn child_main(name: &str, threads: usize, readers: usize, duration: Duration) -> ExitCode {
+    let r = grace_bench::run_flood_one(name, threads, readers, duration);
+    match serde_json::to_string(&r) {
+        Ok(text) => {
+            ui::out(&format!("{text}\n"));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("grace: cannot serialize the flood result: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+/// Every implementation at every thread count, each in its own process, with a progress bar
+/// unless `show` is false.
+pub fn run(opts: &FloodOptions, show: bool) -> Vec<FloodResult> {
+    let impls = grace_bench::flood_impls();
+    let steps = (impls.len() * opts.threads.len()) as u64;
+    let bar = ui::bar(steps, "bench flood", show);
+    let mut out = Vec::new();
+    for &threads in &opts.threads {
+        for name in &impls {
+            bar.set_message(format!(
+                "{}/{steps} flood {name} t={threads} ({:.0} s each)",
+                out.len() + 1,
+                opts.duration.as_secs_f64()
+            ));
+            out.push(run_isolated(name, threads, opts.readers, opts.duration));
+            bar.set_position(out.len() as u64);
+        }
+    }
+    bar.finish_and_clear();
+    out
+}
+
+/// grace-kvfree's time per object divided by `r`'s (that is, `r`'s objects/s over grace's),
+/// at the same thread count: below 1 grace is faster. `None` when either was not measured.
+pub fn ratio_to_grace(results: &[FloodResult], r: &FloodResult) -> Option<f64> {
+    let grace = results
+        .iter()
+        .find(|g| g.impl_name == "grace-kvfree" && g.threads == r.threads && g.is_measured())?;
+    r.is_measured()
+        .then(|| r.objects_per_s / grace.objects_per_s)
+}
+
+fn opt_bytes(b: Option<u64>) -> String {
+    b.map_or_else(|| "-".into(), ui::bytes)
+}
+
+/// The table for a person.
+pub fn table(results: &[FloodResult]) -> String {
+    let mut t = Table::new(&[
+        ("impl", Align::Left),
+        ("threads", Align::Right),
+        ("objects/s", Align::Right),
+        ("grace/peer", Align::Right),
+        ("peak pending", Align::Right),
+        ("", Align::Left),
+        ("peak RSS", Align::Right),
+        ("RSS growth", Align::Right),
+        ("drain s", Align::Right),
+        ("reads/s", Align::Right),
+        ("", Align::Left),
+    ]);
+    let mut notes: Vec<&str> = Vec::new();
+    for r in results {
+        let mark = match &r.note {
+            Some(n) => {
+                let i = notes
+                    .iter()
+                    .position(|m| *m == n.as_str())
+                    .unwrap_or_else(|| {
+                        notes.push(n);
+                        notes.len() - 1
+                    });
+                format!("[{}]", i + 1)
+            }
+            None => String::new(),
+        };
+        let growth = match (r.peak_rss_bytes, r.baseline_rss_bytes) {
+            (Some(p), Some(b)) => Some(p.saturating_sub(b)),
+            _ => None,
+        };
+        t.row(vec![
+            r.impl_name.clone(),
+            r.threads.to_string(),
+            ui::si(r.objects_per_s),
+            if r.impl_name == "grace-kvfree" {
+                "(ref)".into()
+            } else {
+                ui::ratio(ratio_to_grace(results, r))
+            },
+            if r.is_measured() {
+                ui::bytes(r.peak_bytes_pending)
+            } else {
+                "-".into()
+            },
+            r.peak_bytes_source.clone(),
+            opt_bytes(r.peak_rss_bytes),
+            opt_bytes(growth),
+            format!("{:.2}", r.drain_s),
+            ui::si(r.reads_per_s),
+            mark,
+        ]);
+    }
+    let (readers, secs) = results
+        .first()
+        .map_or((0, 0.0), |r| (r.readers, r.duration_s));
+    let mut o = format!(
+        "bench flood: 64-byte objects freed as fast as possible for ~{secs:.0} s beside {readers} reader thread(s), one process per row\n"
+    );
+    o.push_str(&t.render(2));
+    for (i, n) in notes.iter().enumerate() {
+        o.push_str(&format!("  [{}] {n}\n", i + 1));
+    }
+    o.push_str(
+        "  grace/peer = grace-kvfree's ns per object divided by the row's (the row's objects/s over grace's), \
+         same thread count: below 1.00x grace is faster\n",
+    );
+    o.push_str(
+        "  peak pending: library = kvfree::stats().peak_bytes_pending (objects + their pointer arrays); \
+         sampled = objects allocated but not yet freed x 64 B, sampled every 10 ms\n",
+    );
+    o.push_str(
+        "  peak RSS = VmHWM of the row's process; RSS growth = VmHWM - VmRSS before the flood; \
+         drain = the final barrier / flush after the flood (not in objects/s)\n",
+    );
+    o
+}
+
+/// One row of the JSON output: the agreed fields, then the flood's own.
+#[derive(Serialize)]
+struct JsonRow<'a> {
+    #[serde(rename = "impl")]
+    impl_name: &'a str,
+    threads: usize,
+    /// Time per object, all threads together (1e9 / objects_per_s).
+    ns_per_op: f64,
+    ops_per_s: f64,
+    note: Option<&'a str>,
+    readers: usize,
+    duration_s: f64,
+    objects: u64,
+    objects_per_s: f64,
+    reads_per_s: f64,
+    peak_bytes_pending: u64,
+    peak_bytes_source: &'a str,
+    sampled_peak_bytes_pending: u64,
+    baseline_rss_bytes: Option<u64>,
+    peak_rss_bytes: Option<u64>,
+    sampled_peak_rss_bytes: Option<u64>,
+    drain_s: f64,
+    isolated: bool,
+}
+
+#[derive(Serialize)]
+struct JsonOut<'a> {
+    suite: &'static str,
+    results: Vec<JsonRow<'a>>,
+    machine: Machine,
+    date: String,
+    duration_ms: u64,
+    readers: usize,
+}
+
+/// The `--json` object for `results`.
+pub fn json(results: &[FloodResult], opts: &FloodOptions) -> String {
+    let out = JsonOut {
+        suite: "flood",
+        results: results
+            .iter()
+            .map(|r| JsonRow {
+                impl_name: &r.impl_name,
+                threads: r.threads,
+                ns_per_op: 1e9 / r.objects_per_s,
+                ops_per_s: r.objects_per_s,
+                note: r.note.as_deref(),
+                readers: r.readers,
+                duration_s: r.duration_s,
+                objects: r.objects,
+                objects_per_s: r.objects_per_s,
+                reads_per_s: r.reads_per_s,
+                peak_bytes_pending: r.peak_bytes_pending,
+                peak_bytes_source: &r.peak_bytes_source,
+                sampled_peak_bytes_pending: r.sampled_peak_bytes_pending,
+                baseline_rss_bytes: r.baseline_rss_bytes,
+                peak_rss_bytes: r.peak_rss_bytes,
+                sampled_peak_rss_bytes: r.sampled_peak_rss_bytes,
+                drain_s: r.drain_s,
+                isolated: r.isolated,
+            })
+            .collect(),
+        machine: Machine::this(),
+        date: utc_now(),
+        duration_ms: opts.duration.as_millis() as u64,
+        readers: opts.readers,
+    };
+    serde_json::to_string_pretty(&out).unwrap_or_else(|_| "null".into())
+}
+
+/// `grace bench flood`: run it, print the table (or the JSON object).
+pub fn main(opts: &FloodOptions, json_out: bool) -> ExitCode {
+    print_liburcu_notice();
+    let results = run(opts, !json_out);
+    if json_out {
+        ui::out(&format!("{}\n", json(&results, opts)));
+    } else {
+        ui::out(&table(&results));
+    }
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(name: &str, threads: usize, rate: f64) -> FloodResult {
+        let mut r = FloodResult::failed(name, threads, 1, String::new());
+        r.note = None;
+        r.objects_per_s = rate;
+        r.objects = rate as u64;
+        r.duration_s = 1.0;
+        r.peak_bytes_pending = 1 << 20;
+        r.peak_bytes_source = "sampled".into();
+        r.peak_rss_bytes = Some(64 << 20);
+        r.baseline_rss_bytes = Some(4 << 20);
+        r
+    }
+
+    #[test]
+    fn flood_json_keeps_the_agreed_fields() {
+        let rs = vec![result("grace-kvfree", 1, 4e7), result("seize", 1, 1e7)];
+        let opts = FloodOptions {
+            threads: vec![1],
+            readers: 1,
+            duration: Duration::from_secs(1),
+        };
+        let v: serde_json::Value = serde_json::from_str(&json(&rs, &opts)).unwrap();
+        assert_eq!(v["suite"], "flood");
+        let r = &v["results"][1];
+        assert_eq!(r["impl"], "seize");
+        assert_eq!(r["ns_per_op"], 100.0);
+        assert_eq!(r["ops_per_s"], 1e7);
+        assert_eq!(r["peak_rss_bytes"], 64 << 20);
+        assert!(v["machine"]["cpus"].as_u64().is_some());
+        assert_eq!(ratio_to_grace(&rs, &rs[1]), Some(0.25));
+        let t = table(&rs);
+        assert!(t.contains("0.25x") && t.contains("60.0 MiB"), "{t}");
+    }
+}
