@@ -687,3 +687,120 @@ fn a_pending_dropped_inside_a_callback_of_its_flavor_hands_off_its_wait() {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
+
+/// The RCU flavor, counting `start_poll` calls and the distinct cookies `get_state` handed out
+/// (each grace period that starts makes one more).
+#[derive(Default)]
+struct CountingRcu {
+    start_polls: AtomicU64,
+    last_cookie: Mutex<u64>,
+    cookies: AtomicU64,
+}
+
+impl Flavor for CountingRcu {
+    type Guard<'a> = rcu::Guard;
+    fn read_lock(&self) -> rcu::Guard {
+        rcu::read_lock()
+    }
+    fn synchronize(&self) {
+        rcu::synchronize()
+    }
+    fn synchronize_expedited(&self) {
+        rcu::synchronize_expedited()
+    }
+    fn get_state(&self) -> grace::cookie::Cookie {
+        let c = rcu::get_state();
+        let mut last = self.last_cookie.lock().unwrap();
+        if *last != c.raw() {
+            *last = c.raw();
+            // Relaxed: a test counter, read after the work is done.
+            self.cookies.fetch_add(1, Ordering::Relaxed);
+        }
+        c
+    }
+    fn start_poll(&self) -> grace::cookie::Cookie {
+        // Relaxed: a test counter.
+        self.start_polls.fetch_add(1, Ordering::Relaxed);
+        rcu::start_poll()
+    }
+    fn poll_state(&self, c: grace::cookie::Cookie) -> bool {
+        rcu::poll_state(c)
+    }
+    fn call<F: FnOnce() + Send + 'static>(&self, f: F) {
+        rcu::call(f)
+    }
+    fn call_hurry<F: FnOnce() + Send + 'static>(&self, f: F) {
+        rcu::call_hurry(f)
+    }
+    fn barrier(&self) {
+        rcu::barrier()
+    }
+}
+
+#[test]
+fn dequeue_then_enqueue_asks_for_at_most_one_grace_period_per_cookie() {
+    let flavor: &'static CountingRcu = Box::leak(Box::default());
+    let p: Pending<AtomicU64, &CountingRcu> = Pending::with_shards(flavor, Process::free(), 1);
+    p.enqueue(Box::new(AtomicU64::new(0)));
+    let cookies_before = flavor.cookies.load(Ordering::Relaxed);
+    let polls_before = flavor.start_polls.load(Ordering::Relaxed);
+    const N: u64 = 20_000;
+    for i in 0..N {
+        // Take the object back (its batch is now empty) and hand it over again: the refill
+        // is the batch's first object, with a cookie already requested.
+        let r = p.dequeue().expect("the object waits in the only shard");
+        r.store(i, Ordering::Relaxed);
+        drop(r); // requeue
+    }
+    let polls = flavor.start_polls.load(Ordering::Relaxed) - polls_before;
+    let cookies = flavor.cookies.load(Ordering::Relaxed) - cookies_before;
+    let s = p.stats();
+    assert!(
+        polls <= cookies + 1,
+        "{polls} start_polls for {cookies} distinct cookies over {N} refills"
+    );
+    assert!(s.polls_saved > 0, "{s:?}");
+    assert_eq!(s.dequeued, N);
+    p.barrier();
+    assert_eq!(p.stats().processed, 1);
+}
+
+#[test]
+fn a_two_thread_flood_stays_bounded() {
+    // Stated bound: at most 1 M objects (64 MiB) pending at any sample. Without backpressure
+    // a release-build flood from two threads stranded ~4 M objects in 5 s.
+    const BOUND: u64 = 1_000_000;
+    let p: Pending<[u8; 64]> = Pending::with_shards(Rcu, Process::free(), 2);
+    let stop = AtomicBool::new(false);
+    let mut max_seen = 0;
+    std::thread::scope(|s| {
+        for t in 0..2u8 {
+            let (p, stop) = (&p, &stop);
+            s.spawn(move || {
+                // Relaxed: a stop flag; nothing is published through it.
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..1024 {
+                        p.enqueue(Box::new([t; 64]));
+                    }
+                }
+            });
+        }
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(2) {
+            max_seen = max_seen.max(p.stats().pending);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    let s = p.stats();
+    eprintln!(
+        "flood: {} enqueued, max sampled pending {max_seen}, peak {} ({} bytes), {} helped",
+        s.enqueued, s.peak_pending, s.peak_bytes_pending, s.helped
+    );
+    assert!(max_seen <= BOUND, "{max_seen} objects pending: {s:?}");
+    assert_eq!(s.bytes_pending, s.pending * 64);
+    assert_eq!(s.peak_bytes_pending, s.peak_pending * 64);
+    p.barrier();
+    let s = p.stats();
+    assert_eq!((s.pending, s.processed), (0, s.enqueued));
+}

@@ -2,7 +2,9 @@
 //! the handle for type-stable reuse. The data structure itself is in `shard` and `chunks`.
 
 use super::chunks::{ChunkPile, FreeChunk, FreeNode};
-use super::shard::{After, Clock, Garbage, GpAction, Push, ShardCounts, ShardState};
+use super::shard::{
+    After, Clock, Garbage, GpAction, Push, ShardCounts, ShardState, HELP_CHUNKS, WORKER_CHUNKS,
+};
 use super::CHUNK_SLOTS;
 use crate::cookie::Cookie;
 use crate::flavor::{Flavor, Rcu};
@@ -174,6 +176,20 @@ pub struct Stats {
     pub dequeued: u64,
     /// Objects held now: waiting for a grace period, or expired and not yet processed.
     pub pending: u64,
+    /// `pending × size_of::<T>()`: the memory of the objects held now (not counting the
+    /// 4 KiB chunks of pointers that hold them).
+    pub bytes_pending: u64,
+    /// The most objects held at once: the sum of each shard's own peak, so an upper bound of
+    /// the true peak (exact with one shard, or when the shards peaked together).
+    pub peak_pending: u64,
+    /// `peak_pending × size_of::<T>()`.
+    pub peak_bytes_pending: u64,
+    /// Expired objects processed by enqueuing threads themselves (backpressure: see
+    /// [`Pending::enqueue`]) rather than by the worker; included in `processed`.
+    pub helped: u64,
+    /// First objects of a batch that needed no `start_poll` because a grace period had
+    /// already been requested for their cookie (a batch refilled after dequeues).
+    pub polls_saved: u64,
     /// Chunks allocated on the enqueue path.
     pub chunks_allocated: u64,
     /// Chunk boundaries served by a shard's spare chunks (recycled or reserved) instead.
@@ -214,6 +230,7 @@ struct Counters {
     synchronous: AtomicU64,
     given_back: AtomicU64,
     process_panics: AtomicU64,
+    helped: AtomicU64,
 }
 
 /// Bump a statistic.
@@ -579,6 +596,8 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Pending<T, F> {
             sum.fallback_nodes += c.fallback_nodes;
             sum.spares_used += c.spares_used;
             sum.relabels += c.relabels;
+            sum.polls_saved += c.polls_saved;
+            sum.peak += c.peak;
             pending += st.len() as u64;
             armed += usize::from(st.armed());
             spares += st.spares();
@@ -592,6 +611,11 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Pending<T, F> {
             processed: get(&c.processed),
             dequeued: sum.dequeued,
             pending,
+            bytes_pending: pending * std::mem::size_of::<T>() as u64,
+            peak_pending: sum.peak,
+            peak_bytes_pending: sum.peak * std::mem::size_of::<T>() as u64,
+            helped: get(&c.helped),
+            polls_saved: sum.polls_saved,
             chunks_allocated: get(&c.chunks_allocated),
             spares_used: sum.spares_used,
             chunk_alloc_failures: get(&c.chunk_alloc_failures),
@@ -770,7 +794,7 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Inner<T, F> {
         let r = lock(&self.shards[i]).push(p.cast(), &self.flavor, &mut None);
         match r {
             Push::Done(after) => {
-                if after.gp != GpAction::Nothing || after.kick {
+                if after.gp != GpAction::Nothing || after.kick || after.help {
                     self.follow_up(i, after);
                 }
                 Ok(())
@@ -859,6 +883,41 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Inner<T, F> {
                 let _ = self.flavor.start_poll();
             }
         }
+        if after.help {
+            self.help(shard);
+        }
+    }
+
+    /// Whether enqueuing threads may process expired objects themselves: only when processing
+    /// is a plain deallocation (`Process::free` of a `T` without drop glue). That runs no user
+    /// code, so it cannot block (on readers, on a lock the enqueuer holds), call back into this
+    /// `Pending`, or panic, and is sound anywhere, inside a read-side section included: the
+    /// objects' grace periods have already ended. Process closures, `Run` objects and `Drop`
+    /// impls keep running on the worker only, as documented.
+    const fn may_help() -> bool {
+        !std::mem::needs_drop::<T>()
+    }
+
+    /// Backpressure: the shard's expired backlog is over its bound, so this enqueuer frees a
+    /// bounded slice of it ([`HELP_CHUNKS`] chunks) outside the lock, like the kernel's
+    /// enqueue doing work inline, instead of letting a single worker fall further behind.
+    #[cold]
+    #[inline(never)]
+    fn help(&self, shard: usize) {
+        if !Self::may_help() || !matches!(self.process, Kind::Free) {
+            return;
+        }
+        let mut batch =
+            lock(&self.shards[shard]).take_expired_slice(&self.flavor, HELP_CHUNKS, false);
+        let n = batch.len() as u64;
+        let mut pile = ChunkPile::new();
+        batch.drain(|p| self.process_one(p.cast()), |c| pile.push(c));
+        bump(&self.counters.processed, n);
+        bump(&self.counters.helped, n);
+        if !pile.is_empty() {
+            lock(&self.shards[shard]).recycle(&mut pile);
+        }
+        drop(pile); // what did not fit as spares, freed outside the lock
     }
 
     /// Queue shard `shard`'s re-arming callback. Its closure is an `Arc` and an index, small
@@ -983,12 +1042,13 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Inner<T, F> {
         }
     }
 
-    /// One pass: for every shard, take its expired batch and process it outside the lock,
-    /// until the shard has nothing expired left.
+    /// One pass: for every shard, take its expired batch in slices of [`WORKER_CHUNKS`]
+    /// chunks and process each outside the lock, until the shard has nothing expired left.
+    /// Slices keep the rest of the backlog in the shard, where enqueuers can help with it.
     fn process_all(&self) {
         for shard in self.shards.iter() {
             loop {
-                let mut batch = lock(shard).take_expired(&self.flavor);
+                let mut batch = lock(shard).take_expired_slice(&self.flavor, WORKER_CHUNKS, true);
                 let n = batch.len() as u64;
                 let mut pile = ChunkPile::new();
                 batch.drain(|p| self.process_one(p.cast()), |c| pile.push(c));

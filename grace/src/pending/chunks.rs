@@ -456,6 +456,70 @@ impl<const CAP: usize> ChunkStack<CAP> {
         older.forget_chunks();
     }
 
+    /// Move up to `max` chunks from the top of this stack (the newest, the head first) into a
+    /// new stack, with every object they hold, in O(`max`): a bounded slice of work that can be
+    /// taken under a lock and processed after it. The rest stays here. Chunks holding no
+    /// object are taken along without counting, so the slice is empty only if the stack is.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use grace::pending::layout::{ChunkStack, FreeChunk};
+    /// let mut s: ChunkStack<2> = ChunkStack::new();
+    /// let mut objs = [0u8; 5];
+    /// for o in objs.iter_mut() {
+    ///     let p = o as *mut u8 as *mut ();
+    ///     if let Err(p) = s.try_push(p) {
+    ///         s.push_chunk(FreeChunk::try_new().unwrap());
+    ///         s.try_push(p).unwrap();
+    ///     }
+    /// }
+    /// let mut top = s.split_top(2); // the head (1 object) and the chunk below it (2)
+    /// assert_eq!((top.len(), s.len()), (3, 2));
+    /// top.drain(|_| {}, drop);
+    /// s.drain(|_| {}, drop);
+    /// ```
+    pub fn split_top(&mut self, max: usize) -> ChunkStack<CAP> {
+        let mut out = ChunkStack::new();
+        if self.head.is_null() || max == 0 {
+            return out;
+        }
+        self.seal();
+        let first = self.head;
+        // SAFETY: `first` and every chunk reached through `next` are live chunks of this stack
+        // with exact lengths (sealed above). The chain is cut after `last`: the chunks from
+        // `first` to `last` move to `out` (owned by it alone from here), the rest stays, and
+        // the object counts move with them.
+        unsafe {
+            let mut last = first;
+            let mut objs = (*first).len;
+            let mut taken = 1;
+            // Empty chunks (left by pops) do not count: a non-empty stack yields objects.
+            while (taken < max || objs == 0) && !(*last).next.is_null() {
+                last = (*last).next;
+                objs += (*last).len;
+                taken += 1;
+            }
+            let rest = (*last).next;
+            (*last).next = ptr::null_mut();
+            out.head = first;
+            out.tail = last;
+            out.cursor = slots_of(first).add((*first).len);
+            out.end = slots_of(first).add(CAP);
+            out.len = objs;
+            if rest.is_null() {
+                self.forget_chunks();
+            } else {
+                let tail = self.tail;
+                let len = self.len - objs;
+                self.set_head(rest);
+                self.tail = tail;
+                self.len = len;
+            }
+        }
+        out
+    }
+
     /// Leave the stack empty without freeing anything (its chunks now belong elsewhere).
     fn forget_chunks(&mut self) {
         self.head = ptr::null_mut();

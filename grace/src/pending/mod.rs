@@ -26,6 +26,15 @@
 //!   The first object of a batch queues the shard's callback with the flavor's `call`, or, if
 //!   the callback is already queued, makes sure the batch's grace period runs with
 //!   `start_poll` (the callback will re-arm for it).
+//!   A batch emptied by dequeues and refilled with the same cookie asks for nothing: the shard
+//!   remembers the newest cookie it requested a grace period for (by `call` or `start_poll`),
+//!   so a dequeue/enqueue loop costs one request per grace period, not one per object.
+//! * **Backpressure** (bounded memory under floods): the worker takes expired objects in
+//!   slices of 8 chunks, so a backlog stays visible in the shard; when a shard holds more than
+//!   4 chunks' worth of expired objects, an enqueue on it frees one chunk's worth itself,
+//!   outside the lock. Only when processing is a plain deallocation (`Process::free` of a `T`
+//!   without drop glue): that runs no user code, so it is sound anywhere, read-side sections
+//!   included, and never blocks. Other modes keep processing on the worker only.
 //! * **The callback** runs after a grace period: it moves every batch whose cookie has
 //!   completed to the expired batch (an O(1) link of chunk lists), wakes the worker, and
 //!   queues itself again while objects still wait.

@@ -35,6 +35,17 @@ pub(crate) const BATCHES: usize = NUM_ACTIVE_POLL_OLDSTATE + 1;
 /// failure they are the emergency reserve.
 pub(crate) const SPARE_CHUNKS: usize = 2;
 
+/// Chunks' worth of expired objects a shard may hold before an enqueue on it helps process
+/// them (see [`After::help`]).
+pub(crate) const HELP_ABOVE_CHUNKS: usize = 4;
+
+/// Chunks of expired objects one helping enqueue takes (and processes outside the lock).
+pub(crate) const HELP_CHUNKS: usize = 1;
+
+/// Chunks of expired objects the worker takes per lock acquisition: the rest stays visible in
+/// the shard, where enqueuers can help with it.
+pub(crate) const WORKER_CHUNKS: usize = 8;
+
 /// Deliberately broken steps, for the loom models' negative checks (loom builds only).
 #[cfg(loom)]
 pub(crate) mod mutation {
@@ -133,6 +144,9 @@ pub(crate) struct After {
     pub(crate) gp: GpAction,
     /// Objects were moved to `expired`: wake the worker.
     pub(crate) kick: bool,
+    /// More than [`HELP_ABOVE_CHUNKS`] chunks' worth of expired objects wait for the worker: the enqueuer should take
+    /// a slice ([`ShardState::take_expired_slice`]) and process it itself, if it may.
+    pub(crate) help: bool,
 }
 
 /// Result of [`ShardState::push`].
@@ -166,6 +180,13 @@ pub(crate) struct ShardCounts {
     /// Times a batch's cookie had to be moved forward because no batch slot was free (only a
     /// flavor that breaks the `NUM_ACTIVE_POLL_OLDSTATE` promise can cause it).
     pub(crate) relabels: u64,
+    /// First objects of a batch that needed no `start_poll`: a grace period was already
+    /// requested for their cookie (the batch had been emptied by dequeues and refilled).
+    pub(crate) polls_saved: u64,
+    /// Objects taken out for processing (by the worker or a helping enqueuer).
+    pub(crate) taken: u64,
+    /// The most objects this shard has held at once.
+    pub(crate) peak: u64,
 }
 
 /// The state behind one shard lock. See the module docs.
@@ -174,6 +195,9 @@ pub(crate) struct ShardState<const CAP: usize> {
     live: usize,
     expired: Batch<CAP>,
     armed: bool,
+    /// The newest cookie a grace period was requested for (by queueing the callback or by
+    /// `start_poll`): a batch refilled with this cookie needs no new request.
+    polled: Cookie,
     spare: ChunkPile<CAP>,
     pub(crate) counts: ShardCounts,
 }
@@ -191,6 +215,7 @@ impl<const CAP: usize> ShardState<CAP> {
             live: 0,
             expired: Batch::new(Cookie::completed()),
             armed: false,
+            polled: Cookie::completed(),
             spare: ChunkPile::new(),
             counts: ShardCounts::default(),
         }
@@ -255,16 +280,49 @@ impl<const CAP: usize> ShardState<CAP> {
         i
     }
 
-    /// What the first object of a (new or emptied, or relabeled) batch must trigger.
-    fn arm_for(&mut self, first: bool) -> GpAction {
+    /// What the first object of a (new or emptied, or relabeled) batch with `cookie` must
+    /// trigger.
+    ///
+    /// * Callback idle: queue it (it re-arms until no batch holds objects).
+    /// * Callback queued and a grace period already requested for `cookie` (the batch was
+    ///   emptied by dequeues and is being refilled, or another batch of this cookie was
+    ///   started): nothing. The earlier `call` or `start_poll` made sure a grace period
+    ///   covering `cookie` runs, and the queued callback re-arms while objects wait, so it
+    ///   comes back for them: every outstanding cookie is still covered, with one request per
+    ///   cookie instead of one per refill.
+    /// * Otherwise `start_poll`, and remember the cookie. Cookies are taken under the lock and
+    ///   only move forward (invariant 3), so "not the same as `polled`" means "newer".
+    fn arm_for(&mut self, first: bool, cookie: Cookie) -> GpAction {
         if !first {
             GpAction::Nothing
         } else if !self.armed {
             self.armed = true;
+            self.polled = cookie;
             GpAction::Call
+        } else if self.polled.same_state(cookie) {
+            self.counts.polls_saved += 1;
+            GpAction::Nothing
         } else {
+            self.polled = cookie;
             GpAction::StartPoll
         }
+    }
+
+    /// Count one more object held, and the peak.
+    #[inline]
+    fn note_stored(&mut self) {
+        let c = &mut self.counts;
+        c.enqueued += 1;
+        let held = c.enqueued - c.dequeued - c.taken;
+        if held > c.peak {
+            c.peak = held;
+        }
+    }
+
+    /// Whether enqueuers should help with the expired backlog.
+    #[inline]
+    fn should_help(&self) -> bool {
+        self.expired.len() > HELP_ABOVE_CHUNKS * CAP
     }
 
     /// The enqueue fast path: take a cookie, find its batch, store `p` at the cursor. At a
@@ -306,10 +364,12 @@ impl<const CAP: usize> ShardState<CAP> {
                 *prealloc = Some(c); // the caller frees it after unlocking
             }
         }
-        self.counts.enqueued += 1;
+        self.note_stored();
+        let cookie = self.batches[i].cookie;
         Push::Done(After {
-            gp: self.arm_for(first),
+            gp: self.arm_for(first, cookie),
             kick,
+            help: self.should_help(),
         })
     }
 
@@ -321,11 +381,13 @@ impl<const CAP: usize> ShardState<CAP> {
         let i = self.batch_for(cookie, clock, &mut kick, &mut relabeled);
         let first = self.batches[i].is_empty() || relabeled;
         self.batches[i].nodes.push(node);
-        self.counts.enqueued += 1;
+        self.note_stored();
         self.counts.fallback_nodes += 1;
+        let cookie = self.batches[i].cookie;
         After {
-            gp: self.arm_for(first),
+            gp: self.arm_for(first, cookie),
             kick,
+            help: self.should_help(),
         }
     }
 
@@ -346,9 +408,38 @@ impl<const CAP: usize> ShardState<CAP> {
 
     /// For the worker: expire what is due and take the whole expired batch (O(1)), to be
     /// processed after unlocking.
+    #[cfg(test)]
     pub(crate) fn take_expired(&mut self, clock: &impl Clock) -> Batch<CAP> {
         self.expire(clock);
-        std::mem::replace(&mut self.expired, Batch::new(Cookie::completed()))
+        let b = std::mem::replace(&mut self.expired, Batch::new(Cookie::completed()));
+        self.counts.taken += b.len() as u64;
+        b
+    }
+
+    /// Expire what is due and take a bounded slice of the expired batch: up to `chunks` chunks
+    /// (the newest), or, when no chunk is left, the fallback nodes (`nodes`: all of them, else
+    /// none). To be processed after unlocking; the rest stays in `expired`, visible to the
+    /// worker and to helping enqueuers.
+    pub(crate) fn take_expired_slice(
+        &mut self,
+        clock: &impl Clock,
+        chunks: usize,
+        nodes: bool,
+    ) -> Batch<CAP> {
+        self.expire(clock);
+        let mut b = Batch::new(Cookie::completed());
+        b.chunks = self.expired.chunks.split_top(chunks);
+        if b.chunks.is_empty() && nodes {
+            b.nodes = std::mem::take(&mut self.expired.nodes);
+        }
+        self.counts.taken += b.len() as u64;
+        b
+    }
+
+    /// Expired objects waiting for the worker (for tests).
+    #[cfg(test)]
+    pub(crate) fn expired_len(&self) -> usize {
+        self.expired.len()
     }
 
     /// Put emptied chunks back as spares (as many as there is room for); the rest stay in
@@ -430,6 +521,16 @@ impl<const CAP: usize> ShardState<CAP> {
     /// Spare chunks held (for statistics and tests).
     pub(crate) fn spares(&self) -> usize {
         self.spare.len()
+    }
+
+    /// The cookies of the batches that hold objects (for the loom models' coverage check).
+    #[cfg(all(test, loom))]
+    pub(crate) fn waiting_cookies(&self) -> Vec<Cookie> {
+        self.batches[..self.live]
+            .iter()
+            .filter(|b| !b.is_empty())
+            .map(|b| b.cookie)
+            .collect()
     }
 }
 
@@ -513,6 +614,69 @@ pub(crate) mod tests {
         assert_eq!(enqueue(&mut st, ptrs[3], &clock).gp, GpAction::StartPoll);
         assert_eq!(st.live, 2);
         assert!(st.armed());
+    }
+
+    #[test]
+    fn a_batch_refilled_after_dequeue_asks_for_no_new_grace_period() {
+        let clock = FakeClock::new();
+        let (_b, ptrs) = objs(2);
+        let mut st: ShardState<2> = ShardState::new();
+        assert_eq!(enqueue(&mut st, ptrs[0], &clock).gp, GpAction::Call);
+        clock.start();
+        assert_eq!(enqueue(&mut st, ptrs[1], &clock).gp, GpAction::StartPoll);
+        let mut g = Garbage::default();
+        for _ in 0..10 {
+            // Empty the newest batch and refill it: same cookie, already requested.
+            let (p, _) = st.pop(&mut g).unwrap();
+            assert_eq!(enqueue(&mut st, p, &clock).gp, GpAction::Nothing);
+        }
+        assert_eq!(st.counts.polls_saved, 10);
+        // A newer cookie is requested again, once.
+        clock.end();
+        clock.start();
+        let (p, _) = st.pop(&mut g).unwrap();
+        assert_eq!(enqueue(&mut st, p, &clock).gp, GpAction::StartPoll);
+        let (p, _) = st.pop(&mut g).unwrap();
+        assert_eq!(enqueue(&mut st, p, &clock).gp, GpAction::Nothing);
+        // Every waiting cookie is still covered: the callback is armed, and after it has
+        // disarmed a refill queues it again.
+        assert!(st.armed());
+        clock.end();
+        clock.gp();
+        st.after_gp(&clock);
+        drain_expired(&mut st, &clock);
+        assert!(!st.armed());
+        assert_eq!(enqueue(&mut st, ptrs[0], &clock).gp, GpAction::Call);
+    }
+
+    #[test]
+    fn expired_backlog_asks_for_help_and_slices_are_bounded() {
+        let clock = FakeClock::new();
+        let n = (HELP_ABOVE_CHUNKS + 2) * 2;
+        let (_b, ptrs) = objs(n + 1);
+        let mut st: ShardState<2> = ShardState::new();
+        for &p in &ptrs[..n] {
+            assert!(!enqueue(&mut st, p, &clock).help);
+        }
+        clock.gp();
+        st.after_gp(&clock);
+        assert_eq!(st.expired_len(), n);
+        assert!(enqueue(&mut st, ptrs[n], &clock).help);
+        let mut pile = ChunkPile::new();
+        let mut got = HashSet::new();
+        let mut slice = st.take_expired_slice(&clock, HELP_CHUNKS, false);
+        assert_eq!(slice.len(), 2);
+        slice.drain(|p| assert!(got.insert(p)), |c| pile.push(c));
+        while st.expired_len() > 0 {
+            let mut s = st.take_expired_slice(&clock, WORKER_CHUNKS, true);
+            assert!(s.len() <= WORKER_CHUNKS * 2);
+            s.drain(|p| assert!(got.insert(p)), |c| pile.push(c));
+        }
+        assert_eq!(got, ptrs[..n].iter().copied().collect());
+        assert_eq!(st.counts.peak, n as u64 + 1);
+        st.recycle(&mut pile);
+        clock.gp();
+        assert_eq!(drain_expired(&mut st, &clock), vec![ptrs[n]]);
     }
 
     #[test]

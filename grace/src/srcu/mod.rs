@@ -3,7 +3,7 @@
 //! An [`Srcu`] domain has its own readers and its own grace periods. A reader that sleeps,
 //! blocks on I/O or holds its section across an `.await` delays the grace periods of *its*
 //! domain only: never those of another domain, nor of [`crate::rcu`]. The API is the RCU
-//! flavor's ([`Flavor`]): `synchronize`, `synchronize_expedited`, polled cookies, `call`,
+//! flavor's ([`Flavor`](crate::Flavor)): `synchronize`, `synchronize_expedited`, polled cookies, `call`,
 //! `call_hurry`, `barrier`.
 //!
 //! ```
@@ -270,7 +270,7 @@ mod api {
         }
     }
 
-    /// An SRCU domain. See the [module documentation](self).
+    /// An SRCU domain. See the [module documentation](crate::srcu).
     ///
     /// # Examples
     ///

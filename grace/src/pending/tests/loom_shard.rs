@@ -77,6 +77,10 @@ struct Shared {
     queued: AtomicUsize,
     /// Worker passes asked for and not yet run.
     kicks: AtomicUsize,
+    /// The newest cookie a grace period was requested for (by `call` or `start_poll`, as a
+    /// snapshot taken when the request was made, which is what the flavor's `start_poll`
+    /// returns): every waiting batch's cookie must be covered by it.
+    requested: AtomicU64,
     /// Objects processed before their grace period; checked by `finish`, after the joins (a
     /// panic while another model thread is still alive makes loom abort the whole process).
     early: AtomicUsize,
@@ -89,6 +93,7 @@ impl Shared {
             clock: FakeClock(AtomicU64::new(0)),
             queued: AtomicUsize::new(0),
             kicks: AtomicUsize::new(0),
+            requested: AtomicU64::new(seq::COMPLETED),
             early: AtomicUsize::new(0),
         })
     }
@@ -103,7 +108,12 @@ impl Shared {
         if after.gp == GpAction::Call {
             self.queued.fetch_add(1, Ordering::SeqCst);
         }
-        // GpAction::StartPoll: the fake grace-period thread runs grace periods anyway.
+        if after.gp != GpAction::Nothing {
+            // The grace periods themselves run anyway (the fake grace-period thread); what is
+            // checked is that a request covering each waiting cookie was made (see `finish`).
+            self.requested
+                .fetch_max(self.clock.get_state().0, Ordering::SeqCst);
+        }
     }
 
     /// `Pending::enqueue_ptr` + `enqueue_slow`: push, allocating a chunk outside the lock on
@@ -119,6 +129,7 @@ impl Shared {
                     self.follow_up(After {
                         gp: GpAction::Nothing,
                         kick,
+                        help: false,
                     });
                     prealloc = Some(FreeChunk::try_new().expect("memory"));
                 }
@@ -156,7 +167,8 @@ impl Shared {
     /// `barrier`, a drop requests one for all shards), so an unrequested one must be harmless.
     fn pass(&self) {
         loop {
-            let mut batch = lock(&self.shard).take_expired(&self.clock);
+            // One chunk per slice (as the worker's and helpers' bounded slices).
+            let mut batch = lock(&self.shard).take_expired_slice(&self.clock, 1, true);
             let n = batch.len();
             let mut pile = ChunkPile::new();
             batch.drain(|p| process(self, p.cast()), |c| pile.push(c));
@@ -229,6 +241,15 @@ fn finish(sh: &Shared, objs: &[*mut Obj]) {
         0,
         "processed before a grace period since its enqueue ended"
     );
+    // Every batch still waiting has had a grace period requested for its cookie (or a newer
+    // one): refilling a batch after dequeues skips `start_poll` only when that holds.
+    let req = sh.requested.load(Ordering::SeqCst);
+    for c in lock(&sh.shard).waiting_cookies() {
+        assert!(
+            sh.clock.poll_state(c) || seq::ge(req, c.0),
+            "a waiting cookie with no grace period requested for it"
+        );
+    }
     let mut rounds = 0;
     while sh.queued.load(Ordering::SeqCst) > 0 || sh.kicks.load(Ordering::SeqCst) > 0 {
         sh.gp_and_callback();
