@@ -1258,7 +1258,13 @@ mod api {
         /// assert!(d.poll_state(grace::cookie::Cookie::completed()));
         /// ```
         pub fn poll_state(&self, cookie: Cookie) -> bool {
-            let cur = self.block().cold_ref().map_or(seq::INITIAL, Cold::current);
+            // Acquire: pairs with the Release CAS in `install`. A domain not yet installed has
+            // run no grace period, and polling is no reason to allocate its block.
+            let block = self.block.load(Ordering::Acquire);
+            // SAFETY: a non-null block lives as long as `self`.
+            let cur = unsafe { block.as_ref() }
+                .and_then(Block::cold_ref)
+                .map_or(seq::INITIAL, Cold::current);
             seq::done(cur, cookie.0)
         }
 
