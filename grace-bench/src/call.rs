@@ -40,16 +40,13 @@
 use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::harness::{ns, row, skipped, Counter, CounterPtr};
+use crate::harness::{median_ns_per_op, run_each, Counter, CounterPtr};
 use crate::{liburcu, BenchResult, Options};
 
 const SUITE: &str = "call";
 
 /// Deferrals per guard for the epoch peers (crossbeam, seize).
 const PER_GUARD: u64 = 64;
-
-/// Timed rounds per measurement; the median is reported.
-const TIMED_ROUNDS: usize = 3;
 
 /// The implementations of this suite, in run order.
 pub(crate) fn impls() -> Vec<&'static str> {
@@ -330,33 +327,13 @@ fn round_of(name: &str, threads: usize, n: u64, duration: Duration) -> Result<Du
     }
 }
 
+/// [`median_ns_per_op`] of `name`'s rounds.
 fn measure_impl(name: &str, threads: usize, duration: Duration) -> Result<f64, String> {
     let n = calls_per_thread(duration);
-    // A full-size untimed round first: every implementation reaches its steady state (pools
-    // filled, memory faulted in, helper threads started) before the clock runs. A tiny warm-up
-    // left the first timed round paying one-time page faults, which made short runs report
-    // 2-4x their steady-state cost.
-    round_of(name, threads, n, duration)?;
-    let mut per_op = Vec::with_capacity(TIMED_ROUNDS);
-    for _ in 0..TIMED_ROUNDS {
-        let elapsed = round_of(name, threads, n, duration)?;
-        per_op.push(ns(elapsed) / (n * threads as u64) as f64);
-    }
-    per_op.sort_by(f64::total_cmp);
-    Ok(per_op[TIMED_ROUNDS / 2])
+    median_ns_per_op(threads, n, || round_of(name, threads, n, duration))
 }
 
 /// The call suite; see the module docs.
 pub(crate) fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Vec<BenchResult> {
-    let mut out = Vec::new();
-    for threads in opts.thread_counts() {
-        for name in impls() {
-            progress(&format!("{SUITE} {name} t={threads}"));
-            out.push(match measure_impl(name, threads, opts.duration) {
-                Ok(ns_per_op) => row(SUITE, name, threads, ns_per_op, 1e9 / ns_per_op, None),
-                Err(e) => skipped(SUITE, name, threads, e),
-            });
-        }
-    }
-    out
+    run_each(SUITE, &impls(), opts, progress, measure_impl)
 }

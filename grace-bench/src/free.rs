@@ -47,13 +47,10 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use crate::call::Phases;
-use crate::harness::{ns, row, skipped, Counter, CounterPtr};
+use crate::harness::{median_ns_per_op, run_each, Counter, CounterPtr};
 use crate::{liburcu, BenchResult, Options};
 
 const SUITE: &str = "free";
-
-/// Timed rounds per measurement; the median is reported.
-const TIMED_ROUNDS: usize = 3;
 
 /// The implementations of this suite, in run order.
 pub(crate) fn impls() -> Vec<&'static str> {
@@ -405,33 +402,15 @@ fn round_of(name: &str, threads: usize, n: u64, duration: Duration) -> Result<Du
     }
 }
 
-/// A full-size untimed round, then the median of [`TIMED_ROUNDS`] timed ones,
-/// in ns per object.
+/// [`median_ns_per_op`] of `name`'s rounds.
 fn measure_impl(name: &str, threads: usize, duration: Duration) -> Result<f64, String> {
     let n = objects_per_thread(duration);
-    round_of(name, threads, n, duration)?;
-    let mut per_op = Vec::with_capacity(TIMED_ROUNDS);
-    for _ in 0..TIMED_ROUNDS {
-        let elapsed = round_of(name, threads, n, duration)?;
-        per_op.push(ns(elapsed) / (n * threads as u64) as f64);
-    }
-    per_op.sort_by(f64::total_cmp);
-    Ok(per_op[TIMED_ROUNDS / 2])
+    median_ns_per_op(threads, n, || round_of(name, threads, n, duration))
 }
 
 /// The free suite; see the module docs.
 pub(crate) fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Vec<BenchResult> {
-    let mut out = Vec::new();
-    for threads in opts.thread_counts() {
-        for name in impls() {
-            progress(&format!("{SUITE} {name} t={threads}"));
-            out.push(match measure_impl(name, threads, opts.duration) {
-                Ok(ns_per_op) => row(SUITE, name, threads, ns_per_op, 1e9 / ns_per_op, None),
-                Err(e) => skipped(SUITE, name, threads, e),
-            });
-        }
-    }
-    out
+    run_each(SUITE, &impls(), opts, progress, measure_impl)
 }
 
 #[cfg(test)]

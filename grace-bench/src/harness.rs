@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::BenchResult;
+use crate::{BenchResult, Options};
 
 /// A callback counter that deferred closures reach through one raw pointer,
 /// so that a closure is a single word (small enough for every peer to store
@@ -165,6 +165,53 @@ pub(crate) fn skipped(
 /// Nanoseconds in `d`, as a float.
 pub(crate) fn ns(d: Duration) -> f64 {
     d.as_secs_f64() * 1e9
+}
+
+/// Timed rounds per measurement of the round-based suites; the median is reported.
+pub(crate) const TIMED_ROUNDS: usize = 3;
+
+/// A full-size untimed `round` first, then the median of [`TIMED_ROUNDS`] timed ones, in ns
+/// per operation: each round does `n` operations on each of `threads` threads.
+///
+/// The untimed round lets every implementation reach its steady state (pools filled, memory
+/// faulted in, helper threads started) before the clock runs. A tiny warm-up left the first
+/// timed round paying one-time page faults, which made short runs report 2-4x their
+/// steady-state cost.
+pub(crate) fn median_ns_per_op(
+    threads: usize,
+    n: u64,
+    mut round: impl FnMut() -> Result<Duration, String>,
+) -> Result<f64, String> {
+    round()?;
+    let mut per_op = Vec::with_capacity(TIMED_ROUNDS);
+    for _ in 0..TIMED_ROUNDS {
+        let elapsed = round()?;
+        per_op.push(ns(elapsed) / (n * threads as u64) as f64);
+    }
+    per_op.sort_by(f64::total_cmp);
+    Ok(per_op[TIMED_ROUNDS / 2])
+}
+
+/// The rows of `suite`: each of `impls` at each of the thread counts of `opts`, measured by
+/// `measure` (ns per operation, or why it could not be) and announced on `progress` first.
+pub(crate) fn run_each(
+    suite: &'static str,
+    impls: &[&str],
+    opts: &Options,
+    progress: &mut dyn FnMut(&str),
+    measure: impl Fn(&str, usize, Duration) -> Result<f64, String>,
+) -> Vec<BenchResult> {
+    let mut out = Vec::new();
+    for threads in opts.thread_counts() {
+        for &name in impls {
+            progress(&format!("{suite} {name} t={threads}"));
+            out.push(match measure(name, threads, opts.duration) {
+                Ok(ns_per_op) => row(suite, name, threads, ns_per_op, 1e9 / ns_per_op, None),
+                Err(e) => skipped(suite, name, threads, e),
+            });
+        }
+    }
+    out
 }
 
 #[cfg(test)]

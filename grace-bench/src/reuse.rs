@@ -45,16 +45,13 @@ use std::time::{Duration, Instant};
 use grace::pending::{Pending, Process};
 
 use crate::call::Phases;
-use crate::harness::{ns, row, skipped};
+use crate::harness::{ns, row, skipped, TIMED_ROUNDS};
 use crate::{BenchResult, Options};
 
 const SUITE: &str = "reuse";
 
 /// Published slots per worker.
 pub(crate) const SLOTS: usize = 64;
-
-/// Timed rounds per measurement; the median is reported.
-const TIMED_ROUNDS: usize = 3;
 
 /// The implementations of this suite, in run order.
 pub(crate) fn impls() -> Vec<&'static str> {

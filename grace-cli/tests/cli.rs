@@ -53,24 +53,96 @@ fn u64_of(v: &Value, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("{key} is not a count in {v}"))
 }
 
+/// Check that `o` exited with status `code`; its JSON `v` and standard error show otherwise.
+fn assert_exit(o: &Output, v: &Value, code: i32) {
+    assert_eq!(o.status.code(), Some(code), "{v}\n{}", stderr(o));
+}
+
+/// Run the torture `args` (with `env`), check it exited with status `code`, and return its JSON.
+fn torture_json(args: &[&str], env: &[(&str, &str)], code: i32) -> Value {
+    let o = torture(args, env);
+    let v = json(&o);
+    assert_exit(&o, &v, code);
+    v
+}
+
+/// `grace torture <flavor> --duration <duration> --inject-early-free --json`, checked to fail
+/// with status 1.
+fn early_free_json(flavor: &str, duration: &str) -> Value {
+    torture_json(
+        &[
+            "torture",
+            flavor,
+            "--duration",
+            duration,
+            "--inject-early-free",
+            "--json",
+        ],
+        &[],
+        1,
+    )
+}
+
+/// One `torture <flavor> --duration <duration> --json` run, kept in `run` and shared by the
+/// tests that read it.
+fn shared_run(
+    run: &'static OnceLock<(Output, Value)>,
+    flavor: &str,
+    duration: &str,
+) -> &'static (Output, Value) {
+    run.get_or_init(|| {
+        let o = torture(&["torture", flavor, "--duration", duration, "--json"], &[]);
+        let v = json(&o);
+        (o, v)
+    })
+}
+
+/// The counts of the JSON array `a`.
+fn counts(a: &Value) -> Vec<u64> {
+    a.as_array()
+        .unwrap_or_else(|| panic!("{a} is not an array"))
+        .iter()
+        .map(|c| c.as_u64().expect("counts"))
+        .collect()
+}
+
+/// The object of the array `v[arr]` whose `key` is `value`.
+fn find<'a>(v: &'a Value, arr: &str, key: &str, value: &str) -> &'a Value {
+    v[arr]
+        .as_array()
+        .unwrap_or_else(|| panic!("{arr} is not an array in {v}"))
+        .iter()
+        .find(|r| r[key] == value)
+        .unwrap_or_else(|| panic!("no {arr} with {key} {value} in {v}"))
+}
+
+/// Check that a bench's JSON `v` has a measured row for each of `names`.
+fn assert_measured<'a>(v: &Value, names: impl IntoIterator<Item = &'a str>) {
+    for name in names {
+        let r = find(v, "results", "impl", name);
+        assert!(r["ns_per_op"].as_f64().is_some_and(|x| x > 0.0), "{r}");
+    }
+}
+
+/// Check that `o` was refused with status 2, a message on standard error that names
+/// `needle`, and no panic; `ctx` says which case it was. Its standard error.
+fn assert_refused(o: &Output, needle: &str, ctx: &str) -> String {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "{ctx}: {err}");
+    assert!(err.contains(needle), "{ctx}: {err}");
+    assert!(!err.contains("panicked"), "{ctx}: {err}");
+    err
+}
+
 #[test]
 fn torture_passes() {
-    let o = torture(&["torture", "rcu", "--duration", "2s", "--json"], &[]);
-    let v = json(&o);
-    assert_eq!(o.status.code(), Some(0), "{v}\n{}", stderr(&o));
+    let v = torture_json(&["torture", "rcu", "--duration", "2s", "--json"], &[], 0);
     assert_eq!(v["flavor"], "rcu");
     assert_eq!(u64_of(&v, "errors"), 0, "{v}");
     assert!(u64_of(&v, "grace_periods") > 0, "{v}");
     assert!(u64_of(&v, "reads") > 0, "{v}");
     assert!(u64_of(&v, "updates") > 0, "{v}");
-    let pipe: Vec<u64> = v["pipe"]
-        .as_array()
-        .expect("pipe is an array")
-        .iter()
-        .map(|c| c.as_u64().expect("pipe holds counts"))
-        .collect();
-    assert_eq!(pipe.len(), 11, "{v}");
-    assert!(pipe[2..].iter().all(|&c| c == 0), "{v}");
+    let pipe = clean_pipe(&v);
     assert_eq!(pipe.iter().sum::<u64>(), u64_of(&v, "reads"));
     for key in ["duration_s", "expedited_grace_periods", "callbacks_invoked"] {
         assert!(v[key].is_number(), "{key} missing in {v}");
@@ -79,43 +151,25 @@ fn torture_passes() {
 
 #[test]
 fn torture_catches_an_injected_early_free() {
-    let o = torture(
-        &[
-            "torture",
-            "rcu",
-            "--duration",
-            "3s",
-            "--inject-early-free",
-            "--json",
-        ],
-        &[],
-    );
-    let v = json(&o);
-    assert_eq!(o.status.code(), Some(1), "{v}\n{}", stderr(&o));
+    let v = early_free_json("rcu", "3s");
     assert!(u64_of(&v, "errors") > 0, "{v}");
     assert!(u64_of(&v, "pipe_errors") > 0, "{v}");
 }
 
 #[test]
 fn torture_passes_on_the_fence_fallback() {
-    let o = torture(
+    let v = torture_json(
         &["torture", "rcu", "--duration", "1s", "--json"],
         &[("GRACE_NO_MEMBARRIER", "1")],
+        0,
     );
-    let v = json(&o);
-    assert_eq!(o.status.code(), Some(0), "{v}\n{}", stderr(&o));
     assert_eq!(u64_of(&v, "errors"), 0);
     assert_eq!(v["barrier_mode"], "fence");
 }
 
 /// The reader pipe histogram of `v`, checked: `PIPE_LEN + 1` counts, none past stage 1.
 fn clean_pipe(v: &Value) -> Vec<u64> {
-    let pipe: Vec<u64> = v["pipe"]
-        .as_array()
-        .unwrap_or_else(|| panic!("pipe is not an array in {v}"))
-        .iter()
-        .map(|c| c.as_u64().expect("pipe holds counts"))
-        .collect();
+    let pipe = counts(&v["pipe"]);
     assert_eq!(pipe.len(), 11, "{v}");
     assert!(pipe[2..].iter().all(|&c| c == 0), "{v}");
     pipe
@@ -124,17 +178,13 @@ fn clean_pipe(v: &Value) -> Vec<u64> {
 /// One 3-second `torture srcu --json` run, shared by the tests that read it.
 fn srcu_run() -> &'static (Output, Value) {
     static RUN: OnceLock<(Output, Value)> = OnceLock::new();
-    RUN.get_or_init(|| {
-        let o = torture(&["torture", "srcu", "--duration", "3s", "--json"], &[]);
-        let v = json(&o);
-        (o, v)
-    })
+    shared_run(&RUN, "srcu", "3s")
 }
 
 #[test]
 fn srcu_torture_passes_on_every_domain() {
     let (o, v) = srcu_run();
-    assert_eq!(o.status.code(), Some(0), "{v}\n{}", stderr(o));
+    assert_exit(o, v, 0);
     assert_eq!(v["flavor"], "srcu");
     assert_eq!(u64_of(v, "errors"), 0, "{v}");
     let pipe = clean_pipe(v);
@@ -187,7 +237,7 @@ fn srcu_torture_passes_on_every_domain() {
 #[test]
 fn srcu_json_reports_the_blocked_reader_isolation() {
     let (o, v) = srcu_run();
-    assert_eq!(o.status.code(), Some(0), "{v}\n{}", stderr(o));
+    assert_exit(o, v, 0);
     let iso = &v["isolation"];
     let f = |path: &[&str]| {
         let mut x = iso;
@@ -217,19 +267,7 @@ fn srcu_json_reports_the_blocked_reader_isolation() {
 
 #[test]
 fn srcu_torture_catches_an_injected_early_free() {
-    let o = torture(
-        &[
-            "torture",
-            "srcu",
-            "--duration",
-            "2s",
-            "--inject-early-free",
-            "--json",
-        ],
-        &[],
-    );
-    let v = json(&o);
-    assert_eq!(o.status.code(), Some(1), "{v}\n{}", stderr(&o));
+    let v = early_free_json("srcu", "2s");
     assert_eq!(v["inject_early_free"], true);
     assert!(u64_of(&v, "pipe_errors") > 0, "{v}");
     // Every domain catches it, the blocked one's sleeper included.
@@ -244,7 +282,7 @@ fn srcu_torture_catches_an_injected_early_free() {
 #[test]
 fn srcu_torture_passes_on_the_fence_fallback() {
     // Lite readers fence for real then; the lite domain's grace periods use no membarrier.
-    let o = torture(
+    let v = torture_json(
         &[
             "torture",
             "srcu",
@@ -255,9 +293,8 @@ fn srcu_torture_passes_on_the_fence_fallback() {
             "--json",
         ],
         &[("GRACE_NO_MEMBARRIER", "1")],
+        0,
     );
-    let v = json(&o);
-    assert_eq!(o.status.code(), Some(0), "{v}\n{}", stderr(&o));
     assert_eq!(u64_of(&v, "errors"), 0, "{v}");
     assert_eq!(v["barrier_mode"], "fence");
     assert_eq!(u64_of(&v, "readers_per_domain"), 1);
@@ -267,9 +304,7 @@ fn srcu_torture_passes_on_the_fence_fallback() {
 fn a_bad_srcu_reader_count_is_refused() {
     for bad in ["0", "65", "many"] {
         let o = grace(&["torture", "srcu", "--readers", bad], &[]);
-        let err = stderr(&o);
-        assert_eq!(o.status.code(), Some(2), "{bad}: {err}");
-        assert!(err.contains("readers"), "{bad}: {err}");
+        assert_refused(&o, "readers", bad);
         assert!(o.stdout.is_empty(), "{bad}: nothing ran");
     }
 }
@@ -279,10 +314,7 @@ fn a_bad_duration_is_refused() {
     for flavor in ["rcu", "srcu"] {
         for bad in ["banana", "0", "10parsecs"] {
             let o = grace(&["torture", flavor, "--duration", bad], &[]);
-            let err = stderr(&o);
-            assert_eq!(o.status.code(), Some(2), "{flavor} {bad}: {err}");
-            assert!(err.contains("duration"), "{flavor} {bad}: {err}");
-            assert!(!err.contains("panicked"), "{flavor} {bad}: {err}");
+            assert_refused(&o, "duration", &format!("{flavor} {bad}"));
         }
     }
 }
@@ -300,10 +332,7 @@ fn a_bad_setting_is_refused() {
         &["torture", "rcu", "--duration", "1s"],
         &[("GRACE_LAZY_MS", "soon")],
     );
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("GRACE_LAZY_MS"), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
+    assert_refused(&o, "GRACE_LAZY_MS", "GRACE_LAZY_MS=soon");
     assert!(o.stdout.is_empty(), "nothing ran");
 }
 
@@ -322,7 +351,7 @@ fn bench_json(suite: &str) -> Value {
         &[],
     );
     let v = json(&o);
-    assert_eq!(o.status.code(), Some(0), "{v}\n{}", stderr(&o));
+    assert_exit(&o, &v, 0);
     assert_eq!(v["suite"], suite);
     v
 }
@@ -331,10 +360,7 @@ fn bench_json(suite: &str) -> Value {
 fn bench_json_has_the_agreed_shape() {
     let v = bench_json("read");
     let results = v["results"].as_array().expect("results is an array");
-    let grace = results
-        .iter()
-        .find(|r| r["impl"] == "grace-rcu")
-        .unwrap_or_else(|| panic!("no grace-rcu row in {v}"));
+    let grace = find(&v, "results", "impl", "grace-rcu");
     assert_eq!(grace["threads"], 1);
     assert!(grace["ns_per_op"].as_f64().is_some_and(|x| x > 0.0), "{v}");
     assert!(grace["ops_per_s"].as_f64().is_some_and(|x| x > 0.0), "{v}");
@@ -347,22 +373,9 @@ fn bench_json_has_the_agreed_shape() {
     assert!(v["machine"]["os"].is_string(), "{v}");
     assert!(v["date"].is_string(), "{v}");
     // The SRCU rows, and their ratio to grace-rcu against the targets.
-    for name in ["grace-srcu", "grace-srcu-lite"] {
-        let r = results
-            .iter()
-            .find(|r| r["impl"] == name)
-            .unwrap_or_else(|| panic!("no {name} row in {v}"));
-        assert!(r["ns_per_op"].as_f64().is_some_and(|x| x > 0.0), "{r}");
-    }
-    let targets = v["targets"].as_array().expect("targets is an array");
-    let target = |name: &str| {
-        targets
-            .iter()
-            .find(|t| t["impl"] == name)
-            .unwrap_or_else(|| panic!("no {name} target in {v}"))
-    };
+    assert_measured(&v, ["grace-srcu", "grace-srcu-lite"]);
     for (name, max) in [("grace-srcu-lite", 1.5), ("grace-srcu", 3.0)] {
-        let t = target(name);
+        let t = find(&v, "targets", "impl", name);
         assert_eq!(t["reference"], "grace-rcu", "{t}");
         assert_eq!(t["threads"], 1, "{t}");
         assert_eq!(t["max"], max, "{t}");
@@ -374,24 +387,15 @@ fn bench_json_has_the_agreed_shape() {
 #[test]
 fn bench_sync_reports_the_cross_domain_ratio() {
     let v = bench_json("sync");
-    let results = v["results"].as_array().expect("results is an array");
-    for name in [
-        "grace-srcu-sync",
-        "grace-srcu-lite-sync",
-        "grace-srcu-sync-cross",
-    ] {
-        let r = results
-            .iter()
-            .find(|r| r["impl"] == name)
-            .unwrap_or_else(|| panic!("no {name} row in {v}"));
-        assert!(r["ns_per_op"].as_f64().is_some_and(|x| x > 0.0), "{r}");
-    }
-    let t = v["targets"]
-        .as_array()
-        .expect("targets is an array")
-        .iter()
-        .find(|t| t["impl"] == "grace-srcu-sync-cross")
-        .unwrap_or_else(|| panic!("no cross-domain target in {v}"));
+    assert_measured(
+        &v,
+        [
+            "grace-srcu-sync",
+            "grace-srcu-lite-sync",
+            "grace-srcu-sync-cross",
+        ],
+    );
+    let t = find(&v, "targets", "impl", "grace-srcu-sync-cross");
     assert_eq!(t["reference"], "grace-srcu-sync", "{t}");
     assert_eq!(t["max"], 1.2, "{t}");
     assert!(t["ratio"].as_f64().is_some_and(|x| x > 0.0), "{t}");
@@ -410,17 +414,13 @@ fn sum_of(v: &Value, arr: &str, key: &str) -> u64 {
 /// One 2-second `torture pending --json` run (both flavors), shared by the tests that read it.
 fn pending_run() -> &'static (Output, Value) {
     static RUN: OnceLock<(Output, Value)> = OnceLock::new();
-    RUN.get_or_init(|| {
-        let o = torture(&["torture", "pending", "--duration", "2s", "--json"], &[]);
-        let v = json(&o);
-        (o, v)
-    })
+    shared_run(&RUN, "pending", "2s")
 }
 
 #[test]
 fn pending_torture_passes_on_both_flavors() {
     let (o, v) = pending_run();
-    assert_eq!(o.status.code(), Some(0), "{v}\n{}", stderr(o));
+    assert_exit(o, v, 0);
     assert_eq!(v["flavor"], "pending");
     assert_eq!(u64_of(v, "errors"), 0, "{v}");
     let pipe = clean_pipe(v);
@@ -452,12 +452,7 @@ fn pending_torture_passes_on_both_flavors() {
             "{f}"
         );
         assert_eq!(u64_of(r, "torn"), 0, "{f}");
-        let reuse_pipe: Vec<u64> = r["pipe"]
-            .as_array()
-            .expect("reuse.pipe")
-            .iter()
-            .map(|c| c.as_u64().expect("counts"))
-            .collect();
+        let reuse_pipe = counts(&r["pipe"]);
         assert!(reuse_pipe[2..].iter().all(|&c| c == 0), "{f}");
         let pendings = f["pendings"].as_array().expect("pendings");
         let names: Vec<&str> = pendings.iter().filter_map(|p| p["name"].as_str()).collect();
@@ -472,7 +467,7 @@ fn pending_torture_passes_on_both_flavors() {
 #[test]
 fn pending_torture_injects_allocation_failures_and_takes_the_fallbacks() {
     let (o, v) = pending_run();
-    assert_eq!(o.status.code(), Some(0), "{v}\n{}", stderr(o));
+    assert_exit(o, v, 0);
     assert_eq!(u64_of(v, "fail_one_in"), 50);
     assert!(u64_of(v, "injected_failures") > 0, "{v}");
     let flavors = v["flavors"].as_array().expect("flavors");
@@ -498,34 +493,19 @@ fn pending_torture_injects_allocation_failures_and_takes_the_fallbacks() {
 
 #[test]
 fn pending_torture_catches_an_injected_early_free() {
-    let o = torture(
-        &[
-            "torture",
-            "pending",
-            "--duration",
-            "2s",
-            "--inject-early-free",
-            "--json",
-        ],
-        &[],
-    );
-    let v = json(&o);
-    assert_eq!(o.status.code(), Some(1), "{v}\n{}", stderr(&o));
+    let v = early_free_json("pending", "2s");
     assert_eq!(v["inject_early_free"], true);
     for f in v["flavors"].as_array().expect("flavors") {
         // Both the pipeline and the reuse objects' readers catch it.
         assert!(u64_of(f, "pipe_errors") > 0, "{f}");
-        let reuse_pipe: u64 = f["reuse"]["pipe"].as_array().expect("reuse.pipe")[2..]
-            .iter()
-            .map(|c| c.as_u64().expect("counts"))
-            .sum();
+        let reuse_pipe: u64 = counts(&f["reuse"]["pipe"])[2..].iter().sum();
         assert!(reuse_pipe > 0, "{f}");
     }
 }
 
 #[test]
 fn pending_torture_runs_one_flavor_without_injection() {
-    let o = torture(
+    let v = torture_json(
         &[
             "torture",
             "pending",
@@ -538,9 +518,8 @@ fn pending_torture_runs_one_flavor_without_injection() {
             "--json",
         ],
         &[],
+        0,
     );
-    let v = json(&o);
-    assert_eq!(o.status.code(), Some(0), "{v}\n{}", stderr(&o));
     let flavors = v["flavors"].as_array().expect("flavors");
     assert_eq!(flavors.len(), 1);
     assert_eq!(flavors[0]["flavor"], "srcu");
@@ -550,9 +529,7 @@ fn pending_torture_runs_one_flavor_without_injection() {
 
 #[test]
 fn kvfree_torture_passes_and_takes_every_fallback() {
-    let o = torture(&["torture", "kvfree", "--duration", "2s", "--json"], &[]);
-    let v = json(&o);
-    assert_eq!(o.status.code(), Some(0), "{v}\n{}", stderr(&o));
+    let v = torture_json(&["torture", "kvfree", "--duration", "2s", "--json"], &[], 0);
     assert_eq!(v["flavor"], "kvfree");
     assert_eq!(u64_of(&v, "errors"), 0, "{v}");
     let pipe = clean_pipe(&v);
@@ -603,19 +580,7 @@ fn kvfree_torture_passes_and_takes_every_fallback() {
 
 #[test]
 fn kvfree_torture_catches_an_injected_early_free() {
-    let o = torture(
-        &[
-            "torture",
-            "kvfree",
-            "--duration",
-            "2s",
-            "--inject-early-free",
-            "--json",
-        ],
-        &[],
-    );
-    let v = json(&o);
-    assert_eq!(o.status.code(), Some(1), "{v}\n{}", stderr(&o));
+    let v = early_free_json("kvfree", "2s");
     assert_eq!(v["inject_early_free"], true);
     assert!(u64_of(&v, "pipe_errors") > 0, "{v}");
 }
@@ -625,9 +590,7 @@ fn a_bad_failure_rate_is_refused() {
     for flavor in ["pending", "kvfree"] {
         for bad in ["often", "4294967296", "1.5"] {
             let o = grace(&["torture", flavor, "--fail-one-in", bad], &[]);
-            let err = stderr(&o);
-            assert_eq!(o.status.code(), Some(2), "{flavor} {bad}: {err}");
-            assert!(err.contains("fail-one-in"), "{flavor} {bad}: {err}");
+            assert_refused(&o, "fail-one-in", &format!("{flavor} {bad}"));
             assert!(o.stdout.is_empty(), "{flavor} {bad}: nothing ran");
         }
     }
@@ -638,7 +601,6 @@ fn a_bad_failure_rate_is_refused() {
 #[test]
 fn bench_free_reports_kvfree_against_every_peer() {
     let v = bench_json("free");
-    let results = v["results"].as_array().expect("results is an array");
     let mut names = vec![
         "box-drop",
         "grace-kvfree",
@@ -649,19 +611,8 @@ fn bench_free_reports_kvfree_against_every_peer() {
     if v["liburcu"]["available"] == true {
         names.push("liburcu-memb");
     }
-    for name in names {
-        let r = results
-            .iter()
-            .find(|r| r["impl"] == name)
-            .unwrap_or_else(|| panic!("no {name} row in {v}"));
-        assert!(r["ns_per_op"].as_f64().is_some_and(|x| x > 0.0), "{r}");
-    }
-    let t = v["targets"]
-        .as_array()
-        .expect("targets is an array")
-        .iter()
-        .find(|t| t["reference"] == "box-drop")
-        .unwrap_or_else(|| panic!("no kvfree target in {v}"));
+    assert_measured(&v, names);
+    let t = find(&v, "targets", "reference", "box-drop");
     assert_eq!(t["impl"], "grace-kvfree", "{t}");
     assert_eq!(t["max"], 1.5, "{t}");
     assert_eq!(t["threads"], 1, "{t}");
@@ -671,26 +622,22 @@ fn bench_free_reports_kvfree_against_every_peer() {
 #[test]
 fn bench_reuse_reports_recycling_against_fresh_allocation() {
     let v = bench_json("reuse");
-    let results = v["results"].as_array().expect("results is an array");
-    for name in [
-        "grace-pending-reuse",
-        "grace-pending-fresh",
-        "grace-kvfree-fresh",
-        "box-drop-no-gp",
-    ] {
-        let r = results
-            .iter()
-            .find(|r| r["impl"] == name)
-            .unwrap_or_else(|| panic!("no {name} row in {v}"));
-        assert!(r["ns_per_op"].as_f64().is_some_and(|x| x > 0.0), "{r}");
-    }
+    assert_measured(
+        &v,
+        [
+            "grace-pending-reuse",
+            "grace-pending-fresh",
+            "grace-kvfree-fresh",
+            "box-drop-no-gp",
+        ],
+    );
 }
 
 #[test]
 fn bench_flood_runs_each_implementation_in_its_own_process() {
     let o = grace(&["bench", "flood", "--duration", "200ms", "--json"], &[]);
     let v = json(&o);
-    assert_eq!(o.status.code(), Some(0), "{v}\n{}", stderr(&o));
+    assert_exit(&o, &v, 0);
     assert_eq!(v["suite"], "flood");
     let results = v["results"].as_array().expect("results is an array");
     let names: Vec<&str> = results.iter().filter_map(|r| r["impl"].as_str()).collect();
@@ -707,9 +654,6 @@ fn bench_flood_runs_each_implementation_in_its_own_process() {
         assert!(r["peak_rss_bytes"].as_u64().is_some_and(|x| x > 0), "{r}");
         assert!(r["peak_bytes_pending"].is_u64(), "{r}");
     }
-    let grace = results
-        .iter()
-        .find(|r| r["impl"] == "grace-kvfree")
-        .unwrap();
+    let grace = find(&v, "results", "impl", "grace-kvfree");
     assert_eq!(grace["peak_bytes_source"], "library", "{grace}");
 }

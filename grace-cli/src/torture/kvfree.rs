@@ -674,23 +674,14 @@ pub fn run(opts: &Options, bar: &ProgressBar) -> Report {
 
     let rcu_after = rcu::stats();
     Report {
-        totals: Totals {
-            flavor: "kvfree",
-            errors: s.p.errors() + lost,
-            pipe: s.p.pipe(),
-            reads: s.p.reads(),
-            updates: load(&s.p.updates),
-            duration_s: duration.as_secs_f64(),
-            total_s: started_at.elapsed().as_secs_f64(),
-            reader_threads_started: pool.started,
-            pipe_errors: load(&s.p.pipe_errors),
-            check_errors: load(&s.p.check_errors),
-            api_errors: load(&s.p.api_errors),
+        totals: s.p.totals(
+            "kvfree",
             lost,
-            barrier_mode: format!("{:?}", rcu_after.barrier_mode).to_lowercase(),
-            inject_early_free: opts.inject_early_free,
-            error_messages: s.p.messages(),
-        },
+            duration,
+            started_at,
+            pool.started,
+            opts.inject_early_free,
+        ),
         readers,
         updates_by_mode: writer.by_name(),
         released: s.p.released(),
@@ -728,10 +719,7 @@ impl Verdict for Report {
             injection_text(self.fail_one_in, self.injected_failures),
             t.injected()
         );
-        o.push_str(&format!(
-            "kvfree-torture: Reader Pipe:  {}\n",
-            histogram(&t.pipe)
-        ));
+        o.push_str(&t.reader_pipe_line());
         o.push_str(&format!(
             "kvfree-torture: Free-Block Circulation:  {}\n",
             histogram(&self.free_block_circulation)
@@ -741,12 +729,7 @@ impl Verdict for Report {
             count(t.reads),
             rate(t.reads)
         ));
-        let modes = self
-            .updates_by_mode
-            .iter()
-            .map(|(m, n)| format!("{m} {n}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let modes = super::modes_line(&self.updates_by_mode);
         o.push_str(&format!(
             "  updates            {:>14}  ({}/s: {modes})\n",
             count(t.updates),

@@ -139,6 +139,15 @@ impl Totals {
         self.errors == 0
     }
 
+    /// rcutorture's Reader Pipe line: `<flavor>-torture: Reader Pipe:  <histogram>`.
+    fn reader_pipe_line(&self) -> String {
+        format!(
+            "{}-torture: Reader Pipe:  {}\n",
+            self.flavor,
+            histogram(&self.pipe)
+        )
+    }
+
     /// `, EARLY FREE INJECTED` when it was.
     fn injected(&self) -> &'static str {
         if self.inject_early_free {
@@ -579,6 +588,52 @@ impl Pipeline {
             + self.check_errors.load(Ordering::Relaxed)
             + self.api_errors.load(Ordering::Relaxed)
     }
+
+    /// The [`Totals`] of a torture of `flavor` that ran this pipeline alone: `lost` elements
+    /// found by [`drain`], readers and writers run for `duration`, the whole run (drain
+    /// included) begun at `started_at`, `reader_threads_started` reader threads in all.
+    pub(crate) fn totals(
+        &self,
+        flavor: &'static str,
+        lost: u64,
+        duration: Duration,
+        started_at: Instant,
+        reader_threads_started: u64,
+        inject_early_free: bool,
+    ) -> Totals {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Totals {
+            flavor,
+            errors: self.errors() + lost,
+            pipe: self.pipe(),
+            reads: self.reads(),
+            updates: load(&self.updates),
+            duration_s: duration.as_secs_f64(),
+            total_s: started_at.elapsed().as_secs_f64(),
+            reader_threads_started,
+            pipe_errors: load(&self.pipe_errors),
+            check_errors: load(&self.check_errors),
+            api_errors: load(&self.api_errors),
+            lost,
+            barrier_mode: barrier_mode(),
+            inject_early_free,
+            error_messages: self.messages(),
+        }
+    }
+}
+
+/// RCU's barrier mode, as the reports spell it: `membarrier` or `fence`.
+pub(crate) fn barrier_mode() -> String {
+    format!("{:?}", grace::rcu::stats().barrier_mode).to_lowercase()
+}
+
+/// Updates per mode, for a person: `sync 12, poll 3, ...`.
+pub(crate) fn modes_line(by_mode: &BTreeMap<&'static str, u64>) -> String {
+    by_mode
+        .iter()
+        .map(|(m, n)| format!("{m} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A small, fast pseudo-random generator (xorshift64*), one per thread.

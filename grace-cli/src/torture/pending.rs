@@ -1148,7 +1148,7 @@ pub fn run(opts: &Options, flavors: &[PendingFlavor], bar: &ProgressBar) -> Repo
             check_errors: sum(|r| r.check_errors),
             api_errors: sum(|r| r.api_errors),
             lost: sum(|r| r.lost),
-            barrier_mode: format!("{:?}", grace::rcu::stats().barrier_mode).to_lowercase(),
+            barrier_mode: super::barrier_mode(),
             inject_early_free: opts.inject_early_free,
             error_messages: messages,
         },
@@ -1411,12 +1411,7 @@ impl Verdict for Report {
                 count(f.reuse.busy),
                 count(f.reuse.changed_under_reader)
             ));
-            let modes = f
-                .updates_by_mode
-                .iter()
-                .map(|(m, n)| format!("{m} {n}"))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let modes = super::modes_line(&f.updates_by_mode);
             o.push_str(&format!(
                 "  updates            {:>14}  ({}/s: {modes}); {} released, each once; {} barrier checks\n",
                 count(f.updates),

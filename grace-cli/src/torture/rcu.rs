@@ -282,23 +282,14 @@ pub fn run(opts: &Options, bar: &ProgressBar) -> Report {
     let after = rcu::stats();
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
     Report {
-        totals: Totals {
-            flavor: "rcu",
-            errors: s.p.errors() + lost,
-            pipe: s.p.pipe(),
-            reads: s.p.reads(),
-            updates: load(&s.p.updates),
-            duration_s: duration.as_secs_f64(),
-            total_s: started_at.elapsed().as_secs_f64(),
-            reader_threads_started: pool.started,
-            pipe_errors: load(&s.p.pipe_errors),
-            check_errors: load(&s.p.check_errors),
-            api_errors: load(&s.p.api_errors),
+        totals: s.p.totals(
+            "rcu",
             lost,
-            barrier_mode: format!("{:?}", after.barrier_mode).to_lowercase(),
-            inject_early_free: opts.inject_early_free,
-            error_messages: s.p.messages(),
-        },
+            duration,
+            started_at,
+            pool.started,
+            opts.inject_early_free,
+        ),
         grace_periods: after.grace_periods - before.grace_periods,
         expedited_grace_periods: after.expedited_grace_periods - before.expedited_grace_periods,
         updates_by_mode: writer.by_name(),
@@ -330,10 +321,7 @@ impl Verdict for Report {
             t.barrier_mode,
             t.injected()
         ));
-        o.push_str(&format!(
-            "rcu-torture: Reader Pipe:  {}\n",
-            histogram(&t.pipe)
-        ));
+        o.push_str(&t.reader_pipe_line());
         o.push_str(&format!(
             "rcu-torture: Free-Block Circulation:  {}\n",
             histogram(&self.free_block_circulation)
@@ -345,12 +333,7 @@ impl Verdict for Report {
             rate(t.reads),
             count(self.side_reads)
         ));
-        let modes = self
-            .updates_by_mode
-            .iter()
-            .map(|(m, n)| format!("{m} {n}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let modes = super::modes_line(&self.updates_by_mode);
         o.push_str(&format!(
             "  updates            {:>14}  ({}/s: {modes})\n",
             count(t.updates),

@@ -50,9 +50,9 @@
 //! alone sees a whole pipeline go by during its 100 ms).
 
 use super::{
-    drain, dwell, histogram, join, linger, lock, queue_exit_callback, read_until, spawn, Host,
-    Look, Mode, Options, Pipeline, ReaderCounts, Readers, Rng, Totals, Verdict, Writer,
-    WriterReport, CHURN_EVERY, PIPE_LEN,
+    drain, dwell, join, linger, lock, queue_exit_callback, read_until, spawn, Host, Look, Mode,
+    Options, Pipeline, ReaderCounts, Readers, Rng, Totals, Verdict, Writer, WriterReport,
+    CHURN_EVERY, PIPE_LEN,
 };
 use grace::srcu::{Lite, ReaderKind, Regular, Srcu, SrcuError, SrcuLite, SrcuStats, SrcuToken};
 use indicatif::ProgressBar;
@@ -863,7 +863,7 @@ pub fn run(opts: &Options, bar: &ProgressBar) -> Report {
             check_errors: sum(|d| d.check_errors),
             api_errors: sum(|d| d.api_errors),
             lost: sum(|d| d.lost),
-            barrier_mode: format!("{:?}", grace::rcu::stats().barrier_mode).to_lowercase(),
+            barrier_mode: super::barrier_mode(),
             inject_early_free: opts.inject_early_free,
             error_messages: messages,
         },
@@ -974,10 +974,7 @@ impl Verdict for Report {
             t.barrier_mode,
             t.injected()
         ));
-        o.push_str(&format!(
-            "srcu-torture: Reader Pipe:  {}\n",
-            histogram(&t.pipe)
-        ));
+        o.push_str(&t.reader_pipe_line());
         let mut table = Table::new(&[
             ("domain", Align::Left),
             ("readers", Align::Left),
