@@ -289,9 +289,8 @@ fn every_object_processed_exactly_once_on_an_srcu_domain() {
     exactly_once(Arc::new(grace::srcu::Srcu::new().unwrap()));
 }
 
-#[test]
-fn objects_wait_for_a_reader_that_was_inside_when_they_were_enqueued() {
-    let reader = HeldReader::enter(false);
+/// A `Pending` on RCU holding 100 objects, and the count of those processed so far.
+fn hundred_counted() -> (Pending<u64>, Arc<AtomicUsize>) {
     let done = Arc::new(AtomicUsize::new(0));
     let d = done.clone();
     let pending = Pending::new(
@@ -303,6 +302,13 @@ fn objects_wait_for_a_reader_that_was_inside_when_they_were_enqueued() {
     for i in 0..100 {
         pending.enqueue(Box::new(i));
     }
+    (pending, done)
+}
+
+#[test]
+fn objects_wait_for_a_reader_that_was_inside_when_they_were_enqueued() {
+    let reader = HeldReader::enter(false);
+    let (pending, done) = hundred_counted();
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(
         done.load(Ordering::SeqCst),
@@ -666,17 +672,7 @@ fn enqueue_inside_a_read_section_is_fine_when_memory_is_there() {
 
 #[test]
 fn a_pending_dropped_inside_a_callback_of_its_flavor_hands_off_its_wait() {
-    let done = Arc::new(AtomicUsize::new(0));
-    let d = done.clone();
-    let pending = Pending::new(
-        Rcu,
-        Process::with(move |_: Box<u64>| {
-            d.fetch_add(1, Ordering::SeqCst);
-        }),
-    );
-    for i in 0..100 {
-        pending.enqueue(Box::new(i));
-    }
+    let (pending, done) = hundred_counted();
     // Dropped on an RCU worker, where `rcu::barrier` is refused: it must not panic, and
     // every object is still processed.
     rcu::call_hurry(move || drop(pending));
