@@ -5,6 +5,7 @@
 //! | `GRACE_NO_MEMBARRIER` | `1`/`true`: use the fence fallback instead of `membarrier` | `0` |
 //! | `GRACE_LAZY_MS` | how long a lazy `call` may wait to be batched, in milliseconds (1..=60000) | `10` |
 //! | `GRACE_CB_WORKERS` | callback worker threads per flavor (1..=256) | half the CPUs, 1 to 4 |
+//! | `GRACE_CB_OFFLOAD` | `1`: RCU callbacks run only on worker threads ([`Invocation::Offloaded`](crate::rcu::Invocation)); `0`: on the threads that queued them ([`Invocation::Local`](crate::rcu::Invocation)) | `0` |
 //!
 //! The library reads them once, when a flavor first initializes. A malformed value is reported
 //! on standard error and ignored (the library has no caller to return an error to at that
@@ -31,6 +32,9 @@ pub struct Config {
     pub lazy_delay: Duration,
     /// Callback worker threads (`GRACE_CB_WORKERS`).
     pub workers: usize,
+    /// Where RCU callbacks run at start-up (`GRACE_CB_OFFLOAD`); switchable at run time with
+    /// [`rcu::set_callback_invocation`](crate::rcu::set_callback_invocation).
+    pub invocation: crate::callback::Invocation,
 }
 
 impl Default for Config {
@@ -40,6 +44,8 @@ impl Default for Config {
             lazy_delay: Duration::from_millis(10),
             // Half the CPUs: the other half stays free for the threads that queue callbacks.
             workers: (crate::sys::num_cpus() / 2).clamp(1, 4),
+            // Local: measured faster for callbacks that free memory (BENCHMARKS.md, `bench call`).
+            invocation: crate::callback::Invocation::Local,
         }
     }
 }
@@ -121,6 +127,19 @@ impl Config {
                 }
             };
         }
+        if let Some(v) = get("GRACE_CB_OFFLOAD") {
+            cfg.invocation = match v.trim() {
+                "1" | "true" | "yes" | "on" => crate::callback::Invocation::Offloaded,
+                "0" | "false" | "no" | "off" | "" => crate::callback::Invocation::Local,
+                _ => {
+                    return Err(ConfigError {
+                        var: "GRACE_CB_OFFLOAD",
+                        value: v,
+                        expected: "0 or 1 (also true/false, yes/no, on/off)",
+                    })
+                }
+            };
+        }
         if let Some(v) = get("GRACE_LAZY_MS") {
             match v.trim().parse::<u64>() {
                 Ok(ms @ 1..=60_000) => cfg.lazy_delay = Duration::from_millis(ms),
@@ -171,6 +190,7 @@ mod tests {
             ("GRACE_LAZY_MS", "99999999"),
             ("GRACE_CB_WORKERS", "0"),
             ("GRACE_CB_WORKERS", "many"),
+            ("GRACE_CB_OFFLOAD", "sometimes"),
         ] {
             let e = Config::parse(|k| (k == var).then(|| bad.to_string())).unwrap_err();
             assert_eq!(e.var, var);

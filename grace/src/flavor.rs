@@ -70,6 +70,14 @@ pub trait Flavor: Sync {
     fn call_hurry<F: FnOnce() + Send + 'static>(&self, f: F);
     /// Wait until every callback queued before this call has run.
     fn barrier(&self);
+
+    /// [`call`](Flavor::call) for grace's own machinery (`Pending`'s re-arming callback):
+    /// the callback always runs on a worker, never on a thread that queues callbacks later
+    /// (see `rcu::Invocation`). Not meant for users; the default is `call`.
+    #[doc(hidden)]
+    fn call_offloaded<F: FnOnce() + Send + 'static>(&self, f: F) {
+        self.call(f)
+    }
 }
 
 /// The process-wide RCU flavor ([`crate::rcu`]) as a [`Flavor`] value.
@@ -123,6 +131,9 @@ impl Flavor for Rcu {
     fn barrier(&self) {
         crate::rcu::barrier()
     }
+    fn call_offloaded<F: FnOnce() + Send + 'static>(&self, f: F) {
+        crate::rcu::call_internal(f, false)
+    }
 }
 
 /// Forward every [`Flavor`] method through a pointer type, so that generic code can hold a
@@ -166,6 +177,9 @@ macro_rules! forward_flavor {
             }
             fn barrier(&self) {
                 (**self).barrier()
+            }
+            fn call_offloaded<C: FnOnce() + Send + 'static>(&self, f: C) {
+                (**self).call_offloaded(f)
             }
         }
     )*};

@@ -34,11 +34,14 @@
 //! callback that panics is caught, counted and reported; the rest of the batch still runs.
 
 use super::ring::{self, Ring};
-use super::seglist::{Node, SegList};
+use super::seglist::Node;
+use super::shard::{Invocation, Settle, Shard};
 use super::Callback;
 use crate::gp::seq;
-use crate::rcu::reader::{Readers, Slot};
-use crate::sync::{lock, wait, wait_timeout, AtomicBool, AtomicU64, Condvar, Mutex, Ordering};
+use crate::rcu::reader::{Readers, Slot, NEST_MASK};
+use crate::sync::{
+    lock, wait, wait_timeout, AtomicBool, AtomicU64, AtomicUsize, Condvar, Mutex, Ordering,
+};
 use crate::sys::{self, BarrierMode};
 use crossbeam_utils::CachePadded;
 use std::collections::VecDeque;
@@ -46,9 +49,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 thread_local! {
-    /// Set on callback worker threads, so that `barrier` from a callback is refused.
+    /// Set on callback worker threads, and on a queuing thread while it runs callbacks itself
+    /// (local invocation), so that `barrier` from a callback is refused and a `call` from a
+    /// callback never starts a nested local run.
     pub(crate) static IN_CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
+
+/// In local mode a queuing thread looks for ready callbacks of its shard once every this many
+/// `call`s (a power of two): often enough that its frees stay close behind its allocations,
+/// rarely enough that the look (one load of a shared, read-mostly line) costs nothing per call.
+const LOCAL_CHECK_EVERY: usize = 64;
 
 /// What a flavor lends its callback engine.
 pub(crate) trait Host: Sync + 'static {
@@ -81,13 +91,15 @@ struct Ctl {
 #[derive(Default)]
 pub(crate) struct Counters {
     pub(crate) invoked: AtomicU64,
+    /// Of `invoked`: run by the thread that queued on the shard (local invocation).
+    pub(crate) invoked_locally: AtomicU64,
     pub(crate) panics: AtomicU64,
     pub(crate) cycles: AtomicU64,
 }
 
 pub(crate) struct Engine {
     host: &'static dyn Host,
-    shards: Box<[CachePadded<Mutex<SegList>>]>,
+    shards: Box<[CachePadded<Shard>]>,
     /// See "The lazy hand-shake" in the module docs. Read by every `call`, so it has a cache
     /// line of its own: the fields workers write (counters, spare nodes) must not share it.
     armed: CachePadded<AtomicBool>,
@@ -99,6 +111,9 @@ pub(crate) struct Engine {
     work: Mutex<VecDeque<usize>>,
     work_ready: Condvar,
     lazy_delay: Duration,
+    /// `barrier` calls in flight: while any is, ready callbacks go to workers at once rather
+    /// than waiting for a queuing thread (local mode).
+    barriers: AtomicUsize,
     /// The host's barrier mode, fixed before the engine starts; cached here because `call`
     /// needs it on every invocation.
     mode: BarrierMode,
@@ -119,9 +134,10 @@ impl Engine {
         host: &'static dyn Host,
         lazy_delay: Duration,
         workers: usize,
+        invocation: Invocation,
     ) -> &'static Engine {
         let shards = (0..sys::num_cpus())
-            .map(|_| CachePadded::new(Mutex::new(SegList::default())))
+            .map(|_| CachePadded::new(Shard::new(invocation)))
             .collect();
         let engine: &'static Engine = Box::leak(Box::new(Engine {
             host,
@@ -133,6 +149,7 @@ impl Engine {
             work: Mutex::new(VecDeque::new()),
             work_ready: Condvar::new(),
             lazy_delay,
+            barriers: AtomicUsize::new(0),
             mode: host.mode(),
             spare_nodes: Mutex::new(Vec::new()),
             counters: CachePadded::new(Counters::default()),
@@ -147,9 +164,11 @@ impl Engine {
         engine
     }
 
-    /// Queue a callback from the thread owning `slot`.
+    /// Queue a callback from the thread owning `slot`. With `may_invoke`, the caller may run
+    /// ready callbacks of its shard here first (local mode, outside read-side sections);
+    /// grace's own callers that hold locks pass `false`.
     #[inline]
-    pub(crate) fn call(&self, slot: &Slot, cb: Callback, hurry: bool) {
+    pub(crate) fn call(&self, slot: &Slot, cb: Callback, hurry: bool, may_invoke: bool) {
         // Relaxed: only the owner thread stores the ring pointer, in ring_slow.
         let ring = slot.ring.load(Ordering::Relaxed);
         let ring = if ring.is_null() {
@@ -158,9 +177,24 @@ impl Engine {
             // SAFETY: rings are leaked by ring_slow and never freed.
             unsafe { &*ring }
         };
+        if !may_invoke {
+            // Relaxed: a hint; the push's Release publishes it with the record.
+            ring.offload.store(true, Ordering::Relaxed);
+        }
         // SAFETY: the caller runs on the thread that owns `slot`, hence the ring's producer.
-        if let Err(cb) = unsafe { ring.push(cb) } {
-            self.ring_full(ring, cb);
+        match unsafe { ring.push(cb) } {
+            Ok(n) => {
+                if may_invoke && n % LOCAL_CHECK_EVERY == 0 && self.shards[ring.shard].looks_ready()
+                {
+                    self.invoke_local(slot, ring.shard);
+                }
+            }
+            Err(cb) => {
+                self.ring_full(ring, cb);
+                if may_invoke && self.shards[ring.shard].looks_ready() {
+                    self.invoke_local(slot, ring.shard);
+                }
+            }
         }
         if hurry {
             self.hurry();
@@ -203,7 +237,7 @@ impl Engine {
     fn ring_full(&self, ring: &Ring, cb: Callback) {
         self.drain_ring(ring);
         // SAFETY: we are the ring's producer (see `call`).
-        if let Err(cb) = unsafe { ring.push(cb) } {
+        if let Err(cb) = unsafe { ring.push(cb) }.map(drop) {
             // Cannot happen: we just emptied it and only we produce. Keep the callback anyway.
             debug_assert!(false, "ring full right after draining");
             self.push_to_shard(ring.shard, Node::new(vec![cb]));
@@ -269,15 +303,94 @@ impl Engine {
             self.recycle(node);
             return;
         }
+        // Relaxed: a hint (see `Ring::offload`), read after the drain's Acquire of the tail.
+        node.offload = ring.offload.swap(false, Ordering::Relaxed);
         // Pushing while still holding `consumer` keeps each ring's records FIFO in its shard
         // even when two drainers race, and lets `barrier` wait for a drain in flight by taking
         // the same lock. Lock order: consumer, then shard.
         self.push_to_shard(ring.shard, node);
     }
 
+    /// Run the ready callbacks of shard `idx` on this thread, the one owning `slot` (local
+    /// invocation, see `callback::shard`). Never waits: it gives up if the shard's lock is
+    /// taken, if another invoker has the callbacks, inside a read-side section (a callback may
+    /// block, or wait for a grace period), and inside a callback (no nested runs).
+    #[cold]
+    #[inline(never)]
+    fn invoke_local(&self, slot: &Slot, idx: usize) {
+        // Relaxed: only this thread writes its reader word.
+        if slot.ctr.load(Ordering::Relaxed) & NEST_MASK != 0 {
+            return;
+        }
+        if IN_CALLBACK.try_with(|c| c.get()).unwrap_or(true) {
+            return;
+        }
+        let shard = &self.shards[idx];
+        let batch = {
+            let mut l = match shard.list.try_lock() {
+                Ok(l) => l,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return,
+            };
+            let b = l.claim_local();
+            if b.is_none() && !l.busy {
+                shard.set_ready(false);
+            }
+            match b {
+                Some(b) => b,
+                None => return,
+            }
+        };
+        shard.set_ready(false);
+        // Mark this thread as running callbacks while it does: `barrier` from one of them is
+        // refused (it would wait for this very run), destructors that wait for workers hand
+        // their wait to a thread of their own, and `call` from one starts no nested run.
+        IN_CALLBACK.with(|c| c.set(true));
+        let was_worker = super::set_worker(true);
+        let mut ran = 0u64;
+        for mut node in batch.into_nodes() {
+            let n = node.cbs.len() as u64;
+            for cb in node.cbs.drain(..) {
+                self.invoke(cb);
+            }
+            if !node.internal {
+                ran += n;
+            }
+            self.recycle(node);
+        }
+        super::set_worker(was_worker);
+        IN_CALLBACK.with(|c| c.set(false));
+        // Relaxed: statistics.
+        self.counters.invoked.fetch_add(ran, Ordering::Relaxed);
+        self.counters
+            .invoked_locally
+            .fetch_add(ran, Ordering::Relaxed);
+        // Relaxed: see advance_all.
+        let force = self.barriers.load(Ordering::Relaxed) > 0;
+        let settled = lock(&shard.list).release_local(Instant::now(), self.lazy_delay, force);
+        self.follow_settle(idx, settled);
+    }
+
+    /// Act on a `settle` decision made under shard `idx`'s lock (now released): a worker
+    /// for a claimed shard; for work left to queuing threads, the `ready` hint and a
+    /// grace-period cycle within the patience, which hands it to a worker if none comes.
+    fn follow_settle(&self, idx: usize, settled: Settle) {
+        match settled {
+            Settle::Worker => {
+                self.shards[idx].set_ready(false);
+                self.to_workers(vec![idx]);
+            }
+            Settle::Owner => {
+                self.shards[idx].set_ready(true);
+                self.kick_within(self.lazy_delay);
+            }
+            Settle::Idle => {}
+        }
+    }
+
     /// Queue `node` on shard `idx`, waiting for a grace period that starts after now.
     fn push_to_shard(&self, idx: usize, node: Box<Node>) {
-        let mut shard = lock(&self.shards[idx]);
+        let mut shard = lock(&self.shards[idx].list);
         // The snapshot is taken *under the shard lock*, so the cookies a shard receives never
         // decrease (two drainers that snapshot first and lock second could arrive in the
         // opposite order, and SegList keeps at most two pending cookies in order). Each record
@@ -339,7 +452,7 @@ impl Engine {
 
             let mut target = poll_target;
             for shard in self.shards.iter() {
-                if let Some(c) = lock(shard).newest_cookie() {
+                if let Some(c) = lock(&shard.list).newest_cookie() {
                     target = Some(match target {
                         Some(t) if seq::ge(t, c) => t,
                         _ => c,
@@ -381,22 +494,79 @@ impl Engine {
         }
     }
 
-    /// Move completed segments to `done` and give ready shards to workers.
+    /// Move completed segments to `done`, and settle who runs them: workers, or (local mode)
+    /// the threads queuing on each shard, coming back within the lazy delay to hand work that
+    /// nobody picked up to a worker.
     fn advance_all(&self) {
         let cur = self.host.current();
+        let now = Instant::now();
+        // Relaxed: a barrier that starts after this load entrains its markers after our
+        // advance and settles its shards itself (Engine::barrier); the GP thread only has to
+        // see it eventually, at the next cycle the barrier's hurry starts.
+        let force = self.barriers.load(Ordering::Relaxed) > 0;
         // Sized before any shard lock is taken: nothing allocates under one.
         let mut ready = Vec::with_capacity(self.shards.len());
+        let mut waiting_for_owner = false;
         for (i, shard) in self.shards.iter().enumerate() {
-            let mut l = lock(shard);
+            let mut l = lock(&shard.list);
             l.advance(cur);
-            if claim_for_worker(&mut l) {
-                ready.push(i);
+            match l.settle(now, self.lazy_delay, force) {
+                Settle::Worker => {
+                    shard.set_ready(false);
+                    ready.push(i);
+                }
+                Settle::Owner => {
+                    shard.set_ready(true);
+                    waiting_for_owner = true;
+                }
+                Settle::Idle => {}
             }
         }
+        self.to_workers(ready);
+        if waiting_for_owner {
+            self.kick_within(self.lazy_delay);
+        }
+    }
+
+    /// Give claimed shards (their `busy` set) to the workers.
+    fn to_workers(&self, ready: Vec<usize>) {
         if !ready.is_empty() {
             let mut q = lock(&self.work);
             q.extend(ready);
             self.work_ready.notify_all();
+        }
+    }
+
+    /// Switch every shard to `invocation`; a switch to offloaded hands the callbacks that
+    /// wait for a queuing thread to workers at once. Callbacks a queuing thread is running
+    /// right now finish there.
+    pub(crate) fn set_invocation(&self, invocation: Invocation) {
+        let local = invocation == Invocation::Local;
+        let now = Instant::now();
+        let mut ready = Vec::with_capacity(self.shards.len());
+        for (i, shard) in self.shards.iter().enumerate() {
+            let mut l = lock(&shard.list);
+            l.local = local;
+            if !local {
+                shard.set_ready(false);
+                if l.settle(now, self.lazy_delay, true) == Settle::Worker {
+                    ready.push(i);
+                }
+            }
+        }
+        self.to_workers(ready);
+        if local {
+            // Work already done stays with workers until the next cycle settles it again.
+            self.kick_within(self.lazy_delay);
+        }
+    }
+
+    /// The mode of shard 0 (all shards share it unless a switch is in flight).
+    pub(crate) fn invocation(&self) -> Invocation {
+        if lock(&self.shards[0].list).local {
+            Invocation::Local
+        } else {
+            Invocation::Offloaded
         }
     }
 
@@ -415,7 +585,7 @@ impl Engine {
             };
             loop {
                 let batch = {
-                    let mut l = lock(&self.shards[idx]);
+                    let mut l = lock(&self.shards[idx].list);
                     let b = l.take_done();
                     if b.is_empty() {
                         l.busy = false;
@@ -445,7 +615,16 @@ impl Engine {
 
     /// Wait until every callback queued (on any thread) before this call has been invoked.
     pub(crate) fn barrier(&self) {
+        // Relaxed: read by advance_all under no ordering duty of its own (see there); our
+        // own shards are settled below under their locks.
+        self.barriers.fetch_add(1, Ordering::Relaxed);
+        self.barrier_inner();
+        self.barriers.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn barrier_inner(&self) {
         self.drain_all(Drain::Complete);
+        let now = Instant::now();
         let state = Arc::new(BarrierState::default());
         let mut spare: Option<Box<Node>> = None;
         let mut entrained = 0usize;
@@ -456,11 +635,12 @@ impl Engine {
                 let s = state.clone();
                 Node::internal(Callback::new(move || s.arrive()))
             });
-            let mut l = lock(shard);
+            let mut l = lock(&shard.list);
             match l.entrain(node) {
                 Ok(()) => {
                     entrained += 1;
-                    if claim_for_worker(&mut l) {
+                    if l.settle(now, self.lazy_delay, true) == Settle::Worker {
+                        shard.set_ready(false);
                         ready.push(i);
                     }
                 }
@@ -472,10 +652,7 @@ impl Engine {
                 cb.discard();
             }
         }
-        if !ready.is_empty() {
-            lock(&self.work).extend(ready);
-            self.work_ready.notify_all();
-        }
+        self.to_workers(ready);
         if entrained > 0 {
             self.hurry();
             state.wait_for(entrained);
@@ -534,16 +711,6 @@ pub(crate) fn run_caught(cb: Callback, panics: &AtomicU64, who: &str) {
     }
 }
 
-/// If `l` has ready callbacks and no worker, mark it busy; the caller then queues it.
-pub(crate) fn claim_for_worker(l: &mut SegList) -> bool {
-    if !l.busy && !l.done.is_empty() {
-        l.busy = true;
-        true
-    } else {
-        false
-    }
-}
-
 fn spawn(name: String, f: impl FnOnce() + Send + 'static) {
     if let Err(e) = std::thread::Builder::new().name(name.clone()).spawn(f) {
         // Without this thread no callback would ever run; refusing loudly beats losing them.
@@ -569,5 +736,16 @@ impl BarrierState {
         while *a < n {
             a = wait(&self.cv, a);
         }
+    }
+}
+
+/// If `l` has ready callbacks and no invoker, mark it busy; the caller then queues it to a
+/// worker (SRCU, whose callbacks always run on workers).
+pub(crate) fn claim_for_worker(l: &mut super::seglist::SegList) -> bool {
+    if !l.busy && !l.done.is_empty() {
+        l.busy = true;
+        true
+    } else {
+        false
     }
 }

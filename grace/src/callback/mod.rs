@@ -31,6 +31,9 @@ pub(crate) mod engine;
 mod loom_tests;
 pub(crate) mod ring;
 pub(crate) mod seglist;
+pub(crate) mod shard;
+
+pub use shard::Invocation;
 
 use std::mem::{self, MaybeUninit};
 
@@ -43,6 +46,12 @@ thread_local! {
 /// Mark the calling thread as one of grace's workers (see [`on_worker`]).
 pub(crate) fn mark_worker() {
     WORKER.with(|w| w.set(true));
+}
+
+/// Mark or unmark the calling thread as running callbacks on grace's behalf (a queuing thread
+/// during a local run, see `shard`); returns the previous mark.
+pub(crate) fn set_worker(on: bool) -> bool {
+    WORKER.try_with(|w| w.replace(on)).unwrap_or(false)
 }
 
 /// Is the calling thread one of grace's workers? A destructor that would wait for callbacks or

@@ -19,7 +19,7 @@
 //! in it; the next drain takes them, and the next owner continues from the same indices.
 
 use super::Callback;
-use crate::sync::{AtomicUsize, Mutex, Ordering};
+use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering};
 use crossbeam_utils::CachePadded;
 use std::cell::UnsafeCell;
 use std::mem::MaybeUninit;
@@ -40,6 +40,10 @@ pub(crate) struct Ring {
     pub(crate) consumer: Mutex<()>,
     /// Shard whose list receives this ring's callbacks.
     pub(crate) shard: usize,
+    /// A record pushed since the last drain must run on a worker (see `Node::offload`). A
+    /// hint: set by the owner before the push, taken by a drainer after the drain, so that a
+    /// race at worst marks one batch too many or too few, which changes only who runs it.
+    pub(crate) offload: AtomicBool,
     slots: Box<[UnsafeCell<MaybeUninit<Callback>>]>,
 }
 
@@ -60,19 +64,21 @@ impl Ring {
             head: CachePadded::new(AtomicUsize::new(0)),
             consumer: Mutex::new(()),
             shard,
+            offload: AtomicBool::new(false),
             slots: (0..CAP)
                 .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
                 .collect(),
         }
     }
 
-    /// Producer: append a record, or give it back if the ring is full.
+    /// Producer: append a record and return how many records the ring has taken in its life
+    /// (this one included), or give the record back if the ring is full.
     ///
     /// # Safety
     ///
     /// Only the ring's owner thread may call this (one producer at a time).
     #[inline]
-    pub(crate) unsafe fn push(&self, cb: Callback) -> Result<(), Callback> {
+    pub(crate) unsafe fn push(&self, cb: Callback) -> Result<usize, Callback> {
         // Relaxed: only the producer writes tail.
         let t = self.tail.load(Ordering::Relaxed);
         // SAFETY: owner-only field, and the caller is the owner.
@@ -90,8 +96,9 @@ impl Ring {
         unsafe { (*self.slots[t % CAP].get()).write(cb) };
         // Release: pairs with the Acquire in `drain_into`; the record is written before a
         // consumer can see it.
-        self.tail.store(t.wrapping_add(1), Ordering::Release);
-        Ok(())
+        let t = t.wrapping_add(1);
+        self.tail.store(t, Ordering::Release);
+        Ok(t)
     }
 
     /// Producer-side: number of records queued so far in the ring's life (for statistics).
@@ -180,7 +187,7 @@ mod tests {
                     }))
                 };
                 match r {
-                    Ok(()) => pushed += 1,
+                    Ok(_) => pushed += 1,
                     Err(cb) => {
                         cb.discard();
                         break;
@@ -216,7 +223,7 @@ mod tests {
                     loop {
                         // SAFETY: this thread is the only producer.
                         match unsafe { ring.push(cb) } {
-                            Ok(()) => break,
+                            Ok(_) => break,
                             Err(back) => {
                                 cb = back;
                                 std::thread::yield_now();

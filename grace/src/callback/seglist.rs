@@ -34,6 +34,10 @@ pub(crate) struct Node {
     pub(crate) cbs: Vec<Callback>,
     /// Holds the engine's own callbacks (barrier markers), which statistics leave out.
     pub(crate) internal: bool,
+    /// Holds callbacks that must run on a worker, never on a queuing thread: grace's own,
+    /// queued under its locks (kvfree arrays with destructors, `Pending`'s re-arming
+    /// callback). A shard whose ready callbacks include one goes to a worker at once.
+    pub(crate) offload: bool,
 }
 
 // SAFETY: `next` is only ever set while the node is owned by a `Batch` (which owns the whole
@@ -46,6 +50,7 @@ impl Node {
             next: None,
             cbs,
             internal: false,
+            offload: false,
         })
     }
 
@@ -55,6 +60,7 @@ impl Node {
             next: None,
             cbs: vec![cb],
             internal: true,
+            offload: false,
         })
     }
 }
@@ -73,6 +79,8 @@ pub(crate) struct Batch {
     /// Last node; `None` when empty.
     tail: Option<NonNull<Node>>,
     len: usize,
+    /// How many of the nodes are `offload` nodes.
+    pub(crate) offload: usize,
 }
 
 // SAFETY: the batch owns its nodes outright (nothing else points into the chain), and nodes
@@ -91,6 +99,7 @@ impl Batch {
 
     fn push_node(&mut self, mut node: Box<Node>) {
         self.len += node.cbs.len();
+        self.offload += usize::from(node.offload);
         node.next = None;
         let raw = NonNull::from(Box::leak(node));
         self.link(raw, raw);
@@ -110,6 +119,7 @@ impl Batch {
     fn append(&mut self, mut other: Batch) {
         if let (Some(first), Some(last)) = (other.head.take(), other.tail.take()) {
             self.len += std::mem::take(&mut other.len);
+            self.offload += std::mem::take(&mut other.offload);
             self.link(first, last);
         }
     }
@@ -125,6 +135,7 @@ impl Batch {
             self.tail = None;
         }
         self.len -= node.cbs.len();
+        self.offload -= usize::from(node.offload);
         Some(node)
     }
 
@@ -153,8 +164,14 @@ pub(crate) struct SegList {
     pub(crate) done: Batch,
     /// In cookie order; `None` entries only at the end.
     pending: [Option<(u64, Batch)>; NUM_ACTIVE_POLL_OLDSTATE],
-    /// A worker is invoking a batch taken from `done`.
+    /// An invoker (a worker, or a queuing thread in local mode) is running a batch taken
+    /// from `done`.
     pub(crate) busy: bool,
+    /// Ready callbacks wait for a queuing thread to run them (`Invocation::Local`, see
+    /// `callback::shard`) instead of going to a worker at once.
+    pub(crate) local: bool,
+    /// Since when, in local mode, ready callbacks have waited for a queuing thread.
+    pub(crate) ready_since: Option<std::time::Instant>,
 }
 
 impl SegList {

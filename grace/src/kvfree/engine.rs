@@ -799,11 +799,8 @@ fn account(b: &Block) -> u64 {
 /// period. The closure is one pointer, stored without allocating.
 fn enqueue(b: Block, hurry: bool) {
     let batch = Batch(b);
-    if hurry {
-        rcu::call_hurry(move || batch.free());
-    } else {
-        rcu::call(move || batch.free());
-    }
+    // Never runs callbacks here: we may hold a lane lock.
+    rcu::call_internal(move || batch.free(), hurry);
 }
 
 /// Free the first `n` objects (`usize::MAX`: all) of a retired block now, on this thread (the accounting for
@@ -872,16 +869,19 @@ pub(crate) fn submit_one(p: *mut (), key: Key) {
     add_pending(obj_size as u64);
     let p = SendPtr(p);
     // Three words (pointer, routine, size): stored inline in the callback record.
-    rcu::call_hurry(move || {
-        // SAFETY: as in Batch::free: a grace period began after this call, which came after
-        // the object was handed to kvfree; `free` is the object's own routine.
-        let panic = unsafe { free(&[p.get()]) };
-        count(&COUNTERS.freed, 1);
-        sub_pending(obj_size as u64);
-        if let Some(p) = panic {
-            std::panic::resume_unwind(p);
-        }
-    });
+    rcu::call_internal(
+        move || {
+            // SAFETY: as in Batch::free: a grace period began after this call, which came after
+            // the object was handed to kvfree; `free` is the object's own routine.
+            let panic = unsafe { free(&[p.get()]) };
+            count(&COUNTERS.freed, 1);
+            sub_pending(obj_size as u64);
+            if let Some(p) = panic {
+                std::panic::resume_unwind(p);
+            }
+        },
+        true,
+    );
 }
 
 /// Free one object now, after a synchronous grace period: the fallback outside read-side

@@ -926,7 +926,7 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Inner<T, F> {
     fn arm(self: &Arc<Self>, shard: usize) {
         self.ensure_worker();
         let me = Arc::clone(self);
-        self.flavor.call(move || me.after_gp(shard));
+        self.flavor.call_offloaded(move || me.after_gp(shard));
     }
 
     /// The re-arming callback: a grace period has ended since it was queued. Move what is due
@@ -938,7 +938,7 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Inner<T, F> {
         }
         if rearm {
             let me = Arc::clone(&self);
-            self.flavor.call(move || me.after_gp(shard));
+            self.flavor.call_offloaded(move || me.after_gp(shard));
         }
     }
 

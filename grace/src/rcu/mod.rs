@@ -65,6 +65,7 @@ mod api {
     use super::reader::{Readers, Slot};
     use crate::callback::engine::{Engine, Host, IN_CALLBACK};
     use crate::callback::Callback;
+    pub use crate::callback::Invocation;
     use crate::config::Config;
     use crate::cookie::{Cookie, FullCookie};
     use crate::gp::{seq, GpEngine, GpKind, GpPhase};
@@ -545,14 +546,28 @@ mod api {
     fn engine() -> &'static Engine {
         ENGINE.get_or_init(|| {
             let cfg = config();
-            Engine::start(&HOST, cfg.lazy_delay, cfg.workers)
+            Engine::start(&HOST, cfg.lazy_delay, cfg.workers, cfg.invocation)
         })
     }
 
     /// Queue `f` to run after a grace period (the kernel's `call_rcu`), lazily: it may wait
     /// up to the configured delay (`GRACE_LAZY_MS`, 10 ms by default) to be batched with
-    /// others, saving wake-ups. Runs on a worker thread; a panic in `f` is caught, counted in
+    /// others, saving wake-ups. A panic in `f` is caught, counted in
     /// [`Stats::callback_panics`] and reported, and the other callbacks still run.
+    ///
+    /// # Where `f` runs
+    ///
+    /// In the default [`Invocation::Local`] mode, as in the kernel (callbacks run on the CPU
+    /// that queued them), `f` runs on a thread that queues callbacks on the same shard (one per
+    /// CPU), at one of its later `call`s or `call_hurry`s made **outside** a read-side section
+    /// and outside any callback; a callback that frees an object so frees it next to where it
+    /// was allocated, into that thread's allocator cache. Callbacks whose queuing threads go
+    /// idle or exit, and everything a [`barrier`] waits for, run on grace's worker threads
+    /// within the lazy delay. So, in local mode, **a callback must not take a lock that a
+    /// thread may hold while it calls `call`** (the kernel's rule for callbacks, which run in
+    /// softirq context, is the same). With [`Invocation::Offloaded`]
+    /// ([`set_callback_invocation`], or `GRACE_CB_OFFLOAD=1`), callbacks only ever run on
+    /// workers.
     ///
     /// Closures of up to three words (an `Arc`, a `Box`, a pointer and two integers) are stored
     /// without allocating.
@@ -571,7 +586,46 @@ mod api {
     #[inline]
     pub fn call<F: FnOnce() + Send + 'static>(f: F) {
         let slot = local_slot();
-        engine().call(slot, Callback::new(f), false);
+        engine().call(slot, Callback::new(f), false, true);
+    }
+
+    /// [`call`] or [`call_hurry`] for grace's own callers, which may hold locks of their own:
+    /// never runs ready callbacks on the calling thread.
+    pub(crate) fn call_internal<F: FnOnce() + Send + 'static>(f: F, hurry: bool) {
+        let slot = local_slot();
+        engine().call(slot, Callback::new(f), hurry, false);
+    }
+
+    /// Choose where RCU callbacks run once their grace period has ended (see [`call`]):
+    /// on the threads that queued them ([`Invocation::Local`], the default) or on grace's
+    /// worker threads ([`Invocation::Offloaded`]). Takes effect at once for every shard, also
+    /// for callbacks already waiting; safe to call at any time, from any thread, concurrently
+    /// with `call`, `barrier` and other switches. The initial mode comes from
+    /// `GRACE_CB_OFFLOAD`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use grace::rcu::{self, Invocation};
+    /// rcu::set_callback_invocation(Invocation::Offloaded);
+    /// assert_eq!(rcu::callback_invocation(), Invocation::Offloaded);
+    /// rcu::set_callback_invocation(Invocation::Local);
+    /// assert_eq!(rcu::callback_invocation(), Invocation::Local);
+    /// ```
+    pub fn set_callback_invocation(invocation: Invocation) {
+        engine().set_invocation(invocation);
+    }
+
+    /// Where RCU callbacks run now (see [`set_callback_invocation`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let now = grace::rcu::callback_invocation();
+    /// println!("RCU callbacks run {now:?}");
+    /// ```
+    pub fn callback_invocation() -> Invocation {
+        engine().invocation()
     }
 
     /// Like [`call`], without waiting to batch: the grace period starts now (the kernel's
@@ -585,7 +639,7 @@ mod api {
     /// ```
     pub fn call_hurry<F: FnOnce() + Send + 'static>(f: F) {
         let slot = local_slot();
-        engine().call(slot, Callback::new(f), true);
+        engine().call(slot, Callback::new(f), true, true);
     }
 
     /// Wait until every callback queued by [`call`] or [`call_hurry`] before this call, on
@@ -637,6 +691,9 @@ mod api {
         pub callbacks_queued: u64,
         /// Callbacks invoked since start (panicked ones included).
         pub callbacks_invoked: u64,
+        /// Of `callbacks_invoked`: run by a thread that queued callbacks, at one of its later
+        /// `call`s ([`Invocation::Local`]) rather than by a worker.
+        pub callbacks_invoked_locally: u64,
         /// Callbacks queued and not yet invoked.
         pub callbacks_pending: u64,
         /// Callbacks that panicked.
@@ -662,20 +719,22 @@ mod api {
     /// println!("{} grace periods, mode {:?}", s.grace_periods, s.barrier_mode);
     /// ```
     pub fn stats() -> Stats {
-        let (queued, invoked, panics, cycles) = match ENGINE.get() {
+        let (queued, invoked, locally, panics, cycles) = match ENGINE.get() {
             Some(e) => (
                 e.queued_total(),
                 e.counters.invoked.load(Ordering::Relaxed),
+                e.counters.invoked_locally.load(Ordering::Relaxed),
                 e.counters.panics.load(Ordering::Relaxed),
                 e.counters.cycles.load(Ordering::Relaxed),
             ),
-            None => (0, 0, 0, 0),
+            None => (0, 0, 0, 0, 0),
         };
         Stats {
             grace_periods: GP.completed(GpKind::Normal),
             expedited_grace_periods: GP.completed(GpKind::Expedited),
             callbacks_queued: queued,
             callbacks_invoked: invoked,
+            callbacks_invoked_locally: locally,
             callbacks_pending: queued.saturating_sub(invoked),
             callback_panics: panics,
             gp_thread_cycles: cycles,

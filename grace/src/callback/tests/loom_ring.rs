@@ -35,7 +35,7 @@ struct Shared {
 fn try_push(sh: &Shared, cb: Callback) -> Result<(), Callback> {
     // SAFETY: every model has exactly one producing thread at a time (the main thread before
     // the others start, then the producer thread).
-    unsafe { sh.ring.push(cb) }
+    unsafe { sh.ring.push(cb).map(drop) }
 }
 
 fn real_callback(sh: &Arc<Shared>, i: usize) -> Callback {
