@@ -31,8 +31,8 @@
 //! [`RECLAIM_CHUNK`]-th of its `kvfree` calls (`State::reclaim_chunk`), keeping the emptied
 //! array as its next lane block (`Retired::spare`), and, when more than [`QUEUE_SOFT_MAX`]
 //! arrays wait, up to [`RECLAIM_MAX`] expired ones in bulk per hand-off. Grace periods are
-//! requested with `rcu::start_poll`, once per [`GP_BATCH`] arrays and never twice at once per
-//! thread. An owner with [`QUEUE_HARD_MAX`] arrays waiting waits for a grace period itself
+//! requested with `rcu::start_poll`, once per [`GP_BATCH`] arrays or [`GP_MIN_INTERVAL`],
+//! whichever comes first, and never twice at once per thread. An owner with [`QUEUE_HARD_MAX`] arrays waiting waits for a grace period itself
 //! (outside read-side sections): the backpressure that bounds a flooding thread's memory. The queue is emptied by someone else only when the owner cannot be counted on: by
 //! the idle sweep when the owner handed nothing off since the previous sweep, by
 //! `kvfree_barrier`, and by the owner's exit hook. Each of them, under the owner's lock, frees
@@ -90,8 +90,11 @@ const RECLAIM_MAX: usize = 4;
 pub(crate) const RECLAIM_CHUNK: usize = 4;
 /// Retired blocks above which the owner frees expired ones in bulk at a hand-off: chunks free
 /// one block per hand-off, as fast as blocks are retired, so a backlog (after a long grace
-/// period) would never shrink otherwise.
-const QUEUE_SOFT_MAX: usize = 2 * GP_BATCH as usize;
+/// period) would never shrink otherwise. Small, so that a structure under write load keeps few
+/// dead objects (about 2,000 64-byte ones per thread beyond those waiting for their grace
+/// period), and frees them while they are still warm; it was 32 blocks, which left 16–32
+/// thousand dead list nodes per thread where crossbeam-epoch leaves 2–4 thousand.
+const QUEUE_SOFT_MAX: usize = 4;
 /// Retired blocks at which an owner, outside read-side sections, waits for the oldest one's
 /// grace period itself before handing off more (see `State::prepare_handoff`): about 32,000
 /// objects, 2.3 MiB of 64-byte ones, per flooding thread.
@@ -101,6 +104,11 @@ const QUEUE_HARD_MAX: usize = 4 * GP_BATCH as usize;
 /// wake-up of the grace-period thread) against a longer wait for memory to come back; 16
 /// measured best on the 2-vCPU development machine (8 and 32 were no better).
 const GP_BATCH: u32 = 16;
+/// A block waits at most this long for its grace period to be requested (the kernel drains
+/// `kvfree_rcu`'s per-page batches by age as well as by count): at a structure's write rate
+/// (a block per 100–200 µs) every block gets its grace period at once; under a flood
+/// ([`GP_BATCH`] blocks in far less than this) the count decides.
+pub(crate) const GP_MIN_INTERVAL: Duration = Duration::from_micros(100);
 
 /// The word every `kvfree` reads after publishing. Written at start-up (`FENCE`) and by arming
 /// and sweeping (`ARMED`), so it is read-mostly and sits on a line of its own.
@@ -501,14 +509,19 @@ impl State {
         // published before this hand-off, in program order or through the lane's tail).
         let c = rcu::get_state();
         g.unrequested += 1;
-        // Ask for a grace period once `GP_BATCH` blocks wait without one, and only when the
-        // one asked for last has ended. A flood then pays one grace period (a membarrier that
+        // Ask for a grace period once `GP_BATCH` blocks wait without one, or the last request
+        // is `GP_MIN_INTERVAL` old, and only when the one asked for last has ended. A flood then pays one grace period (a membarrier that
         // interrupts every CPU running our threads, and a wake-up of the grace-period thread)
         // per few blocks rather than per block, and slow grace periods batch more. Blocks an
         // owner leaves unrequested when it goes quiet are the idle sweep's, which queues them
         // with `call_hurry`.
-        if g.unrequested >= GP_BATCH && g.requested.map_or(true, rcu::poll_state) {
+        if g.requested.map_or(true, rcu::poll_state)
+            && (g.unrequested >= GP_BATCH
+                || g.requested_at
+                    .map_or(true, |t| t.elapsed() >= GP_MIN_INTERVAL))
+        {
             g.requested = Some(rcu::start_poll());
+            g.requested_at = Some(Instant::now());
             g.unrequested = 0;
         }
         b.set_cookie(c);

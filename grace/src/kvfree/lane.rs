@@ -173,6 +173,10 @@ pub(crate) struct Retired {
     pub(crate) requested: Option<Cookie>,
     /// Blocks retired since that request.
     pub(crate) unrequested: u32,
+    /// When that request was made: a block waits at most [`GP_MIN_INTERVAL`] for one.
+    ///
+    /// [`GP_MIN_INTERVAL`]: super::engine::GP_MIN_INTERVAL
+    pub(crate) requested_at: Option<std::time::Instant>,
 }
 
 /// One thread's lanes. Allocated on the thread's first `kvfree`, kept in the registry forever
@@ -225,6 +229,7 @@ impl Local {
                 mark: 0,
                 requested: None,
                 unrequested: 0,
+                requested_at: None,
             }),
             hint: AtomicUsize::new(0),
             victim: AtomicUsize::new(0),
