@@ -36,6 +36,12 @@ fn fence_mode_is_chosen_once_and_works() {
         }
     }
     rcu::barrier();
+    // On a loaded machine the reader may not have been scheduled yet: let it read at least
+    // once before stopping it (liveness, not speed).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while reads.load(Ordering::Relaxed) == 0 && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
     stop.store(true, Ordering::Relaxed);
     reader.join().unwrap();
     assert!(reads.load(Ordering::Relaxed) > 0);

@@ -18,6 +18,14 @@
 //! replaced one at a time every half second (thread churn): each exiting reader queues one
 //! callback, and all of those must have run by the end (nothing lost at thread exit).
 //!
+//!
+//! Beside them, a *flooder* thread queues callbacks that free 64-byte boxes as fast as it can,
+//! and a *switcher* flips where callbacks run (`rcu::set_callback_invocation`, local or
+//! offloaded) every few milliseconds: the pipeline's own callbacks then run on workers, on the
+//! writer, and on the flooder (threads queuing on the same shard run each other's ready
+//! callbacks), across switches and `barrier`s; every flood callback must have run once by
+//! the end.
+//!
 //! The hidden `--inject-early-free` option makes the writer advance removed elements without
 //! waiting for any grace period, and readers linger in their sections: the check must fire,
 //! which proves that it can.
@@ -227,6 +235,12 @@ pub struct Report {
     pub updates_by_mode: BTreeMap<&'static str, u64>,
     /// Callbacks invoked during the run (from `grace::rcu::stats()`).
     pub callbacks_invoked: u64,
+    /// Of those, run by a thread that queued callbacks rather than a worker.
+    pub callbacks_invoked_locally: u64,
+    /// Callbacks queued by the flooder (each frees a 64-byte box).
+    pub flood_callbacks: u64,
+    /// Switches between local and offloaded invocation during the run.
+    pub invocation_switches: u64,
     /// Of those, the pipeline's own callback steps.
     pub pipeline_callbacks: u64,
     /// rcutorture's "Free-Block Circulation": elements that left each stage.
@@ -260,6 +274,15 @@ pub fn run(opts: &Options, bar: &ProgressBar) -> Report {
     });
     let writer = Writer::new(s.clone(), ROTATION, 0);
     let writer = spawn("torture-writer", move || writer.run());
+    let flood = Arc::new(Flood::default());
+    let flooder = {
+        let f = flood.clone();
+        spawn("torture-flooder", move || f.flood())
+    };
+    let switcher = {
+        let f = flood.clone();
+        spawn("torture-switcher", move || f.switch())
+    };
 
     // Control loop: progress, and thread churn.
     let duration = control(opts.duration, Duration::ZERO, bar, &mut [&mut pool], || {
@@ -275,9 +298,18 @@ pub fn run(opts: &Options, bar: &ProgressBar) -> Report {
     pool.stop();
     s.p.stopping.store(true, Ordering::Relaxed);
     let writer = join(writer, "writer");
+    flood.stop.store(true, Ordering::Relaxed);
+    join(flooder, "flooder");
+    join(switcher, "switcher");
+    rcu::set_callback_invocation(rcu::Invocation::Local);
 
     // Let every callback chain finish, and every exit callback run.
-    let lost = drain(&*s);
+    let mut lost = drain(&*s);
+    let (queued, ran) = (load_u64(&flood.queued), load_u64(&flood.ran));
+    if queued != ran {
+        lost += queued.abs_diff(ran);
+        s.p.note(|| format!("{queued} flood callbacks queued, {ran} ran after barrier()"));
+    }
 
     let after = rcu::stats();
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -294,6 +326,10 @@ pub fn run(opts: &Options, bar: &ProgressBar) -> Report {
         expedited_grace_periods: after.expedited_grace_periods - before.expedited_grace_periods,
         updates_by_mode: writer.by_name(),
         callbacks_invoked: after.callbacks_invoked - before.callbacks_invoked,
+        callbacks_invoked_locally: after.callbacks_invoked_locally
+            - before.callbacks_invoked_locally,
+        flood_callbacks: queued,
+        invocation_switches: load(&flood.switches),
         pipeline_callbacks: load(&s.p.pipeline_callbacks),
         free_block_circulation: s.p.circulation(),
         readers,
@@ -346,9 +382,12 @@ impl Verdict for Report {
             self.max_gp_wait_ms
         ));
         o.push_str(&format!(
-            "  callbacks invoked  {:>14}  ({} pipeline steps)\n",
+            "  callbacks invoked  {:>14}  ({} pipeline steps, {} flood; {} run locally, {} invocation switches)\n",
             count(self.callbacks_invoked),
-            count(self.pipeline_callbacks)
+            count(self.pipeline_callbacks),
+            count(self.flood_callbacks),
+            count(self.callbacks_invoked_locally),
+            count(self.invocation_switches)
         ));
         o.push_str(&format!(
             "  side-cell updates  {:>14}\n",
@@ -356,5 +395,55 @@ impl Verdict for Report {
         ));
         o.push_str(&t.tail(""));
         o
+    }
+}
+
+fn load_u64(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+/// The callback flood and the invocation switch that run beside the pipeline.
+#[derive(Default)]
+struct Flood {
+    stop: AtomicBool,
+    queued: AtomicU64,
+    ran: Arc<AtomicU64>,
+    switches: AtomicU64,
+}
+
+impl Flood {
+    /// Queue callbacks that free a 64-byte box, in bursts, until stopped.
+    fn flood(&self) {
+        let mut i = 0u64;
+        while !self.stop.load(Ordering::Relaxed) {
+            for _ in 0..256 {
+                let b = Box::new([i; 8]);
+                let ran = self.ran.clone();
+                rcu::call(move || {
+                    std::hint::black_box(&b);
+                    drop(b);
+                    ran.fetch_add(1, Ordering::Relaxed);
+                });
+                i += 1;
+            }
+            self.queued.fetch_add(256, Ordering::Relaxed);
+            // Leave the CPU to the readers and the writer now and then.
+            thread::yield_now();
+        }
+    }
+
+    /// Flip between local and offloaded invocation every few milliseconds until stopped.
+    fn switch(&self) {
+        let mut local = false;
+        while !self.stop.load(Ordering::Relaxed) {
+            thread::sleep(Duration::from_millis(3));
+            rcu::set_callback_invocation(if local {
+                rcu::Invocation::Local
+            } else {
+                rcu::Invocation::Offloaded
+            });
+            local = !local;
+            self.switches.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }

@@ -58,7 +58,11 @@ thread_local! {
 /// In local mode a queuing thread looks for ready callbacks of its shard once every this many
 /// `call`s (a power of two): often enough that its frees stay close behind its allocations,
 /// rarely enough that the look (one load of a shared, read-mostly line) costs nothing per call.
+#[cfg(not(miri))]
 const LOCAL_CHECK_EVERY: usize = 64;
+/// Small under Miri, so that the local path runs within its short tests.
+#[cfg(miri)]
+const LOCAL_CHECK_EVERY: usize = 2;
 
 /// What a flavor lends its callback engine.
 pub(crate) trait Host: Sync + 'static {
