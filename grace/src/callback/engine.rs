@@ -614,7 +614,7 @@ impl Engine {
 
     #[inline]
     fn invoke(&self, cb: Callback) {
-        run_caught(cb, &self.counters.panics, self.host.name());
+        run_caught_named(cb, &self.counters.panics, || self.host.name());
     }
 
     /// Wait until every callback queued (on any thread) before this call has been invoked.
@@ -692,8 +692,29 @@ enum Drain {
 /// hang.
 #[inline]
 pub(crate) fn run_caught(cb: Callback, panics: &AtomicU64, who: &str) {
+    run_caught_named(cb, panics, || who);
+}
+
+/// [`run_caught`], asking for the flavor's name only when there is a panic to report (the
+/// engine's host gives it through a virtual call, which a callback that frees an object
+/// should not pay for).
+#[inline]
+pub(crate) fn run_caught_named<'a>(
+    cb: Callback,
+    panics: &AtomicU64,
+    who: impl FnOnce() -> &'a str,
+) {
     use std::panic::{catch_unwind, AssertUnwindSafe};
     if let Err(payload) = catch_unwind(AssertUnwindSafe(|| cb.run())) {
+        report_panic(payload, panics, who());
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn report_panic(payload: Box<dyn std::any::Any + Send>, panics: &AtomicU64, who: &str) {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    {
         // Relaxed: a statistic.
         let n = panics.fetch_add(1, Ordering::Relaxed) + 1;
         let msg = payload

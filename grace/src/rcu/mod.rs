@@ -543,6 +543,7 @@ mod api {
         engine().ensure_ring(slot);
     }
 
+    #[inline]
     fn engine() -> &'static Engine {
         ENGINE.get_or_init(|| {
             let cfg = config();
