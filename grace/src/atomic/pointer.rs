@@ -105,8 +105,10 @@ pub trait Pointer<T, F = Rcu>: sealed::Sealed<T> {}
 pub struct Atomic<T, F = Rcu> {
     /// The tagged pointer (see the module docs of `pointer`).
     data: AtomicPtr<T>,
-    /// Not `Send`/`Sync` by itself (see the `unsafe impl`s); the flavor is a type tag only.
-    _marker: PhantomData<(*mut T, fn() -> F)>,
+    /// Not `Send`/`Sync` by itself (see the `unsafe impl`s).
+    _ptr: PhantomData<*mut T>,
+    /// The flavor is a type tag only: never held, no effect on `Send`/`Sync`.
+    _flavor: PhantomData<fn() -> F>,
 }
 
 // SAFETY: an `Atomic` hands `&T` to readers on any thread (needs `T: Sync`) and lets any thread
@@ -131,7 +133,8 @@ impl<T, F> Atomic<T, F> {
     pub const fn null() -> Atomic<T, F> {
         Atomic {
             data: AtomicPtr::new(ptr::null_mut()),
-            _marker: PhantomData,
+            _ptr: PhantomData,
+            _flavor: PhantomData,
         }
     }
 
@@ -140,7 +143,8 @@ impl<T, F> Atomic<T, F> {
     pub fn null() -> Atomic<T, F> {
         Atomic {
             data: AtomicPtr::new(ptr::null_mut()),
-            _marker: PhantomData,
+            _ptr: PhantomData,
+            _flavor: PhantomData,
         }
     }
 
@@ -497,7 +501,8 @@ impl<T, F> From<Owned<T>> for Atomic<T, F> {
     fn from(owned: Owned<T>) -> Atomic<T, F> {
         Atomic {
             data: AtomicPtr::new(owned.into_data()),
-            _marker: PhantomData,
+            _ptr: PhantomData,
+            _flavor: PhantomData,
         }
     }
 }
@@ -577,7 +582,9 @@ pub struct Shared<'g, T, F = Rcu> {
     data: *mut T,
     /// `&'g ()`: borrowed from the guard. `*mut T` keeps it on the guard's thread, like the
     /// guard (`!Send`, `!Sync`).
-    _marker: PhantomData<(&'g (), *mut T, fn() -> F)>,
+    _guard: PhantomData<(&'g (), *mut T)>,
+    /// The flavor, a type tag only.
+    _flavor: PhantomData<fn() -> F>,
 }
 
 impl<T, F> Clone for Shared<'_, T, F> {
@@ -593,7 +600,8 @@ impl<'g, T, F> Shared<'g, T, F> {
     fn from_data(data: *mut T) -> Shared<'g, T, F> {
         Shared {
             data,
-            _marker: PhantomData,
+            _guard: PhantomData,
+            _flavor: PhantomData,
         }
     }
 
