@@ -741,17 +741,21 @@ impl<'g, T, F> Shared<'g, T, F> {
     ///
     /// # Examples
     ///
+    /// A node that lost the race to be published was never seen by anyone:
+    ///
     /// ```
     /// use grace::atomic::{Atomic, Owned, Shared};
-    /// use std::sync::atomic::Ordering::AcqRel;
+    /// use std::sync::atomic::Ordering::{AcqRel, Acquire};
     /// let a = Atomic::<u64>::new(1);
     /// let g = grace::rcu::read_lock();
-    /// let old = a.swap(Shared::null(), AcqRel, &g);
-    /// drop(g);
-    /// grace::rcu::synchronize(); // no reader can hold `old` any more
-    /// // SAFETY: unlinked, a grace period passed, taken once.
-    /// let old: Owned<u64> = unsafe { old.into_owned() };
-    /// assert_eq!(*old, 1);
+    /// let mine = Owned::new(2).into_shared(&g);
+    /// if let Err(e) = a.compare_exchange(Shared::null(), mine, AcqRel, Acquire, &g) {
+    ///     // SAFETY: `mine` was never stored anywhere; nobody else has it.
+    ///     let back: Owned<u64> = unsafe { e.new.into_owned() };
+    ///     assert_eq!(*back, 2);
+    /// }
+    /// # drop(g);
+    /// # drop(unsafe { a.into_owned() });
     /// ```
     #[inline]
     pub unsafe fn into_owned(self) -> Owned<T> {
@@ -835,7 +839,7 @@ impl<T, F> Pointer<T, F> for Shared<'_, T, F> {}
 /// use std::sync::atomic::Ordering::Release;
 /// let mut o = Owned::new(vec![1]);
 /// o.push(2); // unique: mutable access
-/// let a = Atomic::null();
+/// let a: Atomic<Vec<i32>> = Atomic::null();
 /// a.store(o, Release);
 /// # drop(unsafe { a.into_owned() });
 /// ```
