@@ -81,8 +81,9 @@
 //!   The node needs no embedded header; the pointer is stored in the thread's array for its
 //!   type (a store and a cursor bump, no lock, no atomic read-modify-write, no allocation on the
 //!   fast path), and arrays are freed in bulk after a grace period, usually by the same thread
-//!   when the node has no drop glue. Its cost is that of `kvfree`; see `BENCHMARKS.md` for
-//!   `retire` beside crossbeam-epoch's `defer_destroy` of the same node.
+//!   when the node has no drop glue. Its cost is that of `kvfree`; the `atomic_retire`
+//!   benchmark of `grace-bench` measures swap + `retire` beside crossbeam-epoch's swap +
+//!   `defer_destroy` of the same node.
 //! * **SRCU** (and any other flavor): one `call` per node, a one-word closure that drops the
 //!   box, queued on the domain's per-CPU callback list (a short lock; a list node of 64
 //!   records is allocated per 64 calls) and run by the domain's callback processing after a
