@@ -19,6 +19,7 @@ use std::sync::atomic::Ordering::AcqRel;
 use criterion::{criterion_group, criterion_main, Criterion};
 
 mod g {
+    #[allow(dead_code)] // a linked node's shape; the bench only writes it
     pub struct Node {
         pub payload: [u64; 7],
         pub next: grace::atomic::Atomic<Node>,
@@ -26,6 +27,7 @@ mod g {
 }
 
 mod cb {
+    #[allow(dead_code)] // as above
     pub struct Node {
         pub payload: [u64; 7],
         pub next: crossbeam_epoch::Atomic<Node>,

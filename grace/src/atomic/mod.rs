@@ -107,9 +107,9 @@ mod tests;
 pub use pointer::{Atomic, CompareExchangeError, Owned, Pointer, Shared};
 
 #[cfg(not(loom))]
-pub use crate::flavor::{Flavor, Rcu};
+pub(crate) use crate::flavor::{Flavor, Rcu};
 #[cfg(loom)]
-pub use stand_in::{Flavor, Rcu};
+pub(crate) use stand_in::{Flavor, Rcu};
 
 /// Under loom the real flavors are compiled out; the pointer types are modelled with these
 /// stand-ins (see `tests/loom_list.rs`).

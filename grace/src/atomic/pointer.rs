@@ -60,6 +60,17 @@ use sealed::Sealed;
 /// The flavor parameter is what makes a pointer loaded under one flavor's guard impossible to
 /// store into an `Atomic` of another flavor: `Shared<'_, T, Srcu>` is not a `Pointer<T, Rcu>`.
 ///
+/// ```compile_fail
+/// use grace::atomic::Atomic;
+/// use grace::srcu::Srcu;
+/// use std::sync::atomic::Ordering;
+/// let domain = Srcu::new().unwrap();
+/// let from: Atomic<u64, Srcu> = Atomic::new(1);
+/// let to: Atomic<u64> = Atomic::null(); // read under RCU
+/// let g = domain.read_lock();
+/// to.store(from.load(Ordering::Acquire, &g), Ordering::Release); // an SRCU pointer
+/// ```
+///
 /// # Examples
 ///
 /// ```
