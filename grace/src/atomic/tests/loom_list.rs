@@ -269,8 +269,9 @@ impl Model {
 }
 
 /// List {1, 2}. Thread A removes 1 and inserts 3; thread B removes 2 (its search meets 1
-/// marked and may unlink and retire it, racing A's own unlink) and then looks 1 up; each
-/// passes a grace point between its operations.
+/// marked and may unlink and retire it, racing A's own unlink), looks 1 up, and inserts 1
+/// again (which succeeds only after A's remove); each passes a grace point between its
+/// sections.
 fn remove_insert_search(broken: bool) {
     let drops: Arc<[AtomicUsize; VALUES]> = Arc::new(Default::default());
     let model = Model::new(broken);
@@ -300,16 +301,24 @@ fn remove_insert_search(broken: bool) {
         }
     }
     model.grace_point();
+    let reinserted = {
+        // Key 1 again: fails if A has not removed it yet; otherwise the old node may still
+        // wait in limbo, or be mid-unlink.
+        let g = model.read_lock();
+        list.insert(Key::new(1), Val::new(3, &drops), &g)
+    };
     a.join().unwrap();
 
     let g = model.read_lock();
     let keys: Vec<u64> = list.keys(&g).iter().map(Key::get).collect();
-    assert_eq!(keys, [3]);
+    assert_eq!(keys, if reinserted { &[1, 3][..] } else { &[3][..] });
     assert_eq!(list.get(&Key::new(3), &g).map(Val::read), Some(2));
+    let one = list.get(&Key::new(1), &g).map(Val::read);
+    assert_eq!(one, reinserted.then_some(3));
     drop(g);
     drop(list);
     model.free_all();
-    for (id, d) in drops.iter().enumerate().take(3) {
+    for (id, d) in drops.iter().enumerate() {
         // Relaxed: every thread has joined.
         assert_eq!(d.load(Ordering::Relaxed), 1, "value {id} dropped once");
     }
