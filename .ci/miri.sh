@@ -48,5 +48,14 @@ step "kvfree_miri, tree borrows + strict provenance"
 MIRIFLAGS="$base -Zmiri-ignore-leaks -Zmiri-tree-borrows -Zmiri-strict-provenance" \
   cargo +nightly miri test -p grace --test kvfree_miri
 
+# The pointer types on real structures: the Harris-Michael list and Michael map, one thread
+# and two, retiring through kvfree (RCU) and call (SRCU).
+step "atomic_miri, seeds $seeds"
+MIRIFLAGS="$base -Zmiri-ignore-leaks -Zmiri-many-seeds=$seeds" \
+  cargo +nightly miri test -p grace --test atomic_miri
+step "atomic_miri, tree borrows + strict provenance"
+MIRIFLAGS="$base -Zmiri-ignore-leaks -Zmiri-tree-borrows -Zmiri-strict-provenance" \
+  cargo +nightly miri test -p grace --test atomic_miri
+
 step "passed"
 echo "miri.sh: passed in $(( $(date +%s) - start )) s"

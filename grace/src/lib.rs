@@ -21,6 +21,7 @@
 //! | [`cookie`] | grace-period cookies as types, and how many can be outstanding |
 //! | [`flavor`] | the [`Flavor`] trait every flavor implements, so higher layers are generic |
 //! | [`cell`] | [`RcuCell`], a safe RCU-protected pointer, and [`Retired`] values |
+//! | [`atomic`] | [`Atomic`](atomic::Atomic), [`Shared`](atomic::Shared), [`Owned`](atomic::Owned): tagged pointers for linked structures under any flavor, retired through `kvfree` or `call` |
 //! | [`config`] | `GRACE_*` settings |
 //! | [`kvfree`](mod@kvfree) | headless deferred free (`kvfree_rcu`): `Box`es freed in bulk after a grace period |
 //! | [`alloc`] | fallible allocation and allocation-failure injection |
@@ -42,6 +43,7 @@
 #![warn(missing_docs)]
 
 pub mod alloc;
+pub mod atomic;
 pub(crate) mod callback;
 pub mod config;
 pub mod cookie;

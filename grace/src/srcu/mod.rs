@@ -1478,6 +1478,35 @@ mod api {
         }
     }
 
+    impl<K: ReaderKind> Srcu<K> {
+        /// Whether `guard` is a section of this domain (for [`crate::atomic::Retire`]). A guard
+        /// counts in its thread's shard of its own domain, so this compares the guard's shard
+        /// with this domain's shard for the calling thread (the guard is `!Send`, so that is
+        /// its thread): a thread-local lookup and a compare, as `read_lock`'s fast path. On a
+        /// cache miss, the domain's shard registry is searched instead, which allocates
+        /// nothing. Only addresses are compared; the guard's shard is never dereferenced.
+        pub(crate) fn owns_guard(&self, guard: &SrcuGuard<'_, K>) -> bool {
+            // Acquire: pairs with the Release CAS in `install`. A domain not installed yet
+            // has had no section at all.
+            if self.block.load(Ordering::Acquire).is_null() {
+                return false;
+            }
+            let block = self.block();
+            let unlock = guard.unlock as *const AtomicU64 as usize;
+            let mine = |s: &Shard| {
+                let base = s as *const Shard as usize;
+                (base..base + std::mem::size_of::<Shard>()).contains(&unlock)
+            };
+            // SAFETY: `self` (this domain) outlives the borrow.
+            if let Some(shard) = unsafe { cached(block.hot.id) } {
+                if mine(shard) {
+                    return true;
+                }
+            }
+            block.registry.iter().any(mine)
+        }
+    }
+
     #[cfg(test)]
     mod tests {
         use super::*;

@@ -1,0 +1,388 @@
+//! The Harris–Michael list of `list.rs` (the same code the threaded and Miri tests run),
+//! model-checked with retirement: insert, delete and search race each other, and still every
+//! node is freed exactly once, never while a reader can reach it, and every operation's result
+//! is one some sequential order allows.
+//!
+//! The flavor is a stand-in, driven by hand: a guard counts itself in a reader counter; `retire`
+//! puts the node in a limbo list; a thread outside any section calls `grace_point`, which
+//! takes the limbo list, executes a `SeqCst` fence and frees the batch only if it then reads
+//! the counter at zero (otherwise it puts the batch back). That is a correct, if impatient,
+//! grace period: a reader counted as zero either ended (its Release decrement pairs with our
+//! Acquire load) or started after the fence, and then sees every unlink made before the batch
+//! was taken (store-buffering through the two `SeqCst` fences). What is left in limbo is freed
+//! after every thread has joined.
+//!
+//! Keys and values hold loom `UnsafeCell`s that their destructor overwrites: a reader that
+//! compares a key or reads a value without happening-before its free is a causality
+//! violation for loom. Values count their drops by id. A negative model (a grace point that
+//! ignores the reader counter) proves the model sees an early free.
+
+use super::list::List;
+use crate::atomic::{Flavor, Retire};
+use crate::sync::{fence, lock, AtomicUsize, Mutex, Ordering};
+use loom::cell::UnsafeCell;
+use loom::sync::Arc;
+use loom::thread;
+use std::cmp::Ordering as Cmp;
+
+const POISON: u64 = u64::MAX;
+
+/// A key whose destructor poisons it.
+struct Key(UnsafeCell<u64>);
+
+impl Key {
+    fn new(k: u64) -> Key {
+        Key(UnsafeCell::new(k))
+    }
+    fn get(&self) -> u64 {
+        // SAFETY: loom's cell checks the access against the destructor's write itself.
+        let k = self.0.with(|p| unsafe { *p });
+        assert_ne!(k, POISON, "read a freed key");
+        k
+    }
+}
+
+impl Drop for Key {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return; // loom is unwinding a failed execution: touching its objects would abort
+        }
+        // SAFETY: as in `get`; this write is what a reader racing with the free collides with.
+        self.0.with_mut(|p| unsafe { *p = POISON });
+    }
+}
+
+impl Clone for Key {
+    fn clone(&self) -> Key {
+        Key::new(self.get())
+    }
+}
+
+// SAFETY: the cell is loom's, which checks every access for races itself; that check is what
+// the model is for.
+unsafe impl Sync for Key {}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.get() == other.get()
+    }
+}
+impl Eq for Key {}
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Key) -> Option<Cmp> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Key {
+    fn cmp(&self, other: &Key) -> Cmp {
+        self.get().cmp(&other.get())
+    }
+}
+
+const VALUES: usize = 4;
+
+/// A value that counts its drops by id and poisons itself.
+struct Val {
+    id: usize,
+    payload: UnsafeCell<u64>,
+    drops: Arc<[AtomicUsize; VALUES]>,
+}
+
+impl Val {
+    fn new(id: usize, drops: &Arc<[AtomicUsize; VALUES]>) -> Val {
+        Val {
+            id,
+            payload: UnsafeCell::new(id as u64),
+            drops: drops.clone(),
+        }
+    }
+    fn read(&self) -> u64 {
+        // SAFETY: as in `Key::get`.
+        let v = self.payload.with(|p| unsafe { *p });
+        assert_eq!(v, self.id as u64, "read a freed value");
+        v
+    }
+}
+
+// SAFETY: as for `Key`.
+unsafe impl Sync for Val {}
+
+impl Drop for Val {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return; // as in `Key::drop`
+        }
+        // SAFETY: as in `Key::drop`.
+        self.payload.with_mut(|p| unsafe { *p = POISON });
+        // Relaxed: read after every thread joined.
+        self.drops[self.id].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A retired box, with its typed destructor and deallocation.
+struct Retired {
+    ptr: *mut (),
+    drop: unsafe fn(*mut ()),
+    dealloc: unsafe fn(*mut ()),
+}
+
+// SAFETY: it stands for a `Box<T>` with `T: Send` (`retire_raw`'s bound).
+unsafe impl Send for Retired {}
+
+/// # Safety
+///
+/// `p` is a `Box<T>::into_raw` pointer whose `T` nothing uses any more and is dropped once.
+unsafe fn drop_value<T>(p: *mut ()) {
+    // SAFETY: per the contract.
+    unsafe { std::ptr::drop_in_place(p.cast::<T>()) }
+}
+
+/// # Safety
+///
+/// `p` is a `Box<T>::into_raw` pointer whose `T` was dropped, and nothing uses it any more.
+unsafe fn dealloc<T>(p: *mut ()) {
+    // SAFETY: per the contract; `ManuallyDrop` does not drop the `T` again.
+    drop(unsafe { Box::from_raw(p.cast::<std::mem::ManuallyDrop<T>>()) });
+}
+
+impl Retired {
+    /// Drop and free.
+    ///
+    /// # Safety
+    ///
+    /// Nothing uses the object any more.
+    unsafe fn free(self) {
+        // SAFETY: per the contract.
+        unsafe {
+            (self.drop)(self.ptr);
+            (self.dealloc)(self.ptr);
+        }
+    }
+}
+
+struct Domain {
+    readers: AtomicUsize,
+    limbo: Mutex<Vec<Retired>>,
+    /// The negative model: drop without looking at the readers (the memory itself is
+    /// deallocated only at the end, so that the early drop is a race loom reports rather than
+    /// a use-after-free of the test's own memory).
+    broken: bool,
+    /// Dropped early by the negative model; deallocated by `free_all`.
+    zombies: Mutex<Vec<Retired>>,
+}
+
+/// The stand-in flavor, a handle on a `Domain`.
+#[derive(Clone)]
+struct Model(Arc<Domain>);
+
+struct ModelGuard<'a>(&'a Domain);
+
+impl Drop for ModelGuard<'_> {
+    fn drop(&mut self) {
+        // Release: the section's accesses happen-before a grace point's Acquire load that
+        // counts this decrement (every update of the counter is a read-modify-write, so the
+        // release sequence carries it).
+        self.0.readers.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl Flavor for Model {
+    type Guard<'a> = ModelGuard<'a>;
+}
+
+// SAFETY: `grace_point` frees a node only when no section that could reach it is still
+// running (module docs); every guard of a `Model` counts in its own domain, which is the only
+// domain a model uses.
+unsafe impl Retire for Model {
+    unsafe fn retire_raw<T: Send + 'static>(&self, ptr: *mut T) {
+        lock(&self.0.limbo).push(Retired {
+            ptr: ptr.cast(),
+            drop: drop_value::<T>,
+            dealloc: dealloc::<T>,
+        });
+    }
+    fn owns_guard<'a>(&self, guard: &ModelGuard<'a>) -> bool
+    where
+        Self: 'a,
+    {
+        std::ptr::eq(guard.0, &*self.0)
+    }
+    fn retire_barrier(&self) {
+        self.free_all();
+    }
+}
+
+impl Model {
+    fn new(broken: bool) -> Model {
+        Model(Arc::new(Domain {
+            readers: AtomicUsize::new(0),
+            limbo: Mutex::new(Vec::new()),
+            broken,
+            zombies: Mutex::new(Vec::new()),
+        }))
+    }
+
+    fn read_lock(&self) -> ModelGuard<'_> {
+        // SeqCst, then the fence: a grace point that misses this increment is SeqCst-before
+        // our fence, so our loads after it see every unlink made before that grace point's
+        // batch was taken (pairs with the fence in `grace_point`).
+        self.0.readers.fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        ModelGuard(&self.0)
+    }
+
+    /// Free what was retired before now if no reader is inside a section; outside sections.
+    fn grace_point(&self) {
+        let batch = std::mem::take(&mut *lock(&self.0.limbo));
+        // SeqCst: pairs with the fence in `read_lock` (see there).
+        fence(Ordering::SeqCst);
+        if self.0.broken {
+            for r in &batch {
+                // SAFETY: the negative model's deliberate early drop (dropped once: the batch
+                // goes to the zombies, which are only deallocated).
+                unsafe { (r.drop)(r.ptr) };
+            }
+            lock(&self.0.zombies).extend(batch);
+        // Acquire: pairs with the Release decrements of ended sections.
+        } else if self.0.readers.load(Ordering::Acquire) == 0 {
+            for r in batch {
+                // SAFETY: retired (so unlinked) before we took the batch, and no reader can
+                // still reach it (module docs).
+                unsafe { r.free() };
+            }
+        } else {
+            lock(&self.0.limbo).extend(batch);
+        }
+    }
+
+    /// After every thread joined: free what is left.
+    fn free_all(&self) {
+        for r in std::mem::take(&mut *lock(&self.0.limbo)) {
+            // SAFETY: no reader is left.
+            unsafe { r.free() };
+        }
+        for z in std::mem::take(&mut *lock(&self.0.zombies)) {
+            // SAFETY: dropped already by the negative model; no reader is left.
+            unsafe { (z.dealloc)(z.ptr) };
+        }
+    }
+}
+
+/// List {1, 2}. Thread A removes 1 and inserts 3; thread B removes 2 (its search meets 1
+/// marked and may unlink and retire it, racing A's own unlink), looks 1 up, and inserts 1
+/// again (which succeeds only after A's remove); each passes a grace point between its
+/// sections.
+fn remove_insert_search(broken: bool) {
+    let drops: Arc<[AtomicUsize; VALUES]> = Arc::new(Default::default());
+    let model = Model::new(broken);
+    let list = Arc::new(List::new(model.clone()));
+    {
+        let g = model.read_lock();
+        assert!(list.insert(Key::new(1), Val::new(0, &drops), &g));
+        assert!(list.insert(Key::new(2), Val::new(1, &drops), &g));
+    }
+    let a = {
+        let (list, model, drops) = (list.clone(), model.clone(), drops.clone());
+        thread::spawn(move || {
+            {
+                let g = model.read_lock();
+                assert!(list.remove(&Key::new(1), &g));
+            }
+            model.grace_point();
+            let g = model.read_lock();
+            assert!(list.insert(Key::new(3), Val::new(2, &drops), &g));
+        })
+    };
+    {
+        let g = model.read_lock();
+        assert!(list.remove(&Key::new(2), &g));
+        if let Some(v) = list.get(&Key::new(1), &g) {
+            v.read();
+        }
+    }
+    model.grace_point();
+    let reinserted = {
+        // Key 1 again: fails if A has not removed it yet; otherwise the old node may still
+        // wait in limbo, or be mid-unlink.
+        let g = model.read_lock();
+        list.insert(Key::new(1), Val::new(3, &drops), &g)
+    };
+    a.join().unwrap();
+
+    let g = model.read_lock();
+    let keys: Vec<u64> = list.keys(&g).iter().map(Key::get).collect();
+    assert_eq!(keys, if reinserted { &[1, 3][..] } else { &[3][..] });
+    assert_eq!(list.get(&Key::new(3), &g).map(Val::read), Some(2));
+    let one = list.get(&Key::new(1), &g).map(Val::read);
+    assert_eq!(one, reinserted.then_some(3));
+    drop(g);
+    drop(list);
+    model.free_all();
+    for (id, d) in drops.iter().enumerate() {
+        // Relaxed: every thread has joined.
+        assert_eq!(d.load(Ordering::Relaxed), 1, "value {id} dropped once");
+    }
+}
+
+#[test]
+fn loom_list_remove_insert_search_with_retirement() {
+    loom::model(|| remove_insert_search(false));
+}
+
+/// Two threads insert the same key and remove it: exactly one insert wins, the loser's node is
+/// dropped unpublished, and the winner's is retired once.
+#[test]
+fn loom_list_same_key_insert_remove() {
+    loom::model(|| {
+        let drops: Arc<[AtomicUsize; VALUES]> = Arc::new(Default::default());
+        let model = Model::new(false);
+        let list = Arc::new(List::new(model.clone()));
+        let spawn = |id: usize| {
+            let (list, model, drops) = (list.clone(), model.clone(), drops.clone());
+            thread::spawn(move || {
+                let won = {
+                    let g = model.read_lock();
+                    list.insert(Key::new(7), Val::new(id, &drops), &g)
+                };
+                model.grace_point();
+                let removed = {
+                    let g = model.read_lock();
+                    list.remove(&Key::new(7), &g)
+                };
+                model.grace_point();
+                (won, removed)
+            })
+        };
+        let (a, b) = (spawn(0), spawn(1));
+        let (a, b) = (a.join().unwrap(), b.join().unwrap());
+        // Inserts and removes balance: at most one node holds the key at a time.
+        let present = usize::from(a.0) + usize::from(b.0) - usize::from(a.1) - usize::from(b.1);
+        let g = model.read_lock();
+        assert_eq!(list.keys(&g).len(), present);
+        drop(g);
+        drop(list);
+        model.free_all();
+        for d in drops.iter().take(2) {
+            // Relaxed: every thread has joined.
+            assert_eq!(d.load(Ordering::Relaxed), 1);
+        }
+    });
+}
+
+/// The negative model: a grace point that frees without waiting for readers must be caught.
+#[test]
+fn loom_list_early_free_is_detected() {
+    // Loom reports a failing execution by panicking out of `model` (its model threads run on
+    // the calling thread).
+    let r = std::panic::catch_unwind(|| loom::model(|| remove_insert_search(true)));
+    let payload = r.expect_err("the model must catch a free while a reader can see the node");
+    let msg = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    assert!(
+        msg.contains("Causality violation") || msg.contains("freed"),
+        "unexpected failure: {msg}"
+    );
+}
