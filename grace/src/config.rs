@@ -5,6 +5,9 @@
 //! | `GRACE_NO_MEMBARRIER` | `1`/`true`: use the fence fallback instead of `membarrier` | `0` |
 //! | `GRACE_LAZY_MS` | how long a lazy `call` may wait to be batched, in milliseconds (1..=60000) | `10` |
 //! | `GRACE_CB_WORKERS` | callback worker threads per flavor (1..=256) | half the CPUs, 1 to 4 |
+//! | `GRACE_BUDGET` | memory budget for everything pending (`64MiB`, `1G`, bytes; `0`/`off`: none), see [`crate::pressure`] | none |
+//! | `GRACE_FLOOD_CALLBACKS` | waiting callbacks per shard that start flood mode | `10000` |
+//! | `GRACE_FLOOD_BYTES` | waiting bytes per shard that start flood mode | `8MiB` |
 //! | `GRACE_CB_OFFLOAD` | `1`: RCU callbacks run only on worker threads ([`Invocation::Offloaded`](crate::rcu::Invocation)); `0`: on the threads that queued them ([`Invocation::Local`](crate::rcu::Invocation)) | `0` |
 //!
 //! The library reads them once, when a flavor first initializes. A malformed value is reported
@@ -32,6 +35,12 @@ pub struct Config {
     pub lazy_delay: Duration,
     /// Callback worker threads (`GRACE_CB_WORKERS`).
     pub workers: usize,
+    /// The memory budget in bytes (`GRACE_BUDGET`; see [`crate::pressure`]), `None` for none.
+    pub budget: Option<u64>,
+    /// Waiting callbacks per shard that start flood mode (`GRACE_FLOOD_CALLBACKS`).
+    pub flood_callbacks: u64,
+    /// Waiting bytes per shard that start flood mode (`GRACE_FLOOD_BYTES`).
+    pub flood_bytes: u64,
     /// Where RCU callbacks run at start-up (`GRACE_CB_OFFLOAD`); switchable at run time with
     /// [`rcu::set_callback_invocation`](crate::rcu::set_callback_invocation).
     pub invocation: crate::callback::Invocation,
@@ -44,6 +53,9 @@ impl Default for Config {
             lazy_delay: Duration::from_millis(10),
             // Half the CPUs: the other half stays free for the threads that queue callbacks.
             workers: (crate::sys::num_cpus() / 2).clamp(1, 4),
+            budget: None,
+            flood_callbacks: 10_000,
+            flood_bytes: 8 << 20,
             // Local: measured faster for callbacks that free memory (BENCHMARKS.md, `bench call`).
             invocation: crate::callback::Invocation::Local,
         }
@@ -127,6 +139,40 @@ impl Config {
                 }
             };
         }
+        if let Some(v) = get("GRACE_BUDGET") {
+            cfg.budget = match v.trim() {
+                "0" | "off" | "none" | "" => None,
+                t => Some(parse_bytes(t).ok_or_else(|| ConfigError {
+                    var: "GRACE_BUDGET",
+                    value: v.clone(),
+                    expected: "a size in bytes, like 64MiB, 512KiB, 1G or 1048576 (0 or off: none)",
+                })?),
+            };
+        }
+        if let Some(v) = get("GRACE_FLOOD_CALLBACKS") {
+            match v.trim().parse::<u64>() {
+                Ok(n @ 1..) => cfg.flood_callbacks = n,
+                _ => {
+                    return Err(ConfigError {
+                        var: "GRACE_FLOOD_CALLBACKS",
+                        value: v,
+                        expected: "a positive integer",
+                    })
+                }
+            }
+        }
+        if let Some(v) = get("GRACE_FLOOD_BYTES") {
+            match parse_bytes(v.trim()) {
+                Some(n) if n > 0 => cfg.flood_bytes = n,
+                _ => {
+                    return Err(ConfigError {
+                        var: "GRACE_FLOOD_BYTES",
+                        value: v,
+                        expected: "a positive size in bytes, like 8MiB",
+                    })
+                }
+            }
+        }
         if let Some(v) = get("GRACE_CB_OFFLOAD") {
             cfg.invocation = match v.trim() {
                 "1" | "true" | "yes" | "on" => crate::callback::Invocation::Offloaded,
@@ -177,9 +223,40 @@ impl Config {
     }
 }
 
+/// A size: a number of bytes with an optional unit, `K`/`KB`/`KiB`, `M`/`MB`/`MiB`, `G`/`GB`/
+/// `GiB` (all powers of 1024), case-insensitive; `None` if malformed or too large.
+fn parse_bytes(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return None,
+    };
+    n.checked_mul(1 << shift)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_bytes("64MiB"), Some(64 << 20));
+        assert_eq!(parse_bytes("512 KiB"), Some(512 << 10));
+        assert_eq!(parse_bytes("1g"), Some(1 << 30));
+        assert_eq!(parse_bytes("4096"), Some(4096));
+        assert_eq!(parse_bytes("12XB"), None);
+        assert_eq!(parse_bytes("MiB"), None);
+        let c = Config::parse(|k| (k == "GRACE_BUDGET").then(|| "64MiB".to_string())).unwrap();
+        assert_eq!(c.budget, Some(64 << 20));
+        let c = Config::parse(|k| (k == "GRACE_BUDGET").then(|| "off".to_string())).unwrap();
+        assert_eq!(c.budget, None);
+    }
 
     #[test]
     fn every_malformed_setting_is_named() {
@@ -191,6 +268,11 @@ mod tests {
             ("GRACE_CB_WORKERS", "0"),
             ("GRACE_CB_WORKERS", "many"),
             ("GRACE_CB_OFFLOAD", "sometimes"),
+            ("GRACE_BUDGET", "lots"),
+            ("GRACE_BUDGET", "12XB"),
+            ("GRACE_BUDGET", "99999999999999999999G"),
+            ("GRACE_FLOOD_CALLBACKS", "0"),
+            ("GRACE_FLOOD_BYTES", "-1"),
         ] {
             let e = Config::parse(|k| (k == var).then(|| bad.to_string())).unwrap_err();
             assert_eq!(e.var, var);

@@ -34,7 +34,7 @@
 //! callback that panics is caught, counted and reported; the rest of the batch still runs.
 
 use super::ring::{self, Ring};
-use super::seglist::Node;
+use super::seglist::{Batch, Node};
 use super::shard::{Invocation, Settle, Shard};
 use super::Callback;
 use crate::gp::seq;
@@ -55,6 +55,11 @@ thread_local! {
     pub(crate) static IN_CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// Nodes (of up to a ring's worth of callbacks each) a queuing thread runs per local
+/// invocation outside flood mode (the kernel's `blimit`): a bounded pause for the caller. In
+/// flood mode it runs everything that is ready, so that frees keep up with a flood.
+const LOCAL_SLICE_NODES: usize = 4;
+
 /// In local mode a queuing thread looks for ready callbacks of its shard once every this many
 /// `call`s (a power of two): often enough that its frees stay close behind its allocations,
 /// rarely enough that the look (one load of a shared, read-mostly line) costs nothing per call.
@@ -68,8 +73,9 @@ const LOCAL_CHECK_EVERY: usize = 2;
 pub(crate) trait Host: Sync + 'static {
     fn readers(&self) -> &Readers;
     fn mode(&self) -> BarrierMode;
-    /// Wait until the normal sequence reaches `snap`, running grace periods as needed.
-    fn run_until(&self, snap: u64);
+    /// Wait until the normal sequence reaches `snap`, running grace periods as needed;
+    /// `expedite`: poll readers without sleeping (flood mode, budget, shrinker).
+    fn run_until(&self, snap: u64, expedite: bool);
     fn snapshot(&self) -> u64;
     fn current(&self) -> u64;
     /// Thread-name prefix, e.g. `grace-rcu`.
@@ -97,6 +103,8 @@ pub(crate) struct Counters {
     pub(crate) invoked: AtomicU64,
     /// Of `invoked`: run by the thread that queued on the shard (local invocation).
     pub(crate) invoked_locally: AtomicU64,
+    /// Bytes the invoked callbacks freed, as stated when they were queued.
+    pub(crate) invoked_bytes: AtomicU64,
     pub(crate) panics: AtomicU64,
     pub(crate) cycles: AtomicU64,
 }
@@ -118,6 +126,13 @@ pub(crate) struct Engine {
     /// `barrier` calls in flight: while any is, ready callbacks go to workers at once rather
     /// than waiting for a queuing thread (local mode).
     barriers: AtomicUsize,
+    /// Flood mode (see `crate::pressure`): a shard's waiting callbacks or bytes passed the
+    /// thresholds. Grace periods are expedited, full rings kick a cycle at once, and local
+    /// invokers run everything ready. Set by drainers, cleared by the grace-period thread once
+    /// every shard is back under half the thresholds.
+    flood: AtomicBool,
+    /// The shrinker asked for the next grace periods to be expedited.
+    expedite_once: AtomicBool,
     /// The host's barrier mode, fixed before the engine starts; cached here because `call`
     /// needs it on every invocation.
     mode: BarrierMode,
@@ -154,6 +169,8 @@ impl Engine {
             work_ready: Condvar::new(),
             lazy_delay,
             barriers: AtomicUsize::new(0),
+            flood: AtomicBool::new(false),
+            expedite_once: AtomicBool::new(false),
             mode: host.mode(),
             spare_nodes: Mutex::new(Vec::new()),
             counters: CachePadded::new(Counters::default()),
@@ -172,7 +189,14 @@ impl Engine {
     /// ready callbacks of its shard here first (local mode, outside read-side sections);
     /// grace's own callers that hold locks pass `false`.
     #[inline]
-    pub(crate) fn call(&self, slot: &Slot, cb: Callback, hurry: bool, may_invoke: bool) {
+    pub(crate) fn call(
+        &self,
+        slot: &Slot,
+        cb: Callback,
+        bytes: u64,
+        hurry: bool,
+        may_invoke: bool,
+    ) {
         // Relaxed: only the owner thread stores the ring pointer, in ring_slow.
         let ring = slot.ring.load(Ordering::Relaxed);
         let ring = if ring.is_null() {
@@ -185,6 +209,7 @@ impl Engine {
             // Relaxed: a hint; the push's Release publishes it with the record.
             ring.offload.store(true, Ordering::Relaxed);
         }
+        ring.add_bytes(bytes);
         // SAFETY: the caller runs on the thread that owns `slot`, hence the ring's producer.
         match unsafe { ring.push(cb) } {
             Ok(n) => {
@@ -195,8 +220,15 @@ impl Engine {
             }
             Err(cb) => {
                 self.ring_full(ring, cb);
-                if may_invoke && self.shards[ring.shard].looks_ready() {
-                    self.invoke_local(slot, ring.shard);
+                if may_invoke {
+                    if self.shards[ring.shard].looks_ready() {
+                        self.invoke_local(slot, ring.shard);
+                    }
+                    if crate::pressure::over_budget() {
+                        let may_wait = slot.ctr.load(Ordering::Relaxed) & NEST_MASK == 0
+                            && !IN_CALLBACK.try_with(|c| c.get()).unwrap_or(true);
+                        crate::pressure::enforce(self, may_wait);
+                    }
                 }
             }
         }
@@ -246,7 +278,12 @@ impl Engine {
             debug_assert!(false, "ring full right after draining");
             self.push_to_shard(ring.shard, Node::new(vec![cb]));
         }
-        self.kick_within(FLOOD_WINDOW);
+        // Relaxed: a hint (see `flood`).
+        if self.flood.load(Ordering::Relaxed) {
+            self.hurry();
+        } else {
+            self.kick_within(FLOOD_WINDOW);
+        }
     }
 
     #[cold]
@@ -309,6 +346,8 @@ impl Engine {
         }
         // Relaxed: a hint (see `Ring::offload`), read after the drain's Acquire of the tail.
         node.offload = ring.offload.swap(false, Ordering::Relaxed);
+        // SAFETY: we hold the ring's consumer lock.
+        node.bytes = unsafe { ring.take_drained_bytes() };
         // Pushing while still holding `consumer` keeps each ring's records FIFO in its shard
         // even when two drainers race, and lets `barrier` wait for a drain in flight by taking
         // the same lock. Lock order: consumer, then shard.
@@ -336,7 +375,13 @@ impl Engine {
                 Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
                 Err(std::sync::TryLockError::WouldBlock) => return,
             };
-            let b = l.claim_local();
+            // Relaxed: a hint (see `flood`).
+            let slice = if self.flood.load(Ordering::Relaxed) {
+                usize::MAX
+            } else {
+                LOCAL_SLICE_NODES
+            };
+            let b = l.claim_local(slice);
             if b.is_none() && !l.busy {
                 shard.set_ready(false);
             }
@@ -351,21 +396,10 @@ impl Engine {
         // their wait to a thread of their own, and `call` from one starts no nested run.
         IN_CALLBACK.with(|c| c.set(true));
         let was_worker = super::set_worker(true);
-        let mut ran = 0u64;
-        for mut node in batch.into_nodes() {
-            let n = node.cbs.len() as u64;
-            for cb in node.cbs.drain(..) {
-                self.invoke(cb);
-            }
-            if !node.internal {
-                ran += n;
-            }
-            self.recycle(node);
-        }
+        let ran = self.run_batch(batch);
         super::set_worker(was_worker);
         IN_CALLBACK.with(|c| c.set(false));
-        // Relaxed: statistics.
-        self.counters.invoked.fetch_add(ran, Ordering::Relaxed);
+        // Relaxed: a statistic.
         self.counters
             .invoked_locally
             .fetch_add(ran, Ordering::Relaxed);
@@ -403,6 +437,18 @@ impl Engine {
         // taken inside `call` would have been.
         let cookie = self.host.snapshot();
         shard.push(cookie, node, self.host.current());
+        let w = shard.waiting();
+        drop(shard);
+        if crate::pressure::is_flood(
+            w.gp_callbacks + w.ready_callbacks,
+            w.gp_bytes + w.ready_bytes,
+        )
+            // Relaxed: a hint; the hurry below wakes the grace-period thread to act on it.
+            && !self.flood.swap(true, Ordering::Relaxed)
+        {
+            crate::pressure::count_flood();
+            self.hurry();
+        }
     }
 
     /// An empty node with room for a ring's worth of callbacks, reused when possible.
@@ -464,7 +510,10 @@ impl Engine {
                 }
             }
             if let Some(t) = target {
-                self.host.run_until(t);
+                // Relaxed: hints (see `flood`, `expedite_once`).
+                let expedite = self.flood.load(Ordering::Relaxed)
+                    || self.expedite_once.swap(false, Ordering::Relaxed);
+                self.host.run_until(t, expedite);
             }
             self.advance_all();
             // Relaxed: a statistic.
@@ -511,9 +560,16 @@ impl Engine {
         // Sized before any shard lock is taken: nothing allocates under one.
         let mut ready = Vec::with_capacity(self.shards.len());
         let mut waiting_for_owner = false;
+        let mut still_flooded = false;
         for (i, shard) in self.shards.iter().enumerate() {
             let mut l = lock(&shard.list);
             l.advance(cur);
+            let w = l.waiting();
+            // Hysteresis: flood mode ends once every shard is under half the thresholds.
+            still_flooded |= crate::pressure::is_flood(
+                2 * (w.gp_callbacks + w.ready_callbacks),
+                2 * (w.gp_bytes + w.ready_bytes),
+            );
             match l.settle(now, self.lazy_delay, force) {
                 Settle::Worker => {
                     shard.set_ready(false);
@@ -527,9 +583,78 @@ impl Engine {
             }
         }
         self.to_workers(ready);
+        if !still_flooded {
+            // Relaxed: a hint (see `flood`).
+            self.flood.store(false, Ordering::Relaxed);
+        }
         if waiting_for_owner {
             self.kick_within(self.lazy_delay);
         }
+    }
+
+    /// Run up to `max` callbacks that are ready, on any shard, on this thread, whatever the
+    /// mode (an enqueuer over the memory budget, the shrinker); returns how many ran. Never
+    /// waits for a shard lock or another invoker. The caller is outside read-side sections
+    /// and callbacks.
+    pub(crate) fn help(&self, max: u64) -> u64 {
+        if IN_CALLBACK.try_with(|c| c.get()).unwrap_or(true) {
+            return 0;
+        }
+        let mut ran = 0;
+        for (idx, shard) in self.shards.iter().enumerate() {
+            while ran < max {
+                let batch = {
+                    let mut l = match shard.list.try_lock() {
+                        Ok(l) => l,
+                        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                        Err(std::sync::TryLockError::WouldBlock) => break,
+                    };
+                    // A node at a time, so that `max` bounds the work to a node's worth.
+                    match l.claim_any(1) {
+                        Some(b) => b,
+                        None => break,
+                    }
+                };
+                shard.set_ready(false);
+                IN_CALLBACK.with(|c| c.set(true));
+                let was_worker = super::set_worker(true);
+                ran += self.run_batch(batch);
+                super::set_worker(was_worker);
+                IN_CALLBACK.with(|c| c.set(false));
+                // Relaxed: see advance_all.
+                let force = self.barriers.load(Ordering::Relaxed) > 0;
+                let settled =
+                    lock(&shard.list).release_local(Instant::now(), self.lazy_delay, force);
+                self.follow_settle(idx, settled);
+            }
+        }
+        ran
+    }
+
+    /// Drive a grace period from this thread, expedited, for everything queued so far, and
+    /// make what it completed ready (an enqueuer over the memory budget).
+    pub(crate) fn expedite_now(&self) {
+        self.drain_all(Drain::Pending);
+        self.host.run_until(self.host.snapshot(), true);
+        self.advance_all();
+    }
+
+    /// The shrinker: start the grace periods lazily batched callbacks wait for now, run up to
+    /// `n` ready callbacks here, and expedite the next grace periods.
+    pub(crate) fn shrink(&self, n: u64) -> u64 {
+        // Relaxed: a hint the grace-period thread consumes at its next cycle.
+        self.expedite_once.store(true, Ordering::Relaxed);
+        self.hurry();
+        self.help(n)
+    }
+
+    /// Callbacks and bytes that left the threads' rings and wait in the shards.
+    pub(crate) fn waiting_total(&self) -> super::seglist::Waiting {
+        let mut t = super::seglist::Waiting::default();
+        for s in self.shards.iter() {
+            t += lock(&s.list).waiting();
+        }
+        t
     }
 
     /// Give claimed shards (their `busy` set) to the workers.
@@ -597,19 +722,31 @@ impl Engine {
                     }
                     b
                 };
-                for mut node in batch.into_nodes() {
-                    let n = node.cbs.len() as u64;
-                    for cb in node.cbs.drain(..) {
-                        self.invoke(cb);
-                    }
-                    if !node.internal {
-                        // Relaxed: a statistic (barrier waits on its markers, not on this).
-                        self.counters.invoked.fetch_add(n, Ordering::Relaxed);
-                    }
-                    self.recycle(node);
-                }
+                self.run_batch(batch);
             }
         }
+    }
+
+    /// Invoke every callback of `batch`, node by node, counting them (and the bytes they
+    /// free) as invoked; returns how many user callbacks ran (barrier markers excluded).
+    fn run_batch(&self, batch: Batch) -> u64 {
+        let mut ran = 0;
+        for mut node in batch.into_nodes() {
+            let n = node.cbs.len() as u64;
+            for cb in node.cbs.drain(..) {
+                self.invoke(cb);
+            }
+            if !node.internal {
+                ran += n;
+                // Relaxed: statistics (barrier waits on its markers, not on these).
+                self.counters.invoked.fetch_add(n, Ordering::Relaxed);
+                self.counters
+                    .invoked_bytes
+                    .fetch_add(node.bytes, Ordering::Relaxed);
+            }
+            self.recycle(node);
+        }
+        ran
     }
 
     #[inline]
@@ -663,8 +800,9 @@ impl Engine {
         }
     }
 
-    /// Callbacks queued by users since the engine started (barrier markers excluded).
-    pub(crate) fn queued_total(&self) -> u64 {
+    /// Callbacks queued by users since the engine started (barrier markers excluded), and
+    /// the bytes they were stated to free.
+    pub(crate) fn queued_total(&self) -> (u64, u64) {
         self.host
             .readers()
             .iter()
@@ -672,8 +810,17 @@ impl Engine {
                 // SAFETY: rings are leaked and never freed.
                 unsafe { s.ring.load(Ordering::Acquire).as_ref() }
             })
-            .map(|r| r.produced() as u64)
-            .sum()
+            .map(|r| (r.produced() as u64, r.produced_bytes()))
+            .fold((0, 0), |(n, b), (rn, rb)| (n + rn, b.wrapping_add(rb)))
+    }
+
+    /// What waits in the shards now, per shard (callbacks still in the threads' rings are
+    /// not included: at most a ring's worth per thread).
+    pub(crate) fn waiting(&self) -> Vec<super::seglist::Waiting> {
+        self.shards
+            .iter()
+            .map(|s| lock(&s.list).waiting())
+            .collect()
     }
 }
 
@@ -772,5 +919,14 @@ pub(crate) fn claim_for_worker(l: &mut super::seglist::SegList) -> bool {
         true
     } else {
         false
+    }
+}
+
+impl crate::pressure::Helper for Engine {
+    fn help(&self, max: u64) -> u64 {
+        Engine::help(self, max)
+    }
+    fn expedite(&self) {
+        self.expedite_now();
     }
 }

@@ -19,7 +19,7 @@
 //! in it; the next drain takes them, and the next owner continues from the same indices.
 
 use super::Callback;
-use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
 use crossbeam_utils::CachePadded;
 use std::cell::UnsafeCell;
 use std::mem::MaybeUninit;
@@ -31,11 +31,20 @@ pub(crate) const CAP: usize = 256;
 #[cfg(miri)]
 pub(crate) const CAP: usize = 4;
 
+/// The producer's line: the tail and the bytes the pushed records free.
+struct Producer {
+    tail: AtomicUsize,
+    /// Bytes stated for the records pushed so far (wrapping); written only by the owner.
+    bytes: AtomicU64,
+}
+
 pub(crate) struct Ring {
-    tail: CachePadded<AtomicUsize>,
+    tail: CachePadded<Producer>,
     /// Owner-only lower bound of `head`.
     cached_head: UnsafeCell<usize>,
     head: CachePadded<AtomicUsize>,
+    /// `Producer::bytes` as of the last drain; consumers only, under `consumer`.
+    drained_bytes: AtomicU64,
     /// Serializes consumers.
     pub(crate) consumer: Mutex<()>,
     /// Shard whose list receives this ring's callbacks.
@@ -59,7 +68,11 @@ unsafe impl Send for Ring {}
 impl Ring {
     pub(crate) fn new(shard: usize) -> Ring {
         Ring {
-            tail: CachePadded::new(AtomicUsize::new(0)),
+            tail: CachePadded::new(Producer {
+                tail: AtomicUsize::new(0),
+                bytes: AtomicU64::new(0),
+            }),
+            drained_bytes: AtomicU64::new(0),
             cached_head: UnsafeCell::new(0),
             head: CachePadded::new(AtomicUsize::new(0)),
             consumer: Mutex::new(()),
@@ -80,7 +93,7 @@ impl Ring {
     #[inline]
     pub(crate) unsafe fn push(&self, cb: Callback) -> Result<usize, Callback> {
         // Relaxed: only the producer writes tail.
-        let t = self.tail.load(Ordering::Relaxed);
+        let t = self.tail.tail.load(Ordering::Relaxed);
         // SAFETY: owner-only field, and the caller is the owner.
         let cached = unsafe { &mut *self.cached_head.get() };
         if t.wrapping_sub(*cached) >= CAP {
@@ -97,20 +110,53 @@ impl Ring {
         // Release: pairs with the Acquire in `drain_into`; the record is written before a
         // consumer can see it.
         let t = t.wrapping_add(1);
-        self.tail.store(t, Ordering::Release);
+        self.tail.tail.store(t, Ordering::Release);
         Ok(t)
     }
 
     /// Producer-side: number of records queued so far in the ring's life (for statistics).
     pub(crate) fn produced(&self) -> usize {
         // Relaxed: a statistic.
-        self.tail.load(Ordering::Relaxed)
+        self.tail.tail.load(Ordering::Relaxed)
+    }
+
+    /// Producer: count `n` more bytes that the records pushed from now on free (the
+    /// memory-pressure accounting). Call before the push it is for, so that a consumer that
+    /// sees the record sees its bytes too.
+    #[inline]
+    pub(crate) fn add_bytes(&self, n: u64) {
+        // Relaxed (load and store, no read-modify-write): only the owner writes `bytes`; the
+        // push's store-release of the tail publishes the new value with the record.
+        let b = self.tail.bytes.load(Ordering::Relaxed);
+        self.tail.bytes.store(b.wrapping_add(n), Ordering::Relaxed);
+    }
+
+    /// Bytes stated for every record pushed so far (wrapping; for statistics).
+    pub(crate) fn produced_bytes(&self) -> u64 {
+        // Relaxed: a statistic.
+        self.tail.bytes.load(Ordering::Relaxed)
     }
 
     /// Is anything waiting to be drained? A hint: may be stale as soon as it returns.
     pub(crate) fn has_records(&self) -> bool {
         // Relaxed: a hint; the drain itself re-reads with Acquire.
-        self.tail.load(Ordering::Relaxed) != self.head.load(Ordering::Relaxed)
+        self.tail.tail.load(Ordering::Relaxed) != self.head.load(Ordering::Relaxed)
+    }
+
+    /// Consumer: the bytes of the records drained since the last call (see
+    /// [`Ring::add_bytes`]), after a [`Ring::drain_into`].
+    ///
+    /// # Safety
+    ///
+    /// The caller holds `self.consumer`.
+    pub(crate) unsafe fn take_drained_bytes(&self) -> u64 {
+        // Relaxed: after the drain's Acquire of the tail, the owner's earlier `add_bytes` is
+        // visible; a later one may be too, and is then counted with this drain (sums stay
+        // exact; only which batch carries the bytes may shift by a record).
+        let b = self.tail.bytes.load(Ordering::Relaxed);
+        // Relaxed: written only by consumers, serialized by `consumer`.
+        let before = self.drained_bytes.swap(b, Ordering::Relaxed);
+        b.wrapping_sub(before)
     }
 
     /// Consumer: move every published record into `out`. Returns how many moved.
@@ -122,7 +168,7 @@ impl Ring {
         // Relaxed: only consumers (serialized by `consumer`) write head.
         let h = self.head.load(Ordering::Relaxed);
         // Acquire: pairs with the Release in `push`; the records up to t are written.
-        let t = self.tail.load(Ordering::Acquire);
+        let t = self.tail.tail.load(Ordering::Acquire);
         let n = t.wrapping_sub(h);
         out.reserve(n);
         // The records form at most two contiguous runs of the slot array (before and after the

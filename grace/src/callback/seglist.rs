@@ -38,6 +38,9 @@ pub(crate) struct Node {
     /// queued under its locks (kvfree arrays with destructors, `Pending`'s re-arming
     /// callback). A shard whose ready callbacks include one goes to a worker at once.
     pub(crate) offload: bool,
+    /// Bytes its callbacks free, as stated by their callers (`rcu::call_sized`; a closure's
+    /// own size otherwise): what the memory-pressure accounting counts as stranded.
+    pub(crate) bytes: u64,
 }
 
 // SAFETY: `next` is only ever set while the node is owned by a `Batch` (which owns the whole
@@ -51,6 +54,7 @@ impl Node {
             cbs,
             internal: false,
             offload: false,
+            bytes: 0,
         })
     }
 
@@ -61,6 +65,7 @@ impl Node {
             cbs: vec![cb],
             internal: true,
             offload: false,
+            bytes: 0,
         })
     }
 }
@@ -81,6 +86,8 @@ pub(crate) struct Batch {
     len: usize,
     /// How many of the nodes are `offload` nodes.
     pub(crate) offload: usize,
+    /// The nodes' `bytes`, summed.
+    pub(crate) bytes: u64,
 }
 
 // SAFETY: the batch owns its nodes outright (nothing else points into the chain), and nodes
@@ -88,7 +95,6 @@ pub(crate) struct Batch {
 unsafe impl Send for Batch {}
 
 impl Batch {
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.len
     }
@@ -100,6 +106,7 @@ impl Batch {
     fn push_node(&mut self, mut node: Box<Node>) {
         self.len += node.cbs.len();
         self.offload += usize::from(node.offload);
+        self.bytes += node.bytes;
         node.next = None;
         let raw = NonNull::from(Box::leak(node));
         self.link(raw, raw);
@@ -120,6 +127,7 @@ impl Batch {
         if let (Some(first), Some(last)) = (other.head.take(), other.tail.take()) {
             self.len += std::mem::take(&mut other.len);
             self.offload += std::mem::take(&mut other.offload);
+            self.bytes += std::mem::take(&mut other.bytes);
             self.link(first, last);
         }
     }
@@ -136,6 +144,7 @@ impl Batch {
         }
         self.len -= node.cbs.len();
         self.offload -= usize::from(node.offload);
+        self.bytes -= node.bytes;
         Some(node)
     }
 
@@ -159,6 +168,31 @@ impl Drop for Batch {
 }
 
 /// A shard's callbacks, by segment.
+/// A shard's waiting callbacks, counted (see [`SegList::waiting`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Waiting {
+    /// Callbacks waiting for a grace period.
+    pub(crate) gp_callbacks: u64,
+    /// Bytes they free.
+    pub(crate) gp_bytes: u64,
+    /// Callbacks whose grace period has ended, not yet taken by an invoker.
+    pub(crate) ready_callbacks: u64,
+    /// Bytes they free.
+    pub(crate) ready_bytes: u64,
+    /// Pending segments in use (each waits for its own grace period).
+    pub(crate) segments: u64,
+}
+
+impl std::ops::AddAssign for Waiting {
+    fn add_assign(&mut self, o: Waiting) {
+        self.gp_callbacks += o.gp_callbacks;
+        self.gp_bytes += o.gp_bytes;
+        self.ready_callbacks += o.ready_callbacks;
+        self.ready_bytes += o.ready_bytes;
+        self.segments += o.segments;
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct SegList {
     pub(crate) done: Batch,
@@ -185,6 +219,23 @@ impl SegList {
                 .flatten()
                 .map(|(_, b)| b.len())
                 .sum::<usize>()
+    }
+
+    /// What waits here: callbacks and bytes still waiting for their grace period, and those
+    /// whose grace period has ended, waiting to be invoked (not counting a batch an invoker
+    /// took).
+    pub(crate) fn waiting(&self) -> Waiting {
+        let mut w = Waiting {
+            ready_callbacks: self.done.len() as u64,
+            ready_bytes: self.done.bytes,
+            ..Waiting::default()
+        };
+        for (_, b) in self.pending.iter().flatten() {
+            w.gp_callbacks += b.len() as u64;
+            w.gp_bytes += b.bytes;
+            w.segments += 1;
+        }
+        w
     }
 
     /// Nothing queued and nothing being invoked.
@@ -248,6 +299,21 @@ impl SegList {
     /// Take the `done` segment for invoking.
     pub(crate) fn take_done(&mut self) -> Batch {
         std::mem::take(&mut self.done)
+    }
+
+    /// Take at most `max_nodes` nodes from the front of `done` (all of it for `usize::MAX`).
+    pub(crate) fn take_done_upto(&mut self, max_nodes: usize) -> Batch {
+        if max_nodes == usize::MAX {
+            return self.take_done();
+        }
+        let mut b = Batch::default();
+        for _ in 0..max_nodes {
+            match self.done.pop_front() {
+                Some(n) => b.push_node(n),
+                None => break,
+            }
+        }
+        b
     }
 }
 

@@ -129,13 +129,23 @@ impl SegList {
     /// A queuing thread takes the ready callbacks to run them itself, or `None` if another
     /// invoker has them, nothing is ready, the shard is offloaded, or a callback among them
     /// must run on a worker.
-    pub(crate) fn claim_local(&mut self) -> Option<Batch> {
-        if self.busy || self.done.is_empty() || !self.local || self.done.offload > 0 {
+    pub(crate) fn claim_local(&mut self, max_nodes: usize) -> Option<Batch> {
+        if !self.local || self.done.offload > 0 {
+            return None;
+        }
+        self.claim_any(max_nodes)
+    }
+
+    /// A thread that is not the shard's usual invoker takes up to `max_nodes` nodes of ready
+    /// callbacks to run them itself, whatever the mode: an enqueuer over the memory budget,
+    /// or the shrinker. `None` if another invoker has them or nothing is ready.
+    pub(crate) fn claim_any(&mut self, max_nodes: usize) -> Option<Batch> {
+        if self.busy || self.done.is_empty() {
             return None;
         }
         self.busy = true;
         self.ready_since = None;
-        Some(self.take_done())
+        Some(self.take_done_upto(max_nodes))
     }
 
     /// The queuing thread has run what it claimed: settle what became ready meanwhile, as
@@ -183,7 +193,7 @@ mod tests {
         let mut l = ready_list(false);
         let now = Instant::now();
         assert!(
-            l.claim_local().is_none(),
+            l.claim_local(usize::MAX).is_none(),
             "offloaded shards are never run locally"
         );
         assert_eq!(l.settle(now, Duration::from_secs(1), false), Settle::Worker);
@@ -200,7 +210,7 @@ mod tests {
         assert_eq!(l.settle(t0, patience, false), Settle::Owner);
         assert_eq!(l.settle(t0 + patience / 2, patience, false), Settle::Owner);
         assert_eq!(l.settle(t0 + patience, patience, false), Settle::Worker);
-        assert!(l.claim_local().is_none(), "a worker has it");
+        assert!(l.claim_local(usize::MAX).is_none(), "a worker has it");
         run(l.take_done());
     }
 
@@ -209,7 +219,7 @@ mod tests {
         let mut l = ready_list(true);
         let t0 = Instant::now();
         assert_eq!(l.settle(t0, Duration::from_secs(1), false), Settle::Owner);
-        let b = l.claim_local().expect("ready and unclaimed");
+        let b = l.claim_local(usize::MAX).expect("ready and unclaimed");
         assert!(l.busy);
         assert_eq!(
             l.settle(t0, Duration::ZERO, true),
@@ -229,11 +239,14 @@ mod tests {
         l.push(seq::snapshot(seq::ended(seq::started(0))), n, 0);
         l.advance(seq::ended(seq::started(seq::ended(seq::started(0)))));
         assert_eq!(l.done.offload, 1);
-        assert!(l.claim_local().is_none());
+        assert!(l.claim_local(usize::MAX).is_none());
+        let b = l.claim_any(1).expect("anyone may help");
+        assert_eq!(b.len(), 1, "one node of two");
         assert_eq!(
-            l.settle(Instant::now(), Duration::from_secs(60), false),
+            l.release_local(Instant::now(), Duration::from_secs(60), false),
             Settle::Worker
         );
+        run(b);
         run(l.take_done());
     }
 

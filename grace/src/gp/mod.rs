@@ -167,6 +167,17 @@ impl GpEngine {
         }
     }
 
+    /// Run normal grace periods on this thread until the sequence reaches `snap`, polling
+    /// readers without sleeping, as when an expedited waiter is present: callbacks waiting on
+    /// a normal grace period complete sooner (flood mode, the memory budget, the shrinker).
+    #[cfg(not(loom))]
+    pub(crate) fn run_until_hurried(&self, readers: &Readers, mode: BarrierMode, snap: u64) {
+        // Relaxed: a hint to the wait loop, as in `synchronize_expedited`.
+        self.expedite_waiters.fetch_add(1, Ordering::Relaxed);
+        self.run_until(readers, mode, GpKind::Normal, snap);
+        self.expedite_waiters.fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// Run grace periods of `kind` on this thread until its sequence reaches `snap`.
     pub(crate) fn run_until(&self, readers: &Readers, mode: BarrierMode, kind: GpKind, snap: u64) {
         if self.done(kind, snap) {

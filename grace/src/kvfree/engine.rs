@@ -555,6 +555,48 @@ impl State {
         g.unrequested = 0;
     }
 
+    /// The shrinker (see `crate::pressure::scan`): free up to `n` objects of expired arrays
+    /// from every thread's retired queue now, skipping threads whose lock is taken (never
+    /// waiting), and ask for the grace period the rest wait for. Returns how many were freed.
+    pub(crate) fn shrink(&self, n: u64) -> u64 {
+        let mut freed = 0u64;
+        for local in REGISTRY.iter() {
+            if freed >= n {
+                break;
+            }
+            let Some(mut g) = local.try_lock() else {
+                continue;
+            };
+            loop {
+                if g.current.is_none() {
+                    g.current = g.queue.pop_front_if(rcu::poll_state);
+                }
+                let Some(b) = g.current.as_mut() else {
+                    break;
+                };
+                let k = (b.live() as u64).min(n - freed);
+                free_part(b, k as usize);
+                freed += k;
+                if b.live() == 0 {
+                    if let Some(b) = g.current.take() {
+                        self.finish(&mut g, b);
+                    }
+                }
+                if freed >= n {
+                    break;
+                }
+            }
+            let on = g.current.is_some();
+            local.set_reclaiming(&g, on);
+            if g.queue.len() > 0 && g.requested.map_or(true, rcu::poll_state) {
+                g.requested = Some(rcu::start_poll());
+                g.requested_at = Some(Instant::now());
+                g.unrequested = 0;
+            }
+        }
+        freed
+    }
+
     /// Thread exit: retire every lane, empty the retired queue, then give the record back
     /// for reuse.
     pub(crate) fn retire_local(&self, local: &Local) {

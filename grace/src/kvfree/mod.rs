@@ -482,6 +482,28 @@ mod api {
         panic!("grace: kvfree_barrier() called {where_}; it would wait for itself (self-deadlock)");
     }
 
+    /// What kvfree holds back now, for `crate::pressure`: objects handed off (out of the
+    /// threads' lanes) and not yet freed, and their bytes. Cheaper than [`stats`]: it takes no
+    /// lock, and leaves out the few objects still in lanes (at most a few arrays per thread).
+    pub(crate) fn pressure_counts() -> crate::pressure::Counts {
+        let c = &COUNTERS;
+        // Relaxed: statistics (freed first: whatever was freed had been handed before).
+        let freed = c.freed.load(Ordering::Relaxed);
+        let handed = c.handed.load(Ordering::Relaxed);
+        crate::pressure::Counts {
+            objects: handed.saturating_sub(freed),
+            bytes: c.pending_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The shrinker's part for kvfree (see `crate::pressure::scan`).
+    pub(crate) fn shrink(n: u64) -> u64 {
+        match started() {
+            Some(st) => st.shrink(n),
+            None => 0,
+        }
+    }
+
     /// Counters and state of [`kvfree`], for diagnostics and tests.
     ///
     /// # Examples

@@ -519,8 +519,12 @@ mod api {
         fn mode(&self) -> BarrierMode {
             mode()
         }
-        fn run_until(&self, snap: u64) {
-            GP.run_until(&READERS, mode(), GpKind::Normal, snap)
+        fn run_until(&self, snap: u64, expedite: bool) {
+            if expedite {
+                GP.run_until_hurried(&READERS, mode(), snap)
+            } else {
+                GP.run_until(&READERS, mode(), GpKind::Normal, snap)
+            }
         }
         fn snapshot(&self) -> u64 {
             GP.snapshot(GpKind::Normal)
@@ -584,17 +588,64 @@ mod api {
     /// grace::rcu::barrier();
     /// assert!(ran.load(Ordering::Relaxed));
     /// ```
+    ///
+    /// # Memory accounting
+    ///
+    /// The memory-pressure accounting ([`Stats::bytes_pending`]) counts a callback queued by
+    /// `call` as freeing `size_of_val(&f)` bytes, the closure's own size: it cannot see what
+    /// the closure owns. Use [`call_sized`] to state what the callback frees.
     #[inline]
     pub fn call<F: FnOnce() + Send + 'static>(f: F) {
+        let bytes = std::mem::size_of_val(&f) as u64;
         let slot = local_slot();
-        engine().call(slot, Callback::new(f), false, true);
+        engine().call(slot, Callback::new(f), bytes, false, true);
+    }
+
+    /// [`call`], stating that `f` frees `bytes` bytes when it runs (for instance the size of
+    /// the object it drops), so that [`Stats::bytes_pending`] and the memory-pressure layer
+    /// count the memory a flood of callbacks really strands.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let node = Box::new([0u8; 256]);
+    /// grace::rcu::call_sized(std::mem::size_of_val(&*node), move || drop(node));
+    /// grace::rcu::barrier();
+    /// assert_eq!(grace::rcu::stats().bytes_pending, 0);
+    /// ```
+    #[inline]
+    pub fn call_sized<F: FnOnce() + Send + 'static>(bytes: usize, f: F) {
+        let slot = local_slot();
+        engine().call(slot, Callback::new(f), bytes as u64, false, true);
     }
 
     /// [`call`] or [`call_hurry`] for grace's own callers, which may hold locks of their own:
-    /// never runs ready callbacks on the calling thread.
+    /// never runs ready callbacks on the calling thread. Counts no bytes: those callers
+    /// account for their memory themselves (kvfree, `Pending`).
     pub(crate) fn call_internal<F: FnOnce() + Send + 'static>(f: F, hurry: bool) {
         let slot = local_slot();
-        engine().call(slot, Callback::new(f), hurry, false);
+        engine().call(slot, Callback::new(f), 0, hurry, false);
+    }
+
+    /// What RCU callbacks hold back now, for `crate::pressure`: callbacks queued and not yet
+    /// invoked, and the bytes stated for them.
+    pub(crate) fn pressure_counts() -> crate::pressure::Counts {
+        let s = stats();
+        crate::pressure::Counts {
+            objects: s.callbacks_pending,
+            bytes: s.bytes_pending,
+        }
+    }
+
+    /// The shrinker's part for RCU callbacks (see `crate::pressure::scan`).
+    pub(crate) fn shrink(n: u64) -> u64 {
+        if is_reading() {
+            return 0;
+        }
+        match ENGINE.get() {
+            Some(e) => e.shrink(n),
+            None => 0,
+        }
     }
 
     /// Choose where RCU callbacks run once their grace period has ended (see [`call`]):
@@ -640,7 +691,8 @@ mod api {
     /// ```
     pub fn call_hurry<F: FnOnce() + Send + 'static>(f: F) {
         let slot = local_slot();
-        engine().call(slot, Callback::new(f), true, true);
+        let bytes = std::mem::size_of_val(&f) as u64;
+        engine().call(slot, Callback::new(f), bytes, true, true);
     }
 
     /// Wait until every callback queued by [`call`] or [`call_hurry`] before this call, on
@@ -697,6 +749,9 @@ mod api {
         pub callbacks_invoked_locally: u64,
         /// Callbacks queued and not yet invoked.
         pub callbacks_pending: u64,
+        /// Bytes those callbacks free when they run: what [`call_sized`] stated, or each
+        /// closure's own size for [`call`] and [`call_hurry`] (see "Memory accounting" there).
+        pub bytes_pending: u64,
         /// Callbacks that panicked.
         pub callback_panics: u64,
         /// Grace-period thread cycles run.
@@ -720,16 +775,20 @@ mod api {
     /// println!("{} grace periods, mode {:?}", s.grace_periods, s.barrier_mode);
     /// ```
     pub fn stats() -> Stats {
-        let (queued, invoked, locally, panics, cycles) = match ENGINE.get() {
-            Some(e) => (
-                e.queued_total(),
-                e.counters.invoked.load(Ordering::Relaxed),
-                e.counters.invoked_locally.load(Ordering::Relaxed),
-                e.counters.panics.load(Ordering::Relaxed),
-                e.counters.cycles.load(Ordering::Relaxed),
-            ),
-            None => (0, 0, 0, 0, 0),
-        };
+        // Invoked before queued: a callback counted as invoked was queued before, so the
+        // differences below never go negative.
+        let (invoked, invoked_bytes, (queued, queued_bytes), locally, panics, cycles) =
+            match ENGINE.get() {
+                Some(e) => (
+                    e.counters.invoked.load(Ordering::Relaxed),
+                    e.counters.invoked_bytes.load(Ordering::Relaxed),
+                    e.queued_total(),
+                    e.counters.invoked_locally.load(Ordering::Relaxed),
+                    e.counters.panics.load(Ordering::Relaxed),
+                    e.counters.cycles.load(Ordering::Relaxed),
+                ),
+                None => (0, 0, (0, 0), 0, 0, 0),
+            };
         Stats {
             grace_periods: GP.completed(GpKind::Normal),
             expedited_grace_periods: GP.completed(GpKind::Expedited),
@@ -737,6 +796,9 @@ mod api {
             callbacks_invoked: invoked,
             callbacks_invoked_locally: locally,
             callbacks_pending: queued.saturating_sub(invoked),
+            bytes_pending: queued_bytes
+                .wrapping_sub(invoked_bytes)
+                .min(i64::MAX as u64),
             callback_panics: panics,
             gp_thread_cycles: cycles,
             reader_slots: READERS.iter().count(),

@@ -91,7 +91,7 @@ fn owner(m: &Model, mark_busy: bool) {
             return;
         };
         let b = if mark_busy {
-            l.claim_local()
+            l.claim_local(usize::MAX)
         } else if !l.busy && !l.done.is_empty() {
             Some(l.take_done()) // BUG under test: no `busy`
         } else {

@@ -1,0 +1,68 @@
+//! Where the pressure layer finds stranded memory: the process-wide RCU callback engine and
+//! `kvfree` directly, and every live `Pending` and SRCU domain through a registry of weak
+//! references (registered when created, pruned when gone).
+
+use super::{Counts, Usage};
+use crate::sync::{lock, Mutex};
+use std::sync::{Arc, Weak};
+
+/// Which [`Usage`] field a registered source adds to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A `Pending<T, F>`.
+    Pending,
+    /// An SRCU domain's callbacks.
+    CallSrcu,
+}
+
+/// A deferral structure the pressure layer can see and shrink.
+pub(crate) trait Source: Send + Sync {
+    fn kind(&self) -> Kind;
+    /// Objects and bytes held back now.
+    fn counts(&self) -> Counts;
+    /// The shrinker: flush lazily batched work, process up to `n` expired objects on this
+    /// thread, expedite what still waits; returns how many were processed. Never waits for
+    /// readers, never blocks on a lock another thread may hold for long.
+    fn shrink(&self, n: u64) -> u64;
+}
+
+#[cfg(not(loom))]
+static REGISTRY: Mutex<Vec<Weak<dyn Source>>> = Mutex::new(Vec::new());
+
+/// Make `s` visible to [`super::usage`] and [`super::scan`] while it lives.
+pub(crate) fn register(s: Weak<dyn Source>) {
+    let mut r = lock(&REGISTRY);
+    r.retain(|w| w.strong_count() > 0);
+    r.push(s);
+}
+
+/// The live registered sources (strong references, taken under the registry lock and used
+/// after it is released, so a source's methods never run under it).
+fn live() -> Vec<Arc<dyn Source>> {
+    lock(&REGISTRY).iter().filter_map(Weak::upgrade).collect()
+}
+
+pub(super) fn usage() -> Usage {
+    let mut u = Usage {
+        call_rcu: crate::rcu::pressure_counts(),
+        kvfree: crate::kvfree::pressure_counts(),
+        ..Usage::default()
+    };
+    for s in live() {
+        match s.kind() {
+            Kind::Pending => u.pending += s.counts(),
+            Kind::CallSrcu => u.call_srcu += s.counts(),
+        }
+    }
+    u
+}
+
+pub(super) fn scan(n: u64) -> u64 {
+    let mut freed = 0u64;
+    freed += crate::kvfree::shrink(n);
+    freed += crate::rcu::shrink(n.saturating_sub(freed));
+    for s in live() {
+        freed += s.shrink(n.saturating_sub(freed));
+    }
+    freed
+}
