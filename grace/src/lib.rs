@@ -25,6 +25,7 @@
 //! | [`kvfree`](mod@kvfree) | headless deferred free (`kvfree_rcu`): `Box`es freed in bulk after a grace period |
 //! | [`alloc`] | fallible allocation and allocation-failure injection |
 //! | [`pending`] | [`Pending<T>`](pending::Pending): objects waiting for a grace period, processed in bulk or taken back for reuse |
+//! | [`pressure`] | the memory-pressure layer: a PSI monitor (`/proc/pressure/memory`, cgroup v2 `memory.pressure`) |
 //! | [`sys`] | everything platform-specific: `membarrier`, CPU hint |
 //! | `gp` (internal) | grace-period sequence arithmetic and the phase-named engine |
 //! | `callback` (internal) | per-thread rings, per-shard segmented lists, workers |
@@ -48,6 +49,7 @@ pub mod cookie;
 pub(crate) mod gp;
 pub mod kvfree;
 pub mod pending;
+pub mod pressure;
 pub mod rcu;
 pub mod srcu;
 pub(crate) mod sync;
