@@ -261,7 +261,11 @@ fn parse_fields<'a>(
                     return Err(ParseError::new(line_no, field, "each field once"));
                 }
                 let t = value.parse::<u64>().map_err(|_| {
-                    ParseError::new(line_no, field, "`total=` with a whole number of microseconds")
+                    ParseError::new(
+                        line_no,
+                        field,
+                        "`total=` with a whole number of microseconds",
+                    )
                 })?;
                 total = Some(t);
                 continue;
@@ -340,7 +344,11 @@ impl Pressure {
                 }
             };
             if slot.is_some() {
-                return Err(ParseError::new(line_no, line, "one `some` and one `full` line"));
+                return Err(ParseError::new(
+                    line_no,
+                    line,
+                    "one `some` and one `full` line",
+                ));
             }
             *slot = Some(parse_fields(line_no, words).map_err(|mut e| {
                 if e.text.is_empty() {
@@ -1256,7 +1264,8 @@ impl PsiMonitor {
         if pressure.get(trigger.kind).is_none() {
             return Err(PsiError::InvalidTrigger {
                 trigger: trigger.to_string(),
-                reason: "this pressure file has no `full` line (a CPU file of a kernel before 5.13)",
+                reason:
+                    "this pressure file has no `full` line (a CPU file of a kernel before 5.13)",
             });
         }
         let (fd, refusal) = if try_kernel {
@@ -1441,7 +1450,10 @@ mod tests {
             ("some avg10=x avg60=0.00 avg300=0.00 total=0", 1),
             ("some avg10=1. avg60=0.00 avg300=0.00 total=0", 1),
             ("some avg10=NaN avg60=0.00 avg300=0.00 total=0", 1),
-            ("some avg10=0.00 avg10=0.00 avg60=0.00 avg300=0.00 total=0", 1),
+            (
+                "some avg10=0.00 avg10=0.00 avg60=0.00 avg300=0.00 total=0",
+                1,
+            ),
             ("some avg10=0.00 avg60=0.00 avg300=0.00 total=0 total=1", 1),
             ("some avg10 avg60=0.00 avg300=0.00 total=0", 1),
             ("some avg10=0.00 avg60=0.00 avg300=0.00 total=0 =3", 1),
@@ -1482,7 +1494,10 @@ mod tests {
         };
         assert_eq!(ok("some 150000 1000000").to_string(), "some 150000 1000000");
         assert_eq!(ok("full 1 500000").stall(), Duration::from_micros(1));
-        assert_eq!(ok("some 10000000 10000000").window(), Duration::from_secs(10));
+        assert_eq!(
+            ok("some 10000000 10000000").window(),
+            Duration::from_secs(10)
+        );
         assert_eq!(ok("  full   50000   1000000 ").kind(), StallKind::Full);
         for s in [
             "some 1 499999",
@@ -1510,7 +1525,10 @@ mod tests {
         assert!(ok("some 1 500000").check_unprivileged().is_err());
         assert!(Trigger::default().check_unprivileged().is_ok());
         // What the kernel receives ends with the NUL it overwrites.
-        assert_eq!(ok("full 50000 1000000").kernel_bytes(), b"full 50000 1000000\0");
+        assert_eq!(
+            ok("full 50000 1000000").kernel_bytes(),
+            b"full 50000 1000000\0"
+        );
     }
 
     /// The recorded episode, as `(time, some total, full total)`.
@@ -1567,14 +1585,17 @@ mod tests {
         assert_eq!(s.feed(ms(0), 0), None);
         assert_eq!(s.feed(ms(400), 100_000), None);
         assert_eq!(s.feed(ms(1000), 200_000), None); // 200 ms < 250 ms
-        // At 1400 ms the window starts at 400 ms, exactly a sample: growth 350 - 100.
+                                                     // At 1400 ms the window starts at 400 ms, exactly a sample: growth 350 - 100.
         assert_eq!(s.feed(ms(1400), 350_000), Some(ms(250)));
         let mut s = Sampler::new("some 250000 1000000".parse().unwrap());
         assert_eq!(s.feed(ms(0), 0), None);
         assert_eq!(s.feed(ms(400), 100_000), None);
         assert_eq!(s.feed(ms(1000), 200_000), None);
         // At 1600 ms the window starts at 600 ms: 100 + 100 * 200 / 600 = 133.333 ms.
-        assert_eq!(s.feed(ms(1600), 383_334), Some(Duration::from_micros(250_001)));
+        assert_eq!(
+            s.feed(ms(1600), 383_334),
+            Some(Duration::from_micros(250_001))
+        );
     }
 
     #[test]
@@ -1608,12 +1629,10 @@ mod tests {
     #[test]
     fn auto_prefers_the_cgroup_v2_file() {
         let v2 = "0::/system.slice/app.service\n";
-        let hybrid = "12:memory:/user.slice\n1:name=systemd:/user.slice/x.scope\n0::/user.slice/x.scope\n";
+        let hybrid =
+            "12:memory:/user.slice\n1:name=systemd:/user.slice/x.scope\n0::/user.slice/x.scope\n";
         let v1_only = "4:memory:/process_api/01e8\n1:cpu:/\n";
-        assert_eq!(
-            cgroup_v2_path(v2),
-            Some("/system.slice/app.service")
-        );
+        assert_eq!(cgroup_v2_path(v2), Some("/system.slice/app.service"));
         assert_eq!(cgroup_v2_path(v1_only), None);
         assert_eq!(cgroup_v2_path("0::/gone (deleted)\n"), None);
         let unified = |p: &Path| p.starts_with("/sys/fs/cgroup/system.slice");
@@ -1627,7 +1646,8 @@ mod tests {
             Path::new("/sys/fs/cgroup/unified/user.slice/x.scope/memory.pressure")
         );
         assert_eq!(
-            auto_path(Some("0::/\n"), |p| p == Path::new("/sys/fs/cgroup/memory.pressure")),
+            auto_path(Some("0::/\n"), |p| p
+                == Path::new("/sys/fs/cgroup/memory.pressure")),
             Path::new("/sys/fs/cgroup/memory.pressure")
         );
         let nothing = |_: &Path| false;
@@ -1673,6 +1693,25 @@ mod tests {
             error: Pressure::parse("").unwrap_err(),
         };
         assert!(std::error::Error::source(&parse).is_some());
+    }
+
+    #[test]
+    fn a_panicking_handler_does_not_stop_the_monitor() {
+        let mut calls = 0;
+        let mut watch = Watch {
+            path: PathBuf::from(SYSTEM_MEMORY_PRESSURE),
+            trigger: Trigger::default(),
+            handler: |e: PsiEvent| {
+                calls += 1;
+                assert_eq!(e.stall, Some(Duration::from_millis(300)));
+                panic!("handler failure under test");
+            },
+        };
+        for _ in 0..2 {
+            watch.deliver(PsiMode::Sampled, None, Some(Duration::from_millis(300)));
+        }
+        drop(watch);
+        assert_eq!(calls, 2);
     }
 
     /// Under Miri (and loom, and off Linux) the monitor reports "not present" without

@@ -232,3 +232,45 @@ pub(crate) use imp::{is_refusal, is_unsupported, open_trigger, wait, TriggerFd, 
 /// The poll timeout of the monitor thread: long, because a [`Waker`] ends the wait at once;
 /// it only bounds how long a lost wake-up could go unnoticed.
 pub(crate) const MAX_WAIT: Duration = Duration::from_secs(1);
+
+#[cfg(all(test, target_os = "linux", not(miri), not(loom)))]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// The kernel's answer to a trigger it rejects is one the monitor treats as a refusal
+    /// (and then samples), not as a failure.
+    #[test]
+    fn kernel_rejections_are_refusals() {
+        let path = Path::new("/proc/pressure/memory");
+        if !path.exists() {
+            println!("skipped: {} does not exist", path.display());
+            return;
+        }
+        for bad in [&b"some 0 1000000\0"[..], b"none 1 1000000\0"] {
+            match open_trigger(path, bad) {
+                Err(TriggerFailure::Open(e) | TriggerFailure::Write(e)) => {
+                    assert!(is_refusal(&e), "{e}")
+                }
+                Ok(_) => panic!("the kernel accepted {bad:?}"),
+            }
+        }
+        assert!(!is_refusal(&io::Error::from_raw_os_error(libc::EIO)));
+        assert!(is_unsupported(&io::Error::from_raw_os_error(
+            libc::EOPNOTSUPP
+        )));
+    }
+
+    #[test]
+    fn a_woken_waker_stays_woken() {
+        let w = Waker::new().unwrap();
+        assert_eq!(
+            wait(None, &w, Duration::from_millis(1)).unwrap(),
+            Wait::Timeout
+        );
+        w.wake();
+        for _ in 0..2 {
+            assert_eq!(wait(None, &w, Duration::from_secs(5)).unwrap(), Wait::Woken);
+        }
+    }
+}
