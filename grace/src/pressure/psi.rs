@@ -32,9 +32,9 @@
 //! per window. That is what [`PsiMonitor`] does first ([`PsiMode::KernelTrigger`]).
 //!
 //! The kernel refuses triggers in some places: processes without `CAP_SYS_RESOURCE` may only
-//! use windows that are multiples of 2 s (since Linux 6.4; before that they may not write
-//! triggers at all), containers may mount `/proc` or the cgroup tree read-only, and
-//! `EOPNOTSUPP` comes back where PSI polling is disabled. When the file is still readable the
+//! use windows that are multiples of 2 s (since Linux 6.4; before that the trigger needed the
+//! capability), containers may mount `/proc` or the cgroup tree read-only, and `EOPNOTSUPP`
+//! comes back where pressure accounting is switched off. When the file is still readable the
 //! monitor then *samples* it instead ([`PsiMode::Sampled`]): it reads `total` every tenth of
 //! a window and applies the kernel's rule itself in a [`Sampler`] — stall growth within the
 //! last window at or above the threshold, at most one event per window. Sampling costs a read
@@ -419,8 +419,8 @@ impl fmt::Display for Pressure {
 /// is refused here with a reason rather than by an `EINVAL` from the kernel:
 ///
 /// * the window lies in [`Trigger::MIN_WINDOW`]`..=`[`Trigger::MAX_WINDOW`] (500 ms to
-///   10 s; kernels since 6.4 accept shorter windows from privileged processes, older ones
-///   do not, and grace keeps the portable floor);
+///   10 s; recent kernels accept shorter windows from privileged processes, older ones do
+///   not, and grace keeps the portable floor);
 /// * the stall threshold is at least 1 µs and at most the window;
 /// * both are whole microseconds (finer parts are cut off before the checks).
 ///

@@ -15,6 +15,10 @@ use std::io;
 use std::time::Duration;
 
 /// What one [`wait`] saw.
+#[cfg_attr(
+    not(all(target_os = "linux", not(miri), not(loom))),
+    allow(dead_code) // the fallback constructs none of them
+)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Wait {
     /// The trigger fired (`POLLPRI`).
@@ -28,6 +32,10 @@ pub(crate) enum Wait {
 }
 
 /// Why installing a trigger failed, and at which step.
+#[cfg_attr(
+    not(all(target_os = "linux", not(miri), not(loom))),
+    allow(dead_code) // the fallback constructs none of them
+)]
 #[derive(Debug)]
 pub(crate) enum TriggerFailure {
     /// Opening the file for reading and writing failed.
