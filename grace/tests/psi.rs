@@ -2,6 +2,9 @@
 //! (kernel trigger, then sampled), on the CPU file where stalls are common, check its mode,
 //! drop it and check that its thread and handler are gone.
 //!
+//! Then the same as an unprivileged thread (root only: one thread of the test sets its own
+//! effective uid), where the kernel refuses a 1 s window and the monitor must sample instead.
+//!
 //! Where PSI cannot be opened (not Linux, a kernel without `CONFIG_PSI`, a container that
 //! masks the files) each part prints why and returns. One test function, so that counting
 //! `grace-psi` threads is not disturbed by another test of this binary.
@@ -75,6 +78,25 @@ fn stop(what: &str, monitor: PsiMonitor, events: &Arc<Mutex<Vec<PsiEvent>>>, bef
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Run `f` on a thread whose effective uid is `nobody` (so it has no effective capabilities,
+/// `CAP_SYS_RESOURCE` included); `None` if the process may not do that (not root).
+#[cfg(target_os = "linux")]
+fn as_unprivileged_thread<T: Send>(f: impl FnOnce() -> T + Send) -> Option<T> {
+    const NOBODY: libc::uid_t = 65534;
+    const UNCHANGED: libc::uid_t = libc::uid_t::MAX; // -1
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setresuid takes three integer ids and touches no memory of ours. The raw
+            // system call (unlike glibc's wrapper, which signals every thread) changes the
+            // credentials of this thread only, and this thread ends right after `f`.
+            let r = unsafe { libc::syscall(libc::SYS_setresuid, UNCHANGED, NOBODY, UNCHANGED) };
+            (r == 0).then(f)
+        })
+        .join()
+        .expect("the unprivileged thread panicked")
+    })
 }
 
 #[test]
@@ -157,6 +179,42 @@ fn live_monitor_starts_and_stops() {
             assert!(e.pressure.is_some(), "{e:?}");
             if mode == PsiMode::Sampled {
                 assert!(e.stall >= Some(trigger.stall()), "{e:?}");
+            }
+        }
+    }
+
+    // Unprivileged: the kernel refuses a 1 s window (not a multiple of 2 s), and the monitor
+    // samples instead and says why; a 2 s window it accepts.
+    #[cfg(target_os = "linux")]
+    {
+        let one_s: Trigger = "some 100000 1000000".parse().unwrap();
+        let two_s: Trigger = "some 100000 2000000".parse().unwrap();
+        let outcome = as_unprivileged_thread(|| {
+            let mut modes = Vec::new();
+            for trigger in [one_s, two_s] {
+                let events = Arc::new(Mutex::new(Vec::new()));
+                let what = format!("unprivileged, {trigger}");
+                let Some(m) = start(&what, PsiSource::System, trigger, false, &events) else {
+                    return modes;
+                };
+                modes.push((trigger, m.mode(), m.refusal().map(|e| e.to_string())));
+                stop(&what, m, &events, before);
+            }
+            modes
+        });
+        match outcome {
+            None => println!("psi live test (unprivileged): skipped, not root"),
+            Some(modes) => {
+                println!("psi live test (unprivileged): {modes:?}");
+                for (trigger, mode, refusal) in modes {
+                    if trigger == one_s {
+                        assert_eq!(mode, PsiMode::Sampled, "{trigger}: {refusal:?}");
+                        assert!(refusal.is_some());
+                    } else {
+                        // Kernels before 6.4 refuse every unprivileged trigger.
+                        assert_eq!(refusal.is_some(), mode == PsiMode::Sampled);
+                    }
+                }
             }
         }
     }

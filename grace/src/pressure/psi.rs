@@ -1040,7 +1040,12 @@ impl fmt::Display for PsiError {
                 "invalid PSI trigger {trigger:?}: {reason} (the form is \
                  `<some|full> <stall µs> <window µs>`, window 500 ms to 10 s)"
             ),
-            PsiError::Io { path, error } => write!(f, "{}: {error}", path.display()),
+            PsiError::Io { path, error } => write!(
+                f,
+                "{}: {error}; the memory-pressure monitor cannot run (set GRACE_PSI=off to \
+                 run without it, or point GRACE_PSI at another pressure file)",
+                path.display()
+            ),
             PsiError::Parse { path, error } => write!(
                 f,
                 "{} is not a pressure stall information file: {error}; point GRACE_PSI (or \
@@ -1357,7 +1362,11 @@ impl PsiMonitor {
     }
 
     /// Why the kernel refused the trigger, in [`PsiMode::Sampled`] mode started by
-    /// [`PsiMonitor::start`]; `None` otherwise.
+    /// [`PsiMonitor::start`]; `None` otherwise. The usual answers: `EINVAL` for a window
+    /// that is not a multiple of 2 s in a process without `CAP_SYS_RESOURCE` (see
+    /// [`Trigger::check_unprivileged`]), `EACCES`/`EPERM` where the file may be read but not
+    /// written (cgroup files owned by root, kernels before 6.4), `EOPNOTSUPP` where the
+    /// kernel's pressure polling is switched off.
     ///
     /// # Examples
     ///

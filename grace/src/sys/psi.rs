@@ -70,13 +70,17 @@ mod imp {
             .custom_flags(libc::O_NONBLOCK)
             .open(path)
             .map_err(TriggerFailure::Open)?;
-        match file.write(text) {
-            Ok(n) if n == text.len() => Ok(TriggerFd(file)),
-            Ok(_) => Err(TriggerFailure::Write(io::Error::new(
-                io::ErrorKind::WriteZero,
-                "the kernel accepted only part of the trigger text",
-            ))),
-            Err(e) => Err(TriggerFailure::Write(e)),
+        loop {
+            return match file.write(text) {
+                Ok(n) if n == text.len() => Ok(TriggerFd(file)),
+                Ok(_) => Err(TriggerFailure::Write(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "the kernel accepted only part of the trigger text",
+                ))),
+                // A signal before anything was written: the trigger is not installed yet.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(TriggerFailure::Write(e)),
+            };
         }
     }
 
