@@ -26,7 +26,7 @@
 //! | [`kvfree`](mod@kvfree) | headless deferred free (`kvfree_rcu`): `Box`es freed in bulk after a grace period |
 //! | [`alloc`] | fallible allocation and allocation-failure injection |
 //! | [`pending`] | [`Pending<T>`](pending::Pending): objects waiting for a grace period, processed in bulk or taken back for reuse |
-//! | [`pressure`] | memory stranded behind grace periods: accounting, flood heuristics, a budget, the shrinker |
+//! | [`pressure`] | memory stranded behind grace periods: accounting, flood heuristics, a budget, the shrinker, a PSI monitor (`/proc/pressure/memory`, cgroup v2 `memory.pressure`) |
 //! | [`sys`] | everything platform-specific: `membarrier`, CPU hint |
 //! | `gp` (internal) | grace-period sequence arithmetic and the phase-named engine |
 //! | `callback` (internal) | per-thread rings, per-shard segmented lists, workers |

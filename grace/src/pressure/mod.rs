@@ -21,8 +21,12 @@
 //!    and that is counted ([`Stats::overruns`]). No path holds a lock of grace's while it
 //!    waits.
 //! 4. **Shrinker** ([`count`], [`scan`]), the second line, for an application's own
-//!    memory-pressure logic (or a PSI monitor): flushes lazily batched callbacks, frees what has
-//!    expired at once, and expedites the rest.
+//!    memory-pressure logic: flushes lazily batched callbacks, frees what has expired at once,
+//!    and expedites the rest.
+//! 5. **A real pressure source** ([`psi`]): on Linux, a monitor of pressure stall information
+//!    (the process's cgroup v2 `memory.pressure`, else `/proc/pressure/memory`) that calls a
+//!    handler when memory stalls pass a threshold; [`start_psi_shrinker`] connects it to the
+//!    shrinker.
 //!
 //! # Settings
 //!
@@ -49,6 +53,8 @@
 //! println!("{}", pressure::usage());
 //! pressure::set_budget(None);
 //! ```
+
+pub mod psi;
 
 use crate::sync::{AtomicU64, Ordering};
 use std::fmt;
@@ -470,3 +476,32 @@ pub fn scan(n: u64) -> u64 {
 
 mod sources;
 pub(crate) use sources::{register, Source};
+
+/// Start a PSI monitor ([`psi::PsiMonitor`]) on `source` that runs the shrinker
+/// ([`scan`]) with no limit each time memory stalls pass `trigger`: the kernel's answer to
+/// memory pressure (shrinkers run when reclaim stalls), driven by the operating system's own
+/// signal. The shrinker runs on the monitor's thread, outside any read-side section. Keep
+/// the returned monitor alive for as long as it should watch; dropping it stops it.
+///
+/// # Errors
+///
+/// What [`psi::PsiMonitor::start`] reports: PSI missing (not Linux, or a kernel without it),
+/// not permitted, or an invalid trigger.
+///
+/// # Examples
+///
+/// ```
+/// use grace::pressure::{self, psi};
+/// match pressure::start_psi_shrinker(psi::PsiSource::Auto, psi::Trigger::default()) {
+///     Ok(monitor) => drop(monitor),
+///     Err(e) => eprintln!("no memory-pressure monitor: {e}"),
+/// }
+/// ```
+pub fn start_psi_shrinker(
+    source: psi::PsiSource,
+    trigger: psi::Trigger,
+) -> Result<psi::PsiMonitor, psi::PsiError> {
+    psi::PsiMonitor::start(source, trigger, |_event| {
+        scan(u64::MAX);
+    })
+}

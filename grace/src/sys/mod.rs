@@ -1,5 +1,6 @@
 //! Everything platform-specific: the asymmetric memory barrier (`membarrier`), the
-//! current-CPU hint used for sharding, and the CPU count.
+//! current-CPU hint used for sharding, the CPU count, and the system calls of the PSI
+//! monitor ([`crate::pressure::psi`]).
 //!
 //! # The barrier pair
 //!
@@ -31,6 +32,8 @@ use linux as imp;
 
 #[cfg(not(all(target_os = "linux", not(miri), not(loom))))]
 mod fallback;
+
+pub(crate) mod psi;
 #[cfg(not(all(target_os = "linux", not(miri), not(loom))))]
 use fallback as imp;
 
