@@ -343,6 +343,15 @@ mod api {
                 Probe::Other => {}
             }
         }
+        // A hand-off is due: the memory budget is checked here, once per array, with no lock
+        // held.
+        if crate::pressure::over_budget() {
+            let may_wait = !rcu::is_reading()
+                && !crate::callback::engine::IN_CALLBACK
+                    .try_with(Cell::get)
+                    .unwrap_or(true);
+            crate::pressure::enforce(&BudgetHelper(st), may_wait);
+        }
         // Keep a type in the lane it already has; else take an unused lane; else evict.
         let lane = full
             .or(empty)
@@ -493,6 +502,20 @@ mod api {
         crate::pressure::Counts {
             objects: handed.saturating_sub(freed),
             bytes: c.pending_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// What a `kvfree` over the memory budget does: free expired arrays of objects without
+    /// drop glue at once (no user code runs), and drive a grace period, expedited, for the
+    /// rest; destructors keep running on the callback workers, never inside `kvfree`.
+    struct BudgetHelper(&'static State);
+
+    impl crate::pressure::Helper for BudgetHelper {
+        fn help(&self, max: u64) -> u64 {
+            self.0.shrink(max)
+        }
+        fn expedite(&self) {
+            rcu::expedite_pending();
         }
     }
 

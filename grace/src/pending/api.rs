@@ -362,18 +362,20 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Pending<T, F> {
                 CachePadded::new(Mutex::new(st))
             })
             .collect();
-        Pending {
-            inner: Arc::new(Inner {
-                flavor,
-                process: process.kind,
-                shards,
-                work: Mutex::new(Work::default()),
-                work_cv: Condvar::new(),
-                mode: OnceLock::new(),
-                thread: Mutex::new(None),
-                counters: CachePadded::new(Counters::default()),
-            }),
-        }
+        let inner = Arc::new(Inner {
+            flavor,
+            process: process.kind,
+            shards,
+            work: Mutex::new(Work::default()),
+            work_cv: Condvar::new(),
+            mode: OnceLock::new(),
+            thread: Mutex::new(None),
+            counters: CachePadded::new(Counters::default()),
+        });
+        // Seen by the memory-pressure layer while it lives.
+        let weak: std::sync::Weak<dyn crate::pressure::Source> = Arc::downgrade(&inner) as _;
+        crate::pressure::register(weak);
+        Pending { inner }
     }
 
     /// The flavor whose grace periods this `Pending` waits for.
@@ -797,6 +799,12 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Inner<T, F> {
                 if after.gp != GpAction::Nothing || after.kick || after.help {
                     self.follow_up(i, after);
                 }
+                if crate::pressure::over_budget() {
+                    // Outside RCU read-side sections only may the enqueuer wait. (A caller
+                    // inside a section of another flavor is not seen here: its wait is bounded,
+                    // and it never drives a grace period synchronously.)
+                    crate::pressure::enforce(&**self, !crate::rcu::is_reading());
+                }
                 Ok(())
             }
             // SAFETY: forwarded from the caller.
@@ -907,17 +915,52 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Inner<T, F> {
         if !Self::may_help() || !matches!(self.process, Kind::Free) {
             return;
         }
-        let mut batch =
-            lock(&self.shards[shard]).take_expired_slice(&self.flavor, HELP_CHUNKS, false);
+        let n = self.process_slice(lock(&self.shards[shard]), shard, false);
+        bump(&self.counters.helped, n);
+    }
+
+    /// Take a bounded slice ([`HELP_CHUNKS`] chunks; the fallback nodes too with `nodes`) of
+    /// shard `shard`'s expired objects under `l`, and process it on this thread after
+    /// unlocking; returns how many were processed.
+    fn process_slice(
+        &self,
+        mut l: crate::sync::MutexGuard<'_, ShardState<CHUNK_SLOTS>>,
+        shard: usize,
+        nodes: bool,
+    ) -> u64 {
+        let mut batch = l.take_expired_slice(&self.flavor, HELP_CHUNKS, nodes);
+        drop(l);
         let n = batch.len() as u64;
         let mut pile = ChunkPile::new();
         batch.drain(|p| self.process_one(p.cast()), |c| pile.push(c));
         bump(&self.counters.processed, n);
-        bump(&self.counters.helped, n);
         if !pile.is_empty() {
             lock(&self.shards[shard]).recycle(&mut pile);
         }
         drop(pile); // what did not fit as spares, freed outside the lock
+        n
+    }
+
+    /// Process up to about `max` expired objects of every shard on this thread, whatever the
+    /// process mode (an enqueuer over the memory budget, the shrinker); never waits for a
+    /// shard lock. Returns how many were processed.
+    fn process_here(&self, max: u64) -> u64 {
+        let mut done = 0;
+        for s in 0..self.shards.len() {
+            while done < max {
+                let l = match self.shards[s].try_lock() {
+                    Ok(l) => l,
+                    Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                    Err(std::sync::TryLockError::WouldBlock) => break,
+                };
+                let n = self.process_slice(l, s, true);
+                if n == 0 {
+                    break;
+                }
+                done += n;
+            }
+        }
+        done
     }
 
     /// Queue shard `shard`'s re-arming callback. Its closure is an `Arc` and an index, small
@@ -1337,5 +1380,37 @@ impl<T: Send + Sync + fmt::Debug + 'static, F: Flavor + Send + Sync + 'static> f
             .field("value", &**self)
             .field("cookie", &self.cookie)
             .finish()
+    }
+}
+
+/// An enqueuer over the memory budget helps by processing expired objects itself, and expedites
+/// by starting the grace period its objects wait for (never synchronously: the caller may be
+/// inside a read-side section of this `Pending`'s flavor, which grace cannot see for every
+/// flavor).
+impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> crate::pressure::Helper for Inner<T, F> {
+    fn help(&self, max: u64) -> u64 {
+        self.process_here(max)
+    }
+    fn expedite(&self) {
+        let _ = self.flavor.start_poll();
+        self.kick();
+    }
+}
+
+impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> crate::pressure::Source for Inner<T, F> {
+    fn kind(&self) -> crate::pressure::Kind {
+        crate::pressure::Kind::Pending
+    }
+    fn counts(&self) -> crate::pressure::Counts {
+        let objects: u64 = self.shards.iter().map(|s| lock(s).len() as u64).sum();
+        crate::pressure::Counts {
+            objects,
+            bytes: objects * std::mem::size_of::<T>() as u64,
+        }
+    }
+    fn shrink(&self, n: u64) -> u64 {
+        let _ = self.flavor.start_poll();
+        self.kick();
+        self.process_here(n)
     }
 }

@@ -15,8 +15,9 @@
 //!    sleeping, so work waiting on a normal grace period completes sooner) and its invokers run
 //!    everything that is ready instead of a bounded slice.
 //! 3. **Budget** ([`set_budget`]): above it, an enqueuer first *helps* (runs expired work
-//!    itself), then *drives an expedited grace period* itself, and only then *waits*, a bounded
-//!    time, for memory to come back. A caller inside a read-side section, or inside a callback,
+//!    itself), then *drives an expedited grace period* (starts it at once, readers polled
+//!    without sleeping, without waiting for it: a reader may hold it for long), and only then
+//!    *waits*, at most [`BUDGET_WAIT_MAX`] per enqueue, for memory to come back. A caller inside a read-side section, or inside a callback,
 //!    never waits (its own section would hold the grace period back): it goes over the budget,
 //!    and that is counted ([`Stats::overruns`]). No path holds a lock of grace's while it
 //!    waits.
@@ -88,7 +89,7 @@ pub const DEFAULT_FLOOD_BYTES: u64 = 8 << 20;
 /// The longest an enqueuer waits for the budget in one call. It then goes on over the budget
 /// (counted in [`Stats::overruns`]): a reader that never finishes must not hang every updater
 /// forever, and the next enqueue waits again.
-const BUDGET_WAIT_MAX: Duration = Duration::from_millis(100);
+pub const BUDGET_WAIT_MAX: Duration = Duration::from_millis(100);
 
 static INIT: Once = Once::new();
 /// 0: no budget.
@@ -475,7 +476,7 @@ pub fn scan(n: u64) -> u64 {
 }
 
 mod sources;
-pub(crate) use sources::{register, Source};
+pub(crate) use sources::{register, Kind, Source};
 
 /// Start a PSI monitor ([`psi::PsiMonitor`]) on `source` that runs the shrinker
 /// ([`scan`]) with no limit each time memory stalls pass `trigger`: the kernel's answer to

@@ -1,6 +1,7 @@
-//! Where the pressure layer finds stranded memory: the process-wide RCU callback engine and
-//! `kvfree` directly, and every live `Pending` and SRCU domain through a registry of weak
-//! references (registered when created, pruned when gone).
+//! Where the pressure layer finds stranded memory: the process-wide RCU callback engine,
+//! `kvfree` and the SRCU domains' callbacks (process-wide counters) directly, and every live
+//! `Pending` through a registry of weak references (registered when created, pruned when
+//! gone).
 
 use super::{Counts, Usage};
 use crate::sync::{lock, Mutex};
@@ -11,8 +12,6 @@ use std::sync::{Arc, Weak};
 pub(crate) enum Kind {
     /// A `Pending<T, F>`.
     Pending,
-    /// An SRCU domain's callbacks.
-    CallSrcu,
 }
 
 /// A deferral structure the pressure layer can see and shrink.
@@ -46,12 +45,12 @@ pub(super) fn usage() -> Usage {
     let mut u = Usage {
         call_rcu: crate::rcu::pressure_counts(),
         kvfree: crate::kvfree::pressure_counts(),
+        call_srcu: crate::srcu::pressure_counts(),
         ..Usage::default()
     };
     for s in live() {
         match s.kind() {
             Kind::Pending => u.pending += s.counts(),
-            Kind::CallSrcu => u.call_srcu += s.counts(),
         }
     }
     u

@@ -637,6 +637,14 @@ mod api {
         }
     }
 
+    /// Have the grace period every callback queued so far waits for started now, expedited,
+    /// without waiting for it (an enqueuer over the memory budget).
+    pub(crate) fn expedite_pending() {
+        if let Some(e) = ENGINE.get() {
+            e.expedite_now();
+        }
+    }
+
     /// The shrinker's part for RCU callbacks (see `crate::pressure::scan`).
     pub(crate) fn shrink(n: u64) -> u64 {
         if is_reading() {

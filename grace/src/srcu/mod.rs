@@ -339,6 +339,55 @@ mod api {
     /// Callbacks per node: nodes are allocated outside the shard lock, one per this many.
     const CB_NODE: usize = 64;
 
+    /// Every SRCU domain's callbacks together, for the memory-pressure layer: queued and
+    /// invoked callbacks, and the bytes of their closures (`size_of_val`), written under the
+    /// shard lock or per invoked node, so they cost the `call` path one uncontended add.
+    struct SrcuTotals {
+        queued: AtomicU64,
+        queued_bytes: AtomicU64,
+        invoked: AtomicU64,
+        invoked_bytes: AtomicU64,
+    }
+
+    static TOTALS: SrcuTotals = SrcuTotals {
+        queued: AtomicU64::new(0),
+        queued_bytes: AtomicU64::new(0),
+        invoked: AtomicU64::new(0),
+        invoked_bytes: AtomicU64::new(0),
+    };
+
+    /// What an SRCU `call` over the memory budget does (see `Block::call`).
+    struct SrcuHelper<'a> {
+        block: &'a Block,
+        cold: &'a Cold,
+    }
+
+    impl crate::pressure::Helper for SrcuHelper<'_> {
+        fn help(&self, _max: u64) -> u64 {
+            0
+        }
+        fn expedite(&self) {
+            self.block.request_visit(self.cold, Instant::now());
+        }
+    }
+
+    /// What SRCU callbacks of every domain hold back now, for `crate::pressure`.
+    pub(crate) fn pressure_counts() -> crate::pressure::Counts {
+        // Relaxed: statistics; invoked first, so the differences never go negative.
+        let invoked = TOTALS.invoked.load(Ordering::Relaxed);
+        let invoked_bytes = TOTALS.invoked_bytes.load(Ordering::Relaxed);
+        crate::pressure::Counts {
+            objects: TOTALS
+                .queued
+                .load(Ordering::Relaxed)
+                .saturating_sub(invoked),
+            bytes: TOTALS
+                .queued_bytes
+                .load(Ordering::Relaxed)
+                .saturating_sub(invoked_bytes),
+        }
+    }
+
     struct Cold {
         machine: Mutex<Machine>,
         /// Grace-period sequence (`gp::seq` layout). Written under `machine`.
@@ -523,7 +572,7 @@ mod api {
             }
         }
 
-        fn call(&self, cb: Callback, hurry: bool) {
+        fn call(&self, cb: Callback, bytes: u64, hurry: bool) {
             let cold = self.cold();
             if !cold.call_used.load(Ordering::Relaxed) {
                 // Relaxed: read by drop/barrier of this domain, which happen-after every
@@ -539,8 +588,12 @@ mod api {
                 if let Some(open) = s.open.as_mut() {
                     if open.cbs.len() < open.cbs.capacity() {
                         open.cbs.push(cb.take().expect("pushed once"));
+                        open.bytes += bytes;
                         let first = open.cbs.len() == 1;
                         s.queued += 1;
+                        // Relaxed: statistics.
+                        TOTALS.queued.fetch_add(1, Ordering::Relaxed);
+                        TOTALS.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
                         break first;
                     }
                     let full = s.open.take().expect("checked");
@@ -560,6 +613,15 @@ mod api {
                 self.request_visit(cold, Instant::now());
             } else if first {
                 self.request_visit(cold, Instant::now() + self.lazy_delay);
+            }
+            if crate::pressure::over_budget() {
+                // The caller may be inside a section of this very domain, which grace cannot
+                // see: it never runs callbacks here, only starts the grace period at once,
+                // and waits a bounded time, and not at all inside an RCU section or an SRCU
+                // callback.
+                let may_wait = !crate::rcu::is_reading()
+                    && !IN_SRCU_CALLBACK.try_with(|c| c.get()).unwrap_or(true);
+                crate::pressure::enforce(&SrcuHelper { block: self, cold }, may_wait);
             }
         }
 
@@ -703,8 +765,12 @@ mod api {
                         run_caught(cb, &cold.panics, "grace-srcu");
                     }
                     if !node.internal {
-                        // Relaxed: a statistic.
+                        // Relaxed: statistics.
                         cold.invoked.fetch_add(n, Ordering::Relaxed);
+                        TOTALS.invoked.fetch_add(n, Ordering::Relaxed);
+                        TOTALS
+                            .invoked_bytes
+                            .fetch_add(node.bytes, Ordering::Relaxed);
                     }
                 }
             }
@@ -1302,7 +1368,8 @@ mod api {
         /// assert_eq!(n.load(Ordering::Relaxed), 1);
         /// ```
         pub fn call<F: FnOnce() + Send + 'static>(&self, f: F) {
-            self.block().call(Callback::new(f), false);
+            let bytes = std::mem::size_of_val(&f) as u64;
+            self.block().call(Callback::new(f), bytes, false);
         }
 
         /// Queue `f` to run after a grace period, without waiting to batch.
@@ -1316,7 +1383,8 @@ mod api {
         /// rx.recv().unwrap();
         /// ```
         pub fn call_hurry<F: FnOnce() + Send + 'static>(&self, f: F) {
-            self.block().call(Callback::new(f), true);
+            let bytes = std::mem::size_of_val(&f) as u64;
+            self.block().call(Callback::new(f), bytes, true);
         }
 
         /// Wait until every callback queued on this domain before this call has run. Returns

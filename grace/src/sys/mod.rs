@@ -33,6 +33,7 @@ use linux as imp;
 #[cfg(not(all(target_os = "linux", not(miri), not(loom))))]
 mod fallback;
 
+#[cfg(not(loom))] // its user, the pressure layer, is compiled out under loom
 pub(crate) mod psi;
 #[cfg(not(all(target_os = "linux", not(miri), not(loom))))]
 use fallback as imp;
