@@ -666,10 +666,26 @@ impl Engine {
     /// wait for a queuing thread to workers at once. Callbacks a queuing thread is running
     /// right now finish there.
     pub(crate) fn set_invocation(&self, invocation: Invocation) {
+        self.set_invocation_of(0..self.shards.len(), invocation);
+    }
+
+    /// Shards, for the per-shard switch.
+    pub(crate) fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// [`Engine::set_invocation`] for the shards in `which` only.
+    pub(crate) fn set_invocation_of(&self, which: std::ops::Range<usize>, invocation: Invocation) {
         let local = invocation == Invocation::Local;
         let now = Instant::now();
-        let mut ready = Vec::with_capacity(self.shards.len());
-        for (i, shard) in self.shards.iter().enumerate() {
+        let mut ready = Vec::with_capacity(which.len());
+        for (i, shard) in self
+            .shards
+            .iter()
+            .enumerate()
+            .take(which.end)
+            .skip(which.start)
+        {
             let mut l = lock(&shard.list);
             l.local = local;
             if !local {
@@ -686,9 +702,9 @@ impl Engine {
         }
     }
 
-    /// The mode of shard 0 (all shards share it unless a switch is in flight).
-    pub(crate) fn invocation(&self) -> Invocation {
-        if lock(&self.shards[0].list).local {
+    /// The mode of shard `i`.
+    pub(crate) fn invocation_of(&self, i: usize) -> Invocation {
+        if lock(&self.shards[i].list).local {
             Invocation::Local
         } else {
             Invocation::Offloaded

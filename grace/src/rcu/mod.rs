@@ -685,8 +685,103 @@ mod api {
     /// println!("RCU callbacks run {now:?}");
     /// ```
     pub fn callback_invocation() -> Invocation {
-        engine().invocation()
+        engine().invocation_of(0)
     }
+
+    /// The number of callback shards (one per CPU): the valid indices of
+    /// [`set_shard_invocation`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(grace::rcu::callback_shards() >= 1);
+    /// ```
+    pub fn callback_shards() -> usize {
+        engine().shard_count()
+    }
+
+    /// [`set_callback_invocation`] for one shard (the kernel switches offloading per CPU):
+    /// callbacks queued by threads on the CPU of shard `shard` run on those threads, or on
+    /// workers. Safe at any time, concurrently with `call`, `barrier`, the shrinker and other
+    /// switches.
+    ///
+    /// # Errors
+    ///
+    /// [`ShardOutOfRange`] if `shard` is not below [`callback_shards`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use grace::rcu::{self, Invocation};
+    /// rcu::set_shard_invocation(0, Invocation::Offloaded).unwrap();
+    /// assert_eq!(rcu::shard_invocation(0).unwrap(), Invocation::Offloaded);
+    /// rcu::set_shard_invocation(0, Invocation::Local).unwrap();
+    /// assert!(rcu::set_shard_invocation(usize::MAX, Invocation::Local).is_err());
+    /// ```
+    pub fn set_shard_invocation(
+        shard: usize,
+        invocation: Invocation,
+    ) -> Result<(), ShardOutOfRange> {
+        let e = engine();
+        if shard >= e.shard_count() {
+            return Err(ShardOutOfRange {
+                shard,
+                shards: e.shard_count(),
+            });
+        }
+        e.set_invocation_of(shard..shard + 1, invocation);
+        Ok(())
+    }
+
+    /// Where callbacks of shard `shard` run now (see [`set_shard_invocation`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ShardOutOfRange`] if `shard` is not below [`callback_shards`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// println!("{:?}", grace::rcu::shard_invocation(0).unwrap());
+    /// ```
+    pub fn shard_invocation(shard: usize) -> Result<Invocation, ShardOutOfRange> {
+        let e = engine();
+        if shard >= e.shard_count() {
+            return Err(ShardOutOfRange {
+                shard,
+                shards: e.shard_count(),
+            });
+        }
+        Ok(e.invocation_of(shard))
+    }
+
+    /// A callback shard index that does not exist.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let e = grace::rcu::shard_invocation(usize::MAX).unwrap_err();
+    /// assert!(e.to_string().contains("shard"));
+    /// ```
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct ShardOutOfRange {
+        /// The index asked for.
+        pub shard: usize,
+        /// How many shards there are.
+        pub shards: usize,
+    }
+
+    impl std::fmt::Display for ShardOutOfRange {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(
+                f,
+                "callback shard {} does not exist: there are {} (one per CPU)",
+                self.shard, self.shards
+            )
+        }
+    }
+
+    impl std::error::Error for ShardOutOfRange {}
 
     /// Like [`call`], without waiting to batch: the grace period starts now (the kernel's
     /// `call_rcu_hurry`).

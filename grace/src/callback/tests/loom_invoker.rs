@@ -29,15 +29,15 @@ use loom::thread;
 use std::time::{Duration, Instant};
 
 /// Callbacks 0..CALLBACKS are real; the barrier marker, when present, is number CALLBACKS.
-const CALLBACKS: usize = 3;
+pub(super) const CALLBACKS: usize = 3;
 
-struct Model {
-    shard: Shard,
+pub(super) struct Model {
+    pub(super) shard: Shard,
     /// How many callbacks have run; callback `i` must see `i`.
-    ran: AtomicUsize,
+    pub(super) ran: AtomicUsize,
 }
 
-fn callback(m: &Arc<Model>, i: usize) -> Callback {
+pub(super) fn callback(m: &Arc<Model>, i: usize) -> Callback {
     let m = m.clone();
     Callback::new(move || {
         // Relaxed: the order of runs is what is checked; the shard's `busy` hand-over (under
@@ -47,7 +47,7 @@ fn callback(m: &Arc<Model>, i: usize) -> Callback {
     })
 }
 
-fn run_nodes(b: crate::callback::seglist::Batch) {
+pub(super) fn run_nodes(b: crate::callback::seglist::Batch) {
     for mut node in b.into_nodes() {
         for cb in node.cbs.drain(..) {
             cb.run();
@@ -57,7 +57,7 @@ fn run_nodes(b: crate::callback::seglist::Batch) {
 
 /// Grace-period numbers: callbacks 0 and 1 wait for GP 1 (ended before the model starts),
 /// callback 2 for GP 2 (ended by the grace-period thread during the model).
-fn setup() -> (Arc<Model>, u64) {
+pub(super) fn setup() -> (Arc<Model>, u64) {
     let m = Arc::new(Model {
         shard: Shard::new(Invocation::Local),
         ran: AtomicUsize::new(0),
@@ -118,7 +118,7 @@ fn owner(m: &Model, mark_busy: bool) {
 }
 
 /// `Engine::worker`'s loop for one claimed shard.
-fn worker(m: &Model) {
+pub(super) fn worker(m: &Model) {
     loop {
         let b = {
             let mut l = lock(&m.shard.list);
@@ -135,7 +135,7 @@ fn worker(m: &Model) {
 
 /// The grace-period thread: end GP 2 (`cur`), then advance and settle until everything that
 /// was queued has run.
-fn gp_thread(m: &Model, cur: u64, total: usize) {
+pub(super) fn gp_thread(m: &Model, cur: u64, total: usize) {
     while m.ran.load(Ordering::Relaxed) < total {
         let claimed = {
             let mut l = lock(&m.shard.list);
@@ -159,7 +159,7 @@ fn gp_thread(m: &Model, cur: u64, total: usize) {
     }
 }
 
-fn barrier(m: &Arc<Model>) {
+pub(super) fn barrier(m: &Arc<Model>) {
     let claimed = {
         let mut l = lock(&m.shard.list);
         let marker = Node::internal(callback(m, CALLBACKS));

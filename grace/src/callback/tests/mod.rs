@@ -5,3 +5,4 @@
 
 mod loom_invoker;
 mod loom_ring;
+mod loom_switch;
