@@ -20,11 +20,13 @@
 //!
 //!
 //! Beside them, a *flooder* thread queues callbacks that free 64-byte boxes as fast as it can,
-//! and a *switcher* flips where callbacks run (`rcu::set_callback_invocation`, local or
-//! offloaded) every few milliseconds: the pipeline's own callbacks then run on workers, on the
-//! writer, and on the flooder (threads queuing on the same shard run each other's ready
-//! callbacks), across switches and `barrier`s; every flood callback must have run once by
-//! the end.
+//! a *switcher* flips where callbacks run (`rcu::set_callback_invocation` for every shard, or
+//! `set_shard_invocation` for one, local or offloaded) every few milliseconds, and a
+//! *shrinker* calls `grace::pressure::scan` every few milliseconds (flushing lazy callbacks,
+//! running expired ones on its own thread, expediting): the pipeline's own callbacks then run
+//! on workers, on the writer, on the flooder (threads queuing on the same shard run each
+//! other's ready callbacks) and on the shrinker, across switches and `barrier`s; every flood
+//! callback must have run once by the end.
 //!
 //! The hidden `--inject-early-free` option makes the writer advance removed elements without
 //! waiting for any grace period, and readers linger in their sections: the check must fire,
@@ -241,6 +243,10 @@ pub struct Report {
     pub flood_callbacks: u64,
     /// Switches between local and offloaded invocation during the run.
     pub invocation_switches: u64,
+    /// `pressure::scan` calls by the shrinker thread.
+    pub shrinker_scans: u64,
+    /// Callbacks and objects those scans processed on the shrinker's thread.
+    pub shrinker_freed: u64,
     /// Of those, the pipeline's own callback steps.
     pub pipeline_callbacks: u64,
     /// rcutorture's "Free-Block Circulation": elements that left each stage.
@@ -283,6 +289,10 @@ pub fn run(opts: &Options, bar: &ProgressBar) -> Report {
         let f = flood.clone();
         spawn("torture-switcher", move || f.switch())
     };
+    let shrinker = {
+        let f = flood.clone();
+        spawn("torture-shrinker", move || f.shrink())
+    };
 
     // Control loop: progress, and thread churn.
     let duration = control(opts.duration, Duration::ZERO, bar, &mut [&mut pool], || {
@@ -301,6 +311,7 @@ pub fn run(opts: &Options, bar: &ProgressBar) -> Report {
     flood.stop.store(true, Ordering::Relaxed);
     join(flooder, "flooder");
     join(switcher, "switcher");
+    join(shrinker, "shrinker");
     rcu::set_callback_invocation(rcu::Invocation::Local);
 
     // Let every callback chain finish, and every exit callback run.
@@ -330,6 +341,8 @@ pub fn run(opts: &Options, bar: &ProgressBar) -> Report {
             - before.callbacks_invoked_locally,
         flood_callbacks: queued,
         invocation_switches: load(&flood.switches),
+        shrinker_scans: load(&flood.scans),
+        shrinker_freed: load(&flood.scan_freed),
         pipeline_callbacks: load(&s.p.pipeline_callbacks),
         free_block_circulation: s.p.circulation(),
         readers,
@@ -390,6 +403,11 @@ impl Verdict for Report {
             count(self.invocation_switches)
         ));
         o.push_str(&format!(
+            "  shrinker scans     {:>14}  ({} processed on the shrinker's thread)\n",
+            count(self.shrinker_scans),
+            count(self.shrinker_freed)
+        ));
+        o.push_str(&format!(
             "  side-cell updates  {:>14}\n",
             count(self.side_updates)
         ));
@@ -409,6 +427,8 @@ struct Flood {
     queued: AtomicU64,
     ran: Arc<AtomicU64>,
     switches: AtomicU64,
+    scans: AtomicU64,
+    scan_freed: AtomicU64,
 }
 
 impl Flood {
@@ -432,18 +452,37 @@ impl Flood {
         }
     }
 
-    /// Flip between local and offloaded invocation every few milliseconds until stopped.
+    /// Flip between local and offloaded invocation every few milliseconds until stopped:
+    /// every shard at once, or (every third switch) one shard.
     fn switch(&self) {
         let mut local = false;
+        let mut n = 0usize;
         while !self.stop.load(Ordering::Relaxed) {
             thread::sleep(Duration::from_millis(3));
-            rcu::set_callback_invocation(if local {
+            let mode = if local {
                 rcu::Invocation::Local
             } else {
                 rcu::Invocation::Offloaded
-            });
+            };
+            if n % 3 == 2 {
+                let shard = n % rcu::callback_shards();
+                rcu::set_shard_invocation(shard, mode).expect("shard index in range");
+            } else {
+                rcu::set_callback_invocation(mode);
+            }
             local = !local;
+            n += 1;
             self.switches.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Run the shrinker every few milliseconds until stopped.
+    fn shrink(&self) {
+        while !self.stop.load(Ordering::Relaxed) {
+            thread::sleep(Duration::from_millis(2));
+            let freed = grace::pressure::scan(4096);
+            self.scans.fetch_add(1, Ordering::Relaxed);
+            self.scan_freed.fetch_add(freed, Ordering::Relaxed);
         }
     }
 }
