@@ -338,7 +338,7 @@ mod api {
     #[inline]
     pub fn get_state() -> Cookie {
         mode();
-        Cookie(GP.snapshot(GpKind::Normal))
+        Cookie::from_seq(GP.snapshot(GpKind::Normal))
     }
 
     /// Like [`get_state`], and makes sure that grace period will run, on the background
@@ -356,7 +356,7 @@ mod api {
     pub fn start_poll() -> Cookie {
         let c = get_state();
         if !poll_state(c) {
-            engine().request_gp(c.0);
+            engine().request_gp(c.seq);
         }
         c
     }
@@ -372,7 +372,7 @@ mod api {
     /// ```
     #[inline]
     pub fn poll_state(cookie: Cookie) -> bool {
-        GP.done(GpKind::Normal, cookie.0)
+        GP.done(GpKind::Normal, cookie.seq)
     }
 
     /// The index of the first cookie in `cookies` whose grace period has ended, reading the
@@ -387,7 +387,7 @@ mod api {
     /// ```
     pub fn poll_state_any(cookies: &[Cookie]) -> Option<usize> {
         let cur = GP.current(GpKind::Normal);
-        cookies.iter().position(|c| seq::done(cur, c.0))
+        cookies.iter().position(|c| seq::done(cur, c.seq))
     }
 
     /// Wait, if needed, until the grace period of `cookie` has ended (the kernel's
@@ -408,7 +408,7 @@ mod api {
     pub fn cond_synchronize(cookie: Cookie) {
         if !poll_state(cookie) {
             assert_not_reading("cond_synchronize");
-            GP.run_until(&READERS, mode(), GpKind::Normal, cookie.0);
+            GP.run_until(&READERS, mode(), GpKind::Normal, cookie.seq);
         }
     }
 
