@@ -93,6 +93,9 @@ pub trait Issuer: sealed::Sealed + 'static {
     /// The domain of a cookie that every producer accepts (only [`Cookie::completed`] has it).
     #[doc(hidden)]
     const ANY: Self::Domain;
+    /// The domain as a number, unique among the flavor's producers (0 for RCU).
+    #[doc(hidden)]
+    fn domain_key(domain: Self::Domain) -> u64;
 }
 
 /// Under loom the flavors are compiled out; the RCU issuer stays, as a plain marker.
@@ -104,6 +107,9 @@ impl sealed::Sealed for Rcu {}
 impl Issuer for Rcu {
     type Domain = ();
     const ANY: () = ();
+    fn domain_key(_: ()) -> u64 {
+        0
+    }
 }
 
 /// The issuer of the cookies `Pending`'s shards keep: the flavor's sequence alone, its domain
@@ -113,6 +119,9 @@ impl sealed::Sealed for Raw {}
 impl Issuer for Raw {
     type Domain = ();
     const ANY: () = ();
+    fn domain_key(_: ()) -> u64 {
+        0
+    }
 }
 
 /// A cookie with its flavor erased, for structures that hold one flavor's cookies only.

@@ -8,6 +8,7 @@
 //! [`Rcu`] is the process-wide RCU flavor as a value.
 
 use crate::cookie::{Cookie, Issuer};
+use crate::wait::{BarrierFuture, GraceFuture};
 
 /// What every RCU flavor offers: read-side sections, grace periods (blocking and polled),
 /// callbacks and a callback barrier. The ordering guarantee is the same for every flavor; see
@@ -80,6 +81,77 @@ pub trait Flavor: Sync {
     fn call_hurry<F: FnOnce() + Send + 'static>(&self, f: F);
     /// Wait until every callback queued before this call has run.
     fn barrier(&self);
+
+    /// A future that is ready once a grace period that starts after this call has ended:
+    /// [`synchronize`](Flavor::synchronize) without blocking a thread (see [`crate::wait`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    /// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    /// # }
+    /// use grace::Flavor;
+    /// let domain = grace::srcu::Srcu::new().unwrap();
+    /// block_on(domain.synchronize_async());
+    /// ```
+    fn synchronize_async(&self) -> GraceFuture<'_, Self>
+    where
+        Self: Sized,
+    {
+        GraceFuture::new(self, self.get_state())
+    }
+
+    /// A future that is ready once `cookie`'s grace period has ended:
+    /// [`cond_synchronize`](Flavor::cond_synchronize) without blocking a thread.
+    ///
+    /// # Panics
+    ///
+    /// When polled, if the cookie came from another SRCU domain.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    /// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    /// # }
+    /// use grace::Flavor;
+    /// let domain = grace::srcu::Srcu::new().unwrap();
+    /// let c = domain.start_poll();
+    /// block_on(domain.wait_for(c));
+    /// assert!(domain.poll_state(c));
+    /// ```
+    fn wait_for(&self, cookie: Cookie<Self::Issuer>) -> GraceFuture<'_, Self>
+    where
+        Self: Sized,
+    {
+        GraceFuture::new(self, cookie)
+    }
+
+    /// A future that is ready once every callback queued before this call has run:
+    /// [`barrier`](Flavor::barrier) without blocking the caller's thread. The barrier runs on
+    /// a thread of its own, so the flavor must be `'static` and `Clone`: for an SRCU domain,
+    /// call it on an `Arc<Srcu>`, or on a `&'static Srcu` as `(&DOMAIN).barrier_async()`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    /// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    /// # }
+    /// use grace::Flavor;
+    /// use std::sync::Arc;
+    /// let domain = Arc::new(grace::srcu::Srcu::new().unwrap());
+    /// domain.call(|| {});
+    /// block_on(domain.barrier_async());
+    /// assert_eq!(domain.stats().callbacks_pending, 0);
+    /// ```
+    fn barrier_async(&self) -> BarrierFuture
+    where
+        Self: Clone + Send + 'static,
+    {
+        BarrierFuture::start(self.clone())
+    }
 }
 
 /// The process-wide RCU flavor ([`crate::rcu`]) as a [`Flavor`] value.

@@ -509,6 +509,41 @@ mod api {
         }
     }
 
+    /// A future that is ready once a grace period that starts after this call has ended:
+    /// [`synchronize`] without blocking a thread, for any async runtime. Many tasks waiting at
+    /// once share one grace period (see [`crate::wait`]). Dropping it is cancelling it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    /// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    /// # }
+    /// let c = grace::rcu::get_state();
+    /// block_on(grace::rcu::synchronize_async());
+    /// assert!(grace::rcu::poll_state(c));
+    /// ```
+    pub fn synchronize_async() -> crate::wait::GraceFuture<'static, crate::Rcu> {
+        get_state().wait()
+    }
+
+    /// A future that is ready once every callback queued before this call has run:
+    /// [`barrier`] without blocking the caller's thread (it runs on a thread of its own).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    /// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    /// # }
+    /// grace::rcu::call(|| {});
+    /// block_on(grace::rcu::barrier_async());
+    /// assert_eq!(grace::rcu::stats().callbacks_pending, 0);
+    /// ```
+    pub fn barrier_async() -> crate::wait::BarrierFuture {
+        crate::wait::BarrierFuture::start(crate::Rcu)
+    }
+
     struct RcuHost;
 
     impl Host for RcuHost {

@@ -1415,6 +1415,9 @@ mod api {
         /// The domain id without the [`FENCE_READERS`] flag; never 0 for a real domain.
         type Domain = u64;
         const ANY: u64 = 0;
+        fn domain_key(domain: u64) -> u64 {
+            domain
+        }
     }
 
     /// A cookie of domain `cookie` polled on domain `here` (0: not yet in use).
