@@ -42,7 +42,10 @@ pub trait Flavor: Sync {
     where
         Self: 'a;
     /// The flavor whose cookies this one hands out and accepts: [`Rcu`], or the SRCU domain
-    /// type. A cookie of another flavor does not type-check.
+    /// type. A cookie of another flavor does not type-check. A flavor of your own that wraps
+    /// one of grace's names that one's issuer, and its grace periods must be that flavor's:
+    /// `Issuer = Rcu` promises that an RCU grace period also ends this flavor's sections (an
+    /// [`RcuCell`](crate::RcuCell) of it frees through `kvfree`, which waits for RCU's).
     type Issuer: Issuer;
 
     /// Enter a read-side critical section.
