@@ -7,7 +7,8 @@
 //!
 //! [`Rcu`] is the process-wide RCU flavor as a value.
 
-use crate::cookie::Cookie;
+use crate::cookie::{Cookie, Issuer};
+use crate::wait::{BarrierFuture, GraceFuture};
 
 /// What every RCU flavor offers: read-side sections, grace periods (blocking and polled),
 /// callbacks and a callback barrier. The ordering guarantee is the same for every flavor; see
@@ -40,6 +41,12 @@ pub trait Flavor: Sync {
     type Guard<'a>
     where
         Self: 'a;
+    /// The flavor whose cookies this one hands out and accepts: [`Rcu`], or the SRCU domain
+    /// type. A cookie of another flavor does not type-check. A flavor of your own that wraps
+    /// one of grace's names that one's issuer, and its grace periods must be that flavor's:
+    /// `Issuer = Rcu` promises that an RCU grace period also ends this flavor's sections (an
+    /// [`RcuCell`](crate::RcuCell) of it frees through `kvfree`, which waits for RCU's).
+    type Issuer: Issuer;
 
     /// Enter a read-side critical section.
     fn read_lock(&self) -> Self::Guard<'_>;
@@ -48,20 +55,27 @@ pub trait Flavor: Sync {
     /// Wait for a grace period, driving it for the least latency.
     fn synchronize_expedited(&self);
     /// A cookie for a grace period after now; starts nothing.
-    fn get_state(&self) -> Cookie;
+    fn get_state(&self) -> Cookie<Self::Issuer>;
     /// A cookie for a grace period after now, which will be run.
-    fn start_poll(&self) -> Cookie;
+    fn start_poll(&self) -> Cookie<Self::Issuer>;
     /// Has the cookie's grace period ended?
-    fn poll_state(&self, cookie: Cookie) -> bool;
+    ///
+    /// # Panics
+    ///
+    /// If the cookie came from another domain of the same type (another SRCU domain).
+    fn poll_state(&self, cookie: Cookie<Self::Issuer>) -> bool;
+    /// This flavor's cookie whose [`raw`](Cookie::raw) value is `raw`: a cookie kept in an
+    /// `AtomicU64`, turned back into one.
+    fn cookie_from_raw(&self, raw: u64) -> Cookie<Self::Issuer>;
     /// Wait, if needed, until the cookie's grace period has ended.
-    fn cond_synchronize(&self, cookie: Cookie) {
+    fn cond_synchronize(&self, cookie: Cookie<Self::Issuer>) {
         if !self.poll_state(cookie) {
             // A grace period that starts after now also starts after the cookie was taken.
             self.synchronize();
         }
     }
     /// The index of the first expired cookie of `cookies`.
-    fn poll_state_any(&self, cookies: &[Cookie]) -> Option<usize> {
+    fn poll_state_any(&self, cookies: &[Cookie<Self::Issuer>]) -> Option<usize> {
         cookies.iter().position(|&c| self.poll_state(c))
     }
     /// Queue `f` to run after a grace period, lazily.
@@ -77,6 +91,77 @@ pub trait Flavor: Sync {
     #[doc(hidden)]
     fn call_offloaded<F: FnOnce() + Send + 'static>(&self, f: F) {
         self.call(f)
+    }
+
+    /// A future that is ready once a grace period that starts after this call has ended:
+    /// [`synchronize`](Flavor::synchronize) without blocking a thread (see [`crate::wait`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    /// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    /// # }
+    /// use grace::Flavor;
+    /// let domain = grace::srcu::Srcu::new().unwrap();
+    /// block_on(domain.synchronize_async());
+    /// ```
+    fn synchronize_async(&self) -> GraceFuture<'_, Self>
+    where
+        Self: Sized,
+    {
+        GraceFuture::new(self, self.get_state())
+    }
+
+    /// A future that is ready once `cookie`'s grace period has ended:
+    /// [`cond_synchronize`](Flavor::cond_synchronize) without blocking a thread.
+    ///
+    /// # Panics
+    ///
+    /// When polled, if the cookie came from another SRCU domain.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    /// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    /// # }
+    /// use grace::Flavor;
+    /// let domain = grace::srcu::Srcu::new().unwrap();
+    /// let c = domain.start_poll();
+    /// block_on(domain.wait_for(c));
+    /// assert!(domain.poll_state(c));
+    /// ```
+    fn wait_for(&self, cookie: Cookie<Self::Issuer>) -> GraceFuture<'_, Self>
+    where
+        Self: Sized,
+    {
+        GraceFuture::new(self, cookie)
+    }
+
+    /// A future that is ready once every callback queued before this call has run:
+    /// [`barrier`](Flavor::barrier) without blocking the caller's thread. The barrier runs on
+    /// a thread of its own, so the flavor must be `'static` and `Clone`: for an SRCU domain,
+    /// call it on an `Arc<Srcu>`, or on a `&'static Srcu` as `(&DOMAIN).barrier_async()`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    /// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    /// # }
+    /// use grace::Flavor;
+    /// use std::sync::Arc;
+    /// let domain = Arc::new(grace::srcu::Srcu::new().unwrap());
+    /// domain.call(|| {});
+    /// block_on(domain.barrier_async());
+    /// assert_eq!(domain.stats().callbacks_pending, 0);
+    /// ```
+    fn barrier_async(&self) -> BarrierFuture
+    where
+        Self: Clone + Send + 'static,
+    {
+        BarrierFuture::start(self.clone())
     }
 }
 
@@ -95,6 +180,7 @@ pub struct Rcu;
 
 impl Flavor for Rcu {
     type Guard<'a> = crate::rcu::Guard;
+    type Issuer = Rcu;
 
     #[inline]
     fn read_lock(&self) -> crate::rcu::Guard {
@@ -114,6 +200,9 @@ impl Flavor for Rcu {
     }
     fn poll_state(&self, cookie: Cookie) -> bool {
         crate::rcu::poll_state(cookie)
+    }
+    fn cookie_from_raw(&self, raw: u64) -> Cookie {
+        Cookie::from_seq(raw)
     }
     fn cond_synchronize(&self, cookie: Cookie) {
         crate::rcu::cond_synchronize(cookie)
@@ -142,6 +231,7 @@ macro_rules! forward_flavor {
     ($($ptr:ty where $($bound:path),*;)*) => {$(
         impl<F: Flavor $(+ $bound)*> Flavor for $ptr {
             type Guard<'a> = F::Guard<'a> where Self: 'a;
+            type Issuer = F::Issuer;
 
             #[inline]
             fn read_lock(&self) -> Self::Guard<'_> {
@@ -153,19 +243,22 @@ macro_rules! forward_flavor {
             fn synchronize_expedited(&self) {
                 (**self).synchronize_expedited()
             }
-            fn get_state(&self) -> Cookie {
+            fn get_state(&self) -> Cookie<F::Issuer> {
                 (**self).get_state()
             }
-            fn start_poll(&self) -> Cookie {
+            fn start_poll(&self) -> Cookie<F::Issuer> {
                 (**self).start_poll()
             }
-            fn poll_state(&self, cookie: Cookie) -> bool {
+            fn poll_state(&self, cookie: Cookie<F::Issuer>) -> bool {
                 (**self).poll_state(cookie)
             }
-            fn cond_synchronize(&self, cookie: Cookie) {
+            fn cookie_from_raw(&self, raw: u64) -> Cookie<F::Issuer> {
+                (**self).cookie_from_raw(raw)
+            }
+            fn cond_synchronize(&self, cookie: Cookie<F::Issuer>) {
                 (**self).cond_synchronize(cookie)
             }
-            fn poll_state_any(&self, cookies: &[Cookie]) -> Option<usize> {
+            fn poll_state_any(&self, cookies: &[Cookie<F::Issuer>]) -> Option<usize> {
                 (**self).poll_state_any(cookies)
             }
             #[inline]

@@ -20,8 +20,9 @@
 //! | [`srcu`] | sleepable RCU: independent domains, regular and lite readers, static domains |
 //! | [`cookie`] | grace-period cookies as types, and how many can be outstanding |
 //! | [`flavor`] | the [`Flavor`] trait every flavor implements, so higher layers are generic |
-//! | [`cell`] | [`RcuCell`], a safe RCU-protected pointer, and [`Retired`] values |
+//! | [`cell`] | [`RcuCell`], a safe pointer protected by any flavor, update loops, and [`Retired`] values |
 //! | [`atomic`] | [`Atomic`](atomic::Atomic), [`Shared`](atomic::Shared), [`Owned`](atomic::Owned): tagged pointers for linked structures under any flavor, retired through `kvfree` or `call` |
+//! | [`wait`] | futures: `synchronize_async`, awaiting a cookie, `barrier_async`, for any runtime |
 //! | [`config`] | `GRACE_*` settings |
 //! | [`kvfree`](mod@kvfree) | headless deferred free (`kvfree_rcu`): `Box`es freed in bulk after a grace period |
 //! | [`alloc`] | fallible allocation and allocation-failure injection |
@@ -62,6 +63,8 @@ pub mod sys;
 pub mod cell;
 #[cfg(not(loom))]
 pub mod flavor;
+#[cfg(not(loom))]
+pub mod wait;
 
 #[cfg(not(loom))]
 pub use cell::{RcuCell, Retired};

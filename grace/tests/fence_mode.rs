@@ -20,12 +20,16 @@ fn fence_mode_is_chosen_once_and_works() {
         let (cell, stop, reads) = (cell.clone(), stop.clone(), reads.clone());
         std::thread::spawn(move || {
             let mut last = 0;
-            while !stop.load(Ordering::Relaxed) {
+            // At least one read, however fast the writer is.
+            loop {
                 let g = rcu::read_lock();
                 let v = *cell.load(&g);
                 assert!(v >= last, "values go backwards: {v} after {last}");
                 last = v;
                 reads.fetch_add(1, Ordering::Relaxed);
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
             }
         })
     };
@@ -35,7 +39,7 @@ fn fence_mode_is_chosen_once_and_works() {
             rcu::synchronize();
         }
     }
-    rcu::barrier();
+    grace::kvfree_barrier();
     // On a loaded machine the reader may not have been scheduled yet: let it read at least
     // once before stopping it (liveness, not speed).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

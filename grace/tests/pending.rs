@@ -695,6 +695,7 @@ struct CountingRcu {
 
 impl Flavor for CountingRcu {
     type Guard<'a> = rcu::Guard;
+    type Issuer = grace::Rcu;
     fn read_lock(&self) -> rcu::Guard {
         rcu::read_lock()
     }
@@ -721,6 +722,9 @@ impl Flavor for CountingRcu {
     }
     fn poll_state(&self, c: grace::cookie::Cookie) -> bool {
         rcu::poll_state(c)
+    }
+    fn cookie_from_raw(&self, raw: u64) -> grace::cookie::Cookie {
+        grace::Rcu.cookie_from_raw(raw)
     }
     fn call<F: FnOnce() + Send + 'static>(&self, f: F) {
         rcu::call(f)

@@ -89,6 +89,7 @@ fn readers_never_see_a_reclaimed_value() {
         r.join().unwrap();
     }
     rcu::barrier();
+    grace::kvfree_barrier();
     assert_eq!(
         bad.load(Ordering::Relaxed),
         0,

@@ -485,3 +485,42 @@ fn a_domain_dropped_inside_its_own_callback_finishes_its_teardown() {
         thread::sleep(Duration::from_millis(1));
     }
 }
+
+#[test]
+#[should_panic(expected = "polled on SRCU domain")]
+fn a_cookie_polled_on_another_domain_panics() {
+    let a = Srcu::new().unwrap();
+    let b = Srcu::new().unwrap();
+    let c = a.get_state();
+    b.poll_state(c);
+}
+
+#[test]
+#[should_panic(expected = "polled on SRCU domain #0")]
+fn a_cookie_polled_on_an_unused_static_domain_panics() {
+    static UNUSED: Srcu = Srcu::new_static();
+    let a = Srcu::new().unwrap();
+    UNUSED.poll_state(a.get_state());
+}
+
+#[test]
+fn cookies_carry_their_domain_through_raw_values() {
+    let a = Srcu::new().unwrap();
+    let b = Srcu::new().unwrap();
+    let c = a.get_state();
+    assert_eq!(a.cookie_from_raw(c.raw()), c);
+    assert_ne!(
+        b.cookie_from_raw(c.raw()),
+        c,
+        "another domain's cookie is another cookie"
+    );
+    // Arcs and references of a domain are the domain.
+    let arc = Arc::new(Srcu::new().unwrap());
+    let c = arc.start_poll();
+    Flavor::cond_synchronize(&arc, c);
+    assert!(Flavor::poll_state(&&*arc, c));
+    // The completed sentinel is every domain's.
+    assert!(b.poll_state(Cookie::completed()));
+    let lite: SrcuLite = Srcu::new_lite().unwrap();
+    assert!(lite.poll_state(Cookie::completed()));
+}

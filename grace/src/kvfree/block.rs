@@ -732,17 +732,17 @@ mod tests {
         for (home, c) in [(0, 10), (1, 20), (2, 30)] {
             let mut b = Block::alloc(Kind::Node).unwrap();
             b.set_home(home);
-            b.set_cookie(Cookie(c));
+            b.set_cookie(Cookie::from_seq(c));
             q.push_back(b);
         }
         assert_eq!(q.len(), 3);
         assert!(
-            q.pop_front_if(|c| c.0 < 10).is_none(),
+            q.pop_front_if(|c| c.seq < 10).is_none(),
             "the oldest is not ready"
         );
-        assert_eq!(q.pop_front_if(|c| c.0 <= 20).map(|b| b.home()), Some(0));
-        assert_eq!(q.pop_front_if(|c| c.0 <= 20).map(|b| b.home()), Some(1));
-        assert!(q.pop_front_if(|c| c.0 <= 20).is_none());
+        assert_eq!(q.pop_front_if(|c| c.seq <= 20).map(|b| b.home()), Some(0));
+        assert_eq!(q.pop_front_if(|c| c.seq <= 20).map(|b| b.home()), Some(1));
+        assert!(q.pop_front_if(|c| c.seq <= 20).is_none());
         let mut b = Block::alloc(Kind::Node).unwrap();
         b.set_home(3);
         q.push_back(b);

@@ -6,7 +6,7 @@ use super::shard::{
     After, Clock, Garbage, GpAction, Push, ShardCounts, ShardState, HELP_CHUNKS, WORKER_CHUNKS,
 };
 use super::CHUNK_SLOTS;
-use crate::cookie::Cookie;
+use crate::cookie::{Cookie, RawCookie};
 use crate::flavor::{Flavor, Rcu};
 use crate::sync::{lock, AtomicU64, Condvar, Mutex, MutexGuard, Ordering};
 use crossbeam_utils::CachePadded;
@@ -19,12 +19,12 @@ use std::thread::JoinHandle;
 
 impl<F: Flavor> Clock for F {
     #[inline]
-    fn get_state(&self) -> Cookie {
-        Flavor::get_state(self)
+    fn get_state(&self) -> RawCookie {
+        Flavor::get_state(self).erase()
     }
     #[inline]
-    fn poll_state(&self, cookie: Cookie) -> bool {
-        Flavor::poll_state(self, cookie)
+    fn poll_state(&self, cookie: RawCookie) -> bool {
+        Flavor::poll_state(self, self.cookie_from_raw(cookie.raw()))
     }
 }
 
@@ -1150,7 +1150,7 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Inner<T, F> {
         &self,
         i: usize,
         pred: &mut dyn FnMut(*mut ()) -> bool,
-    ) -> Option<(NonNull<T>, Cookie)> {
+    ) -> Option<(NonNull<T>, RawCookie)> {
         let mut garbage = Garbage::default();
         let r = lock(&self.shards[i]).pop_where(pred, &mut garbage);
         drop(garbage); // emptied chunks and the node, freed outside the lock
@@ -1190,7 +1190,7 @@ fn wait<'a, T>(cv: &Condvar, g: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
 /// ```
 pub struct Reused<'a, T: Send + Sync + 'static, F: Flavor + Send + Sync + 'static = Rcu> {
     ptr: NonNull<T>,
-    cookie: Cookie,
+    cookie: RawCookie,
     pending: &'a Pending<T, F>,
 }
 
@@ -1201,7 +1201,7 @@ unsafe impl<T: Send + Sync + 'static, F: Flavor + Send + Sync + 'static> Send fo
 unsafe impl<T: Send + Sync + 'static, F: Flavor + Send + Sync + 'static> Sync for Reused<'_, T, F> {}
 
 impl<'a, T: Send + Sync + 'static, F: Flavor + Send + Sync + 'static> Reused<'a, T, F> {
-    fn new(pending: &'a Pending<T, F>, ptr: NonNull<T>, cookie: Cookie) -> Reused<'a, T, F> {
+    fn new(pending: &'a Pending<T, F>, ptr: NonNull<T>, cookie: RawCookie) -> Reused<'a, T, F> {
         Reused {
             ptr,
             cookie,
@@ -1224,8 +1224,8 @@ impl<'a, T: Send + Sync + 'static, F: Flavor + Send + Sync + 'static> Reused<'a,
     /// assert!(r.grace_period_elapsed());
     /// # drop(r);
     /// ```
-    pub fn cookie(&self) -> Cookie {
-        self.cookie
+    pub fn cookie(&self) -> Cookie<F::Issuer> {
+        self.pending.flavor().cookie_from_raw(self.cookie.raw())
     }
 
     /// Whether the grace period has ended, so [`try_into_box`](Reused::try_into_box) would
@@ -1243,7 +1243,7 @@ impl<'a, T: Send + Sync + 'static, F: Flavor + Send + Sync + 'static> Reused<'a,
     /// # drop(r);
     /// ```
     pub fn grace_period_elapsed(&self) -> bool {
-        self.pending.inner.flavor.poll_state(self.cookie)
+        self.pending.inner.flavor.poll_state(self.cookie())
     }
 
     /// Wait for the grace period (if it has not ended yet) and take exclusive ownership.
@@ -1265,7 +1265,7 @@ impl<'a, T: Send + Sync + 'static, F: Flavor + Send + Sync + 'static> Reused<'a,
     /// ```
     pub fn into_box(self) -> Box<T> {
         // If this panics, `self` is dropped while unwinding, which requeues the object.
-        self.pending.inner.flavor.cond_synchronize(self.cookie);
+        self.pending.inner.flavor.cond_synchronize(self.cookie());
         self.take_box()
     }
 

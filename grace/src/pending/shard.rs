@@ -23,7 +23,7 @@
 //! the lock, and anything emptied is handed back in a [`Garbage`] to be freed after unlocking.
 
 use super::chunks::{ChunkPile, ChunkStack, FreeChunk, FreeNode, NodeList};
-use crate::cookie::{Cookie, NUM_ACTIVE_POLL_OLDSTATE};
+use crate::cookie::{RawCookie as Cookie, NUM_ACTIVE_POLL_OLDSTATE};
 
 /// Batches a shard can hold: one per cookie that may be outstanding, plus one whose cookie has
 /// just completed and has not been moved to `expired` yet (the seed's darray of 4 shrunk to
@@ -563,10 +563,10 @@ pub(crate) mod tests {
 
     impl Clock for FakeClock {
         fn get_state(&self) -> Cookie {
-            Cookie(seq::snapshot(self.0.get()))
+            Cookie::from_seq(seq::snapshot(self.0.get()))
         }
         fn poll_state(&self, c: Cookie) -> bool {
-            seq::done(self.0.get(), c.0)
+            seq::done(self.0.get(), c.seq)
         }
     }
 
@@ -833,7 +833,7 @@ pub(crate) mod tests {
         fn get_state(&self) -> Cookie {
             let n = self.0.get() + 1;
             self.0.set(n);
-            Cookie(n << 8) // a new cookie every time; nothing ever completes
+            Cookie::from_seq(n << 8) // a new cookie every time; nothing ever completes
         }
         fn poll_state(&self, _: Cookie) -> bool {
             false
@@ -861,7 +861,9 @@ pub(crate) mod tests {
         assert_eq!(st.counts.relabels, 3);
         assert_eq!(st.len(), 6);
         // The newest batch carries the newest cookie.
-        assert!(st.batches[BATCHES - 1].cookie.same_state(Cookie(6 << 8)));
+        assert!(st.batches[BATCHES - 1]
+            .cookie
+            .same_state(Cookie::from_seq(6 << 8)));
         let mut g = Garbage::default();
         let mut n = 0;
         while st.pop(&mut g).is_some() {

@@ -50,6 +50,7 @@ impl Manual {
 
 impl Flavor for Manual {
     type Guard<'a> = ();
+    type Issuer = crate::Rcu;
     fn read_lock(&self) {}
     fn synchronize(&self) {
         self.gp();
@@ -58,14 +59,17 @@ impl Flavor for Manual {
         self.gp();
     }
     fn get_state(&self) -> Cookie {
-        Cookie(seq::snapshot(self.seq.load(Ordering::SeqCst)))
+        Cookie::from_seq(seq::snapshot(self.seq.load(Ordering::SeqCst)))
     }
     fn start_poll(&self) -> Cookie {
         self.start_polls.fetch_add(1, Ordering::Relaxed);
         self.get_state()
     }
     fn poll_state(&self, cookie: Cookie) -> bool {
-        seq::done(self.seq.load(Ordering::SeqCst), cookie.0)
+        seq::done(self.seq.load(Ordering::SeqCst), cookie.seq)
+    }
+    fn cookie_from_raw(&self, raw: u64) -> Cookie {
+        Cookie::from_seq(raw)
     }
     fn call<C: FnOnce() + Send + 'static>(&self, f: C) {
         let c = self.get_state();

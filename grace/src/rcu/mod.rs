@@ -339,7 +339,7 @@ mod api {
     #[inline]
     pub fn get_state() -> Cookie {
         mode();
-        Cookie(GP.snapshot(GpKind::Normal))
+        Cookie::from_seq(GP.snapshot(GpKind::Normal))
     }
 
     /// Like [`get_state`], and makes sure that grace period will run, on the background
@@ -357,7 +357,7 @@ mod api {
     pub fn start_poll() -> Cookie {
         let c = get_state();
         if !poll_state(c) {
-            engine().request_gp(c.0);
+            engine().request_gp(c.seq);
         }
         c
     }
@@ -373,7 +373,7 @@ mod api {
     /// ```
     #[inline]
     pub fn poll_state(cookie: Cookie) -> bool {
-        GP.done(GpKind::Normal, cookie.0)
+        GP.done(GpKind::Normal, cookie.seq)
     }
 
     /// The index of the first cookie in `cookies` whose grace period has ended, reading the
@@ -388,7 +388,7 @@ mod api {
     /// ```
     pub fn poll_state_any(cookies: &[Cookie]) -> Option<usize> {
         let cur = GP.current(GpKind::Normal);
-        cookies.iter().position(|c| seq::done(cur, c.0))
+        cookies.iter().position(|c| seq::done(cur, c.seq))
     }
 
     /// Wait, if needed, until the grace period of `cookie` has ended (the kernel's
@@ -409,7 +409,7 @@ mod api {
     pub fn cond_synchronize(cookie: Cookie) {
         if !poll_state(cookie) {
             assert_not_reading("cond_synchronize");
-            GP.run_until(&READERS, mode(), GpKind::Normal, cookie.0);
+            GP.run_until(&READERS, mode(), GpKind::Normal, cookie.seq);
         }
     }
 
@@ -508,6 +508,41 @@ mod api {
             assert_not_reading("cond_synchronize_full");
             GP.run_until(&READERS, mode(), GpKind::Normal, cookie.normal);
         }
+    }
+
+    /// A future that is ready once a grace period that starts after this call has ended:
+    /// [`synchronize`] without blocking a thread, for any async runtime. Many tasks waiting at
+    /// once share one grace period (see [`crate::wait`]). Dropping it is cancelling it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    /// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    /// # }
+    /// let c = grace::rcu::get_state();
+    /// block_on(grace::rcu::synchronize_async());
+    /// assert!(grace::rcu::poll_state(c));
+    /// ```
+    pub fn synchronize_async() -> crate::wait::GraceFuture<'static, crate::Rcu> {
+        get_state().wait()
+    }
+
+    /// A future that is ready once every callback queued before this call has run:
+    /// [`barrier`] without blocking the caller's thread (it runs on a thread of its own).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    /// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    /// # }
+    /// grace::rcu::call(|| {});
+    /// block_on(grace::rcu::barrier_async());
+    /// assert_eq!(grace::rcu::stats().callbacks_pending, 0);
+    /// ```
+    pub fn barrier_async() -> crate::wait::BarrierFuture {
+        crate::wait::BarrierFuture::start(crate::Rcu)
     }
 
     struct RcuHost;

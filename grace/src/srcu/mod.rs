@@ -111,7 +111,7 @@ mod api {
     use crate::callback::engine::{claim_for_worker, run_caught, BarrierState};
     use crate::callback::seglist::{Node, SegList};
     use crate::callback::Callback;
-    use crate::cookie::Cookie;
+    use crate::cookie::{self, Cookie, Issuer};
     use crate::flavor::Flavor;
     use crate::gp::{seq, Backoff};
     use crate::sync::{
@@ -446,6 +446,14 @@ mod api {
             ReaderSide {
                 flips: &self.hot.flips,
                 registry: &self.registry,
+            }
+        }
+
+        /// This domain's cookie for sequence value `seq`.
+        fn cookie<K: ReaderKind>(&self, seq: u64) -> SrcuCookie<K> {
+            Cookie {
+                seq,
+                domain: self.hot.id & !FENCE_READERS,
             }
         }
 
@@ -1284,8 +1292,9 @@ mod api {
         /// d.synchronize();
         /// assert!(d.poll_state(c));
         /// ```
-        pub fn get_state(&self) -> Cookie {
-            Cookie(self.updater().1.snapshot())
+        pub fn get_state(&self) -> SrcuCookie<K> {
+            let (b, c) = self.updater();
+            b.cookie(c.snapshot())
         }
 
         /// A cookie, as [`Srcu::get_state`], whose grace period the background service will
@@ -1300,7 +1309,7 @@ mod api {
         ///     std::thread::yield_now();
         /// }
         /// ```
-        pub fn start_poll(&self) -> Cookie {
+        pub fn start_poll(&self) -> SrcuCookie<K> {
             let (b, c) = self.updater();
             let snap = c.snapshot();
             {
@@ -1312,10 +1321,15 @@ mod api {
             }
             b.ensure_registered(c);
             b.request_visit(c, Instant::now());
-            Cookie(snap)
+            b.cookie(snap)
         }
 
         /// Has the cookie's grace period ended?
+        ///
+        /// # Panics
+        ///
+        /// If `cookie` was taken from another domain: its grace periods are not this
+        /// domain's, and no answer would be right.
         ///
         /// # Examples
         ///
@@ -1323,15 +1337,28 @@ mod api {
         /// let d = grace::srcu::Srcu::new().unwrap();
         /// assert!(d.poll_state(grace::cookie::Cookie::completed()));
         /// ```
-        pub fn poll_state(&self, cookie: Cookie) -> bool {
+        ///
+        /// A cookie of the RCU flavor is not an SRCU cookie:
+        ///
+        /// ```compile_fail
+        /// let d = grace::srcu::Srcu::new().unwrap();
+        /// d.poll_state(grace::rcu::get_state()); // expected `Cookie<Srcu>`, found `Cookie<Rcu>`
+        /// ```
+        #[inline]
+        pub fn poll_state(&self, cookie: SrcuCookie<K>) -> bool {
             // Acquire: pairs with the Release CAS in `install`. A domain not yet installed has
             // run no grace period, and polling is no reason to allocate its block.
             let block = self.block.load(Ordering::Acquire);
             // SAFETY: a non-null block lives as long as `self`.
-            let cur = unsafe { block.as_ref() }
+            let block = unsafe { block.as_ref() };
+            let id = block.map_or(0, |b| b.hot.id & !FENCE_READERS);
+            if cookie.domain != id && cookie.domain != <Srcu<K> as Issuer>::ANY {
+                wrong_domain(cookie.domain, id);
+            }
+            let cur = block
                 .and_then(Block::cold_ref)
                 .map_or(seq::INITIAL, Cold::current);
-            seq::done(cur, cookie.0)
+            seq::done(cur, cookie.seq)
         }
 
         /// Wait, if needed, until the cookie's grace period has ended.
@@ -1344,10 +1371,10 @@ mod api {
         /// d.cond_synchronize(c);
         /// assert!(d.poll_state(c));
         /// ```
-        pub fn cond_synchronize(&self, cookie: Cookie) {
+        pub fn cond_synchronize(&self, cookie: SrcuCookie<K>) {
             if !self.poll_state(cookie) {
                 let (b, c) = self.updater();
-                b.drive(c, cookie.0, false);
+                b.drive(c, cookie.seq, false);
             }
         }
 
@@ -1436,6 +1463,41 @@ mod api {
         }
     }
 
+    /// A cookie of an SRCU domain: the domain's grace-period sequence and the domain's id.
+    /// Only the domain that issued it may poll it (another domain panics), and it is not an
+    /// RCU cookie (that does not compile).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use grace::srcu::{Srcu, SrcuCookie};
+    /// let d = Srcu::new().unwrap();
+    /// let c: SrcuCookie = d.get_state();
+    /// d.cond_synchronize(c);
+    /// assert!(d.poll_state(c));
+    /// ```
+    pub type SrcuCookie<K = Regular> = Cookie<Srcu<K>>;
+
+    impl<K: ReaderKind> cookie::sealed::Sealed for Srcu<K> {}
+    impl<K: ReaderKind> Issuer for Srcu<K> {
+        /// The domain id without the [`FENCE_READERS`] flag; never 0 for a real domain.
+        type Domain = u64;
+        const ANY: u64 = 0;
+        fn domain_key(domain: u64) -> u64 {
+            domain
+        }
+    }
+
+    /// A cookie of domain `cookie` polled on domain `here` (0: not yet in use).
+    #[cold]
+    #[inline(never)]
+    fn wrong_domain(cookie: u64, here: u64) -> ! {
+        panic!(
+            "grace: a cookie of SRCU domain #{cookie} polled on SRCU domain #{here}; a cookie \
+             is only meaningful to the domain that issued it"
+        )
+    }
+
     impl<K: ReaderKind> Drop for Srcu<K> {
         fn drop(&mut self) {
             let Some(p) = NonNull::new(*self.block.get_mut()) else {
@@ -1512,6 +1574,7 @@ mod api {
 
     impl<K: ReaderKind> Flavor for Srcu<K> {
         type Guard<'a> = SrcuGuard<'a, K>;
+        type Issuer = Srcu<K>;
 
         #[inline]
         fn read_lock(&self) -> SrcuGuard<'_, K> {
@@ -1523,16 +1586,19 @@ mod api {
         fn synchronize_expedited(&self) {
             Srcu::synchronize_expedited(self)
         }
-        fn get_state(&self) -> Cookie {
+        fn get_state(&self) -> SrcuCookie<K> {
             Srcu::get_state(self)
         }
-        fn start_poll(&self) -> Cookie {
+        fn start_poll(&self) -> SrcuCookie<K> {
             Srcu::start_poll(self)
         }
-        fn poll_state(&self, cookie: Cookie) -> bool {
+        fn poll_state(&self, cookie: SrcuCookie<K>) -> bool {
             Srcu::poll_state(self, cookie)
         }
-        fn cond_synchronize(&self, cookie: Cookie) {
+        fn cookie_from_raw(&self, raw: u64) -> SrcuCookie<K> {
+            self.block().cookie(raw)
+        }
+        fn cond_synchronize(&self, cookie: SrcuCookie<K>) {
             Srcu::cond_synchronize(self, cookie)
         }
         fn call<F: FnOnce() + Send + 'static>(&self, f: F) {

@@ -22,7 +22,7 @@
 //! although objects wait (stranded objects), and an expiry that ignores the cookie (early
 //! processing), must both fail.
 
-use crate::cookie::Cookie;
+use crate::cookie::RawCookie as Cookie;
 use crate::gp::seq;
 use crate::pending::chunks::{ChunkPile, FreeChunk};
 use crate::pending::shard::{mutation, After, Clock, Garbage, GpAction, Push, ShardState};
@@ -53,11 +53,11 @@ struct FakeClock(AtomicU64);
 impl Clock for FakeClock {
     fn get_state(&self) -> Cookie {
         // SeqCst: the stand-in for the flavor's full fence in `get_state`.
-        Cookie(seq::snapshot(self.0.load(Ordering::SeqCst)))
+        Cookie::from_seq(seq::snapshot(self.0.load(Ordering::SeqCst)))
     }
     fn poll_state(&self, c: Cookie) -> bool {
         // SeqCst: as the flavor's Acquire load of its sequence, and more.
-        seq::done(self.0.load(Ordering::SeqCst), c.0)
+        seq::done(self.0.load(Ordering::SeqCst), c.seq)
     }
 }
 
@@ -112,7 +112,7 @@ impl Shared {
             // The grace periods themselves run anyway (the fake grace-period thread); what is
             // checked is that a request covering each waiting cookie was made (see `finish`).
             self.requested
-                .fetch_max(self.clock.get_state().0, Ordering::SeqCst);
+                .fetch_max(self.clock.get_state().seq, Ordering::SeqCst);
         }
     }
 
@@ -191,7 +191,7 @@ impl Shared {
     fn dequeue_and_requeue(&self) {
         if let Some(o) = self.take_back() {
             assert_eq!(o.fate.load(Ordering::SeqCst), LIVE);
-            o.before.store(self.clock.get_state().0, Ordering::SeqCst);
+            o.before.store(self.clock.get_state().seq, Ordering::SeqCst);
             self.enqueue(o as *const Obj as *mut Obj);
         }
     }
@@ -215,7 +215,10 @@ fn process(sh: &Shared, o: *mut Obj) {
     // SAFETY: objects are released only after the joins.
     let o = unsafe { &*o };
     // SeqCst: model bookkeeping (see `follow_up`).
-    if !sh.clock.poll_state(Cookie(o.before.load(Ordering::SeqCst))) {
+    if !sh
+        .clock
+        .poll_state(Cookie::from_seq(o.before.load(Ordering::SeqCst)))
+    {
         sh.early.fetch_add(1, Ordering::SeqCst);
     }
     // SAFETY: loom's UnsafeCell checks this write against the enqueuer's and dequeuers'.
@@ -227,7 +230,7 @@ fn process(sh: &Shared, o: *mut Obj) {
 /// A new object, its payload written by the enqueuing thread.
 fn new_obj(sh: &Shared, v: u64) -> *mut Obj {
     Box::into_raw(Box::new(Obj {
-        before: AtomicU64::new(sh.clock.get_state().0),
+        before: AtomicU64::new(sh.clock.get_state().seq),
         fate: AtomicU8::new(LIVE),
         payload: UnsafeCell::new(v),
     }))
@@ -246,7 +249,7 @@ fn finish(sh: &Shared, objs: &[*mut Obj]) {
     let req = sh.requested.load(Ordering::SeqCst);
     for c in lock(&sh.shard).waiting_cookies() {
         assert!(
-            sh.clock.poll_state(c) || seq::ge(req, c.0),
+            sh.clock.poll_state(c) || seq::ge(req, c.seq),
             "a waiting cookie with no grace period requested for it"
         );
     }
