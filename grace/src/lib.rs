@@ -26,6 +26,7 @@
 //! | [`alloc`] | fallible allocation and allocation-failure injection |
 //! | [`pending`] | [`Pending<T>`](pending::Pending): objects waiting for a grace period, processed in bulk or taken back for reuse |
 //! | [`sys`] | everything platform-specific: `membarrier`, CPU hint |
+//! | `reader` (internal) | reader slots and their registry: what a grace period walks |
 //! | `gp` (internal) | grace-period sequence arithmetic and the phase-named engine |
 //! | `callback` (internal) | per-thread rings, per-shard segmented lists, workers |
 //!
@@ -49,6 +50,7 @@ pub(crate) mod gp;
 pub mod kvfree;
 pub mod pending;
 pub mod rcu;
+pub(crate) mod reader;
 pub mod srcu;
 pub(crate) mod sync;
 pub mod sys;

@@ -37,7 +37,7 @@ use super::ring::{self, Ring};
 use super::seglist::{Node, SegList};
 use super::Callback;
 use crate::gp::seq;
-use crate::rcu::reader::{Readers, Slot};
+use crate::reader::{Readers, Slot};
 use crate::sync::{lock, wait, wait_timeout, AtomicBool, AtomicU64, Condvar, Mutex, Ordering};
 use crate::sys::{self, BarrierMode};
 use crossbeam_utils::CachePadded;

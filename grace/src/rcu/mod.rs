@@ -53,7 +53,6 @@
 //! Callbacks still queued when the *process* exits are not run; call [`barrier`] before
 //! returning from `main` if they must.
 
-pub(crate) mod reader;
 #[cfg(all(test, loom))]
 mod tests;
 
@@ -62,7 +61,7 @@ pub use api::*;
 
 #[cfg(not(loom))]
 mod api {
-    use super::reader::{Readers, Slot};
+    use crate::reader::{Readers, Slot};
     use crate::callback::engine::{Engine, Host, IN_CALLBACK};
     use crate::callback::Callback;
     use crate::config::Config;
@@ -682,7 +681,7 @@ mod api {
             reader_slots: READERS.iter().count(),
             readers_live: READERS
                 .iter()
-                .filter(|s| s.state.load(Ordering::Relaxed) == super::reader::state::IN_USE)
+                .filter(|s| s.state.load(Ordering::Relaxed) == crate::reader::state::IN_USE)
                 .count(),
             barrier_mode: mode(),
             phase: GP.phase(),
