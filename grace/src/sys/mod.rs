@@ -160,6 +160,17 @@ pub(crate) use imp::FinalHook;
 /// Issue one bare `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` system call, for measuring
 /// what a grace period's heavy barrier costs. Returns `false` if the process is not in
 /// membarrier mode (see [`init`]) and nothing was issued.
+///
+/// Hidden from the docs and not a stable API: it exists for the benchmark that prices a grace
+/// period's heavy barrier (`grace bench sync`), which lives in another crate.
+///
+/// # Examples
+///
+/// ```
+/// let issued = grace::sys::membarrier_once();
+/// assert_eq!(issued, grace::sys::init(false) == grace::sys::BarrierMode::Membarrier);
+/// ```
+#[doc(hidden)]
 pub fn membarrier_once() -> bool {
     if init(false) != BarrierMode::Membarrier {
         return false;
