@@ -31,4 +31,6 @@ impl FinalHook {
     pub(crate) fn arm(&self, _arg: *mut std::ffi::c_void) -> bool {
         false
     }
+
+    pub(crate) fn disarm(&self) {}
 }

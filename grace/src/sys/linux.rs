@@ -88,4 +88,12 @@ impl FinalHook {
             None => false,
         }
     }
+
+    /// Disarm the hook for the calling thread: it will not run at this thread's exit.
+    pub(crate) fn disarm(&self) {
+        if let Some(Some(k)) = self.key.get() {
+            // SAFETY: the key was created by `arm`; a null value means "no destructor call".
+            unsafe { libc::pthread_setspecific(*k, std::ptr::null()) };
+        }
+    }
 }
