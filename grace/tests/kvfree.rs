@@ -639,6 +639,41 @@ fn kvfree_from_a_thread_local_destructor_after_the_exit_hook() {
 }
 
 #[test]
+fn kvfrees_from_late_thread_local_destructors_are_batched() {
+    let _s = serial();
+    const N: usize = 1000;
+    struct Pool(Vec<Box<Tracked>>);
+    impl Drop for Pool {
+        fn drop(&mut self) {
+            for obj in self.0.drain(..) {
+                kvfree(obj);
+            }
+        }
+    }
+    thread_local! {
+        static POOL: std::cell::RefCell<Pool> = const { std::cell::RefCell::new(Pool(Vec::new())) };
+    }
+    let drops = counters(N);
+    let objs: Vec<_> = (0..N).map(|id| Tracked::new(id, &drops)).collect();
+    kvfree_barrier();
+    let before = kv::stats().batches;
+    std::thread::spawn(move || {
+        // Registered before kvfree's own exit hook, so drained after it (reverse order).
+        POOL.with(|p| p.borrow_mut().0 = objs);
+        kvfree(Box::new(5u64));
+    })
+    .join()
+    .unwrap();
+    kvfree_barrier();
+    assert_each_dropped_once(&drops);
+    let batches = kv::stats().batches - before;
+    // One array per ARRAY_CAPACITY objects, plus the thread's own lane and slack for sweeps;
+    // not one array and one callback per object.
+    let most = (N / ARRAY_CAPACITY + 1) as u64 + 4;
+    assert!(batches <= most, "{batches} batches for {N} objects kvfreed at thread exit");
+}
+
+#[test]
 fn barrier_waits_for_objects_held_back_by_a_reader() {
     let _s = serial();
     let drops = counters(2 * ARRAY_CAPACITY);

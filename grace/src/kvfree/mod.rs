@@ -385,6 +385,9 @@ mod api {
     fn without_lane(p: *mut (), key: Key) {
         let st = state();
         if let Some(st) = st {
+            if late::push(st, p, key) {
+                return;
+            }
             if let Some(mut b) = st.take_block(sys::current_cpu()) {
                 b.set_key(key);
                 let pushed = b.push(p);
@@ -394,6 +397,65 @@ mod api {
             }
         }
         last_resort(st, None, p, key);
+    }
+
+    /// `kvfree` from thread-local destructors that run after `EXIT_HOOK`'s (a pool drained at
+    /// thread exit): the thread has no record any more, so its objects are batched in one
+    /// block of their own, handed to a grace period when it is full, when an object of another
+    /// type comes, or by the thread's final hook (a pthread-key destructor, after every Rust
+    /// thread-local destructor), instead of one block and one callback per object. Where no
+    /// final hook exists, each object goes alone, as before.
+    mod late {
+        use super::super::block::{Block, Key};
+        use super::super::engine::{state, State};
+        use super::{sys, EXIT_HOOK};
+        use std::cell::Cell;
+        use std::mem::ManuallyDrop;
+
+        thread_local! {
+            /// The block being filled. No destructor (`ManuallyDrop`), so it stays usable
+            /// during teardown; the final hook empties it.
+            static LATE: Cell<Option<ManuallyDrop<Block>>> = const { Cell::new(None) };
+        }
+
+        static FINAL: sys::FinalHook = sys::FinalHook::new(submit_at_final_exit);
+
+        /// Batch `p` if the thread is past its exit hook; `false` if the caller must place it.
+        pub(super) fn push(st: &'static State, p: *mut (), key: Key) -> bool {
+            if EXIT_HOOK.try_with(|_| ()).is_ok() {
+                return false; // not in teardown: initialization or allocation failed
+            }
+            let mut cur = LATE.take();
+            if let Some(b) = cur.as_mut() {
+                if b.ty() == key.ty && b.push(p) {
+                    LATE.set(cur);
+                    return true;
+                }
+            }
+            if let Some(full) = cur {
+                st.submit(ManuallyDrop::into_inner(full), false);
+            }
+            // The hook reads LATE itself; its argument only has to be non-null.
+            if !FINAL.arm(std::ptr::NonNull::<u8>::dangling().as_ptr().cast()) {
+                return false;
+            }
+            let Some(mut b) = st.take_block(sys::current_cpu()) else {
+                return false;
+            };
+            b.set_key(key);
+            let pushed = b.push(p);
+            debug_assert!(pushed);
+            LATE.set(Some(ManuallyDrop::new(b)));
+            true
+        }
+
+        /// The thread's final hook: hand the batch to a grace period (which began after every
+        /// object in it was kvfreed, since it begins now).
+        unsafe extern "C" fn submit_at_final_exit(_arg: *mut std::ffi::c_void) {
+            if let (Some(b), Some(st)) = (LATE.take(), state()) {
+                st.submit(ManuallyDrop::into_inner(b), false);
+            }
+        }
     }
 
     /// Every rung of the block ladder failed (module docs, rungs 5 and 6).
