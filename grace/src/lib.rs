@@ -38,6 +38,14 @@
 //!   exits; a panicking callback is caught and does not take the others with it.
 //! * Safe API: guards are `!Send`, references are tied to guards, callbacks are
 //!   `Send + 'static`.
+//!
+//! ## Platforms
+//!
+//! Linux is the target: `membarrier(2)` makes the read side a plain load and store, and
+//! pthread-key destructors give a thread's records back at its very last exit. Elsewhere (and
+//! under Miri) grace builds and works with `SeqCst` fences on the read side instead, and
+//! records used by a thread's last destructors are abandoned rather than reused. After
+//! `fork()`, the child has none of grace's background threads: see [`sys`], "fork()".
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]

@@ -545,6 +545,7 @@ pub(crate) fn claim_for_worker(l: &mut SegList) -> bool {
 }
 
 fn spawn(name: String, f: impl FnOnce() + Send + 'static) {
+    crate::sys::thread_starting();
     if let Err(e) = std::thread::Builder::new().name(name.clone()).spawn(f) {
         // Without this thread no callback would ever run; refusing loudly beats losing them.
         panic!("grace: cannot start thread {name}: {e}");

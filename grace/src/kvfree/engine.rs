@@ -290,6 +290,7 @@ fn init_slow() -> Option<&'static State> {
     )
     .ok()?;
     let st: &'static State = Box::leak(st);
+    crate::sys::thread_starting();
     let spawned = std::thread::Builder::new()
         .name("grace-kvfree".into())
         .spawn(move || st.background());

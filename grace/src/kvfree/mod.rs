@@ -503,7 +503,9 @@ mod api {
     /// # Panics
     ///
     /// If called inside a read-side section, or from inside an RCU callback (including a
-    /// destructor run by a kvfree batch): both would wait for themselves.
+    /// destructor run by a kvfree batch): both would wait for themselves. And in a child process created by `fork()` after grace had started background threads in
+    /// the parent (they do not exist in the child; see [`crate::sys`], "fork()"), instead of
+    /// waiting forever.
     ///
     /// # Examples
     ///
@@ -530,6 +532,7 @@ mod api {
         {
             barrier_panic("from inside an RCU callback (a kvfree destructor, for instance)");
         }
+        sys::assert_not_orphaned("kvfree_barrier()");
         if let Some(st) = started() {
             // The sweep queues blocks with `rcu::call` under other threads' lane locks.
             rcu::prewarm();

@@ -554,7 +554,9 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Pending<T, F> {
     ///
     /// If the flavor refuses to wait (the RCU flavor panics inside one of its read-side
     /// sections). Calling it from a process closure of the same `Pending` would wait for
-    /// itself.
+    /// itself. And in a child process created by `fork()` after grace had started background threads in
+    /// the parent (they do not exist in the child; see [`crate::sys`], "fork()"), instead of
+    /// waiting forever.
     ///
     /// # Examples
     ///
@@ -566,6 +568,7 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Pending<T, F> {
     /// assert_eq!(p.stats().pending, 0);
     /// ```
     pub fn barrier(&self) {
+        crate::sys::assert_not_orphaned("Pending::barrier()");
         let cookie = self.inner.flavor.get_state();
         self.inner.flavor.cond_synchronize(cookie);
         // Every object enqueued before the call now has a completed cookie; a pass that
@@ -726,8 +729,11 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Drop for Pending<T, F
     /// thread of its own and returns at once; nothing is lost either way.
     ///
     /// Panics like [`Pending::barrier`] if the flavor refuses to wait: do not drop a `Pending`
-    /// inside a read-side section of its flavor.
+    /// inside a read-side section of its flavor. Panics as well, rather than wait forever, in
+    /// a child process created by `fork()` after grace had started background threads in the
+    /// parent (see [`crate::sys`], "fork()").
     fn drop(&mut self) {
+        crate::sys::assert_not_orphaned("dropping a Pending");
         if crate::callback::on_worker() {
             let inner = Arc::clone(&self.inner);
             let spawned = std::thread::Builder::new()
@@ -950,6 +956,7 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Inner<T, F> {
                 return Mode::Inline;
             }
             let me = Arc::clone(self);
+            crate::sys::thread_starting();
             match std::thread::Builder::new()
                 .name("grace-pending".into())
                 .spawn(move || me.worker_main())

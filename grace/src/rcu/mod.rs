@@ -646,7 +646,9 @@ mod api {
     /// # Panics
     ///
     /// If called inside a read-side section, or from inside a callback (both would wait for
-    /// themselves).
+    /// themselves); and in a child process created by `fork()` after grace had started background threads in
+    /// the parent (they do not exist in the child; see [`crate::sys`], "fork()"), instead of
+    /// waiting forever.
     ///
     /// # Examples
     ///
@@ -664,6 +666,7 @@ mod api {
             );
         }
         if let Some(e) = ENGINE.get() {
+            sys::assert_not_orphaned("rcu::barrier()");
             e.barrier();
         }
     }

@@ -1324,7 +1324,10 @@ mod api {
         ///
         /// # Panics
         ///
-        /// When called from inside an SRCU callback (it would wait for itself).
+        /// When called from inside an SRCU callback (it would wait for itself); and
+        /// in a child process created by `fork()` after grace had started background threads in
+        /// the parent (they do not exist in the child; see [`crate::sys`], "fork()"), instead of
+        /// waiting forever.
         ///
         /// # Examples
         ///
@@ -1333,6 +1336,7 @@ mod api {
         /// d.barrier(); // nothing queued: returns at once
         /// ```
         pub fn barrier(&self) {
+            crate::sys::assert_not_orphaned("Srcu::barrier()");
             self.block().barrier();
         }
 

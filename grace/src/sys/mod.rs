@@ -21,6 +21,20 @@
 //!
 //! Under `cfg(miri)` and on non-Linux targets the system calls are replaced by the portable
 //! `fallback` module, so the rest of the crate runs under Miri unchanged.
+//!
+//! # fork()
+//!
+//! A child process created by `fork()` has only the thread that called it: the grace-period,
+//! callback, kvfree and `Pending` worker threads that grace started in the parent do not exist
+//! there, and a lock one of them held at the moment of the fork stays held. grace does not
+//! restart them (their state, locks included, was copied mid-flight). Instead, every call
+//! that would wait for one of them in the child ([`crate::rcu::barrier`],
+//! [`crate::kvfree_barrier`], [`crate::srcu::Srcu::barrier`], [`crate::Pending::barrier`] and
+//! dropping a `Pending`) panics with a message naming the cause, rather than hang. A child that
+//! calls `exec` (as `std::process::Command` does) is unaffected, and so is a process that forks
+//! before grace starts any thread. `rcu::synchronize` and the other waits that the calling
+//! thread drives itself are not covered: do not rely on them in such a child either.
+//! Detection uses `pthread_atfork` on Linux; elsewhere (and under Miri) it is absent.
 
 use crate::sync::{compiler_fence, fence, AtomicU8, Ordering};
 
@@ -178,3 +192,60 @@ pub fn membarrier_once() -> bool {
     imp::membarrier();
     true
 }
+
+/// Detection of a `fork()` after grace started threads: see "fork()" in the module docs.
+#[cfg(not(loom))]
+mod fork {
+    use crate::sync::{AtomicBool, Ordering};
+
+    /// Some grace background thread has been started in this process.
+    static STARTED: AtomicBool = AtomicBool::new(false);
+    /// The fork handler is registered (inherited by children, so never reset).
+    static REGISTERED: AtomicBool = AtomicBool::new(false);
+    /// This process was forked from one that had grace background threads.
+    static ORPHANED: AtomicBool = AtomicBool::new(false);
+
+    /// Note that grace is about to start a background thread in this process.
+    pub(crate) fn thread_starting() {
+        // Relaxed: flags; the fork handler runs on the forking thread, which either made this
+        // call itself or synchronized with the thread that did (it observed its effects).
+        STARTED.store(true, Ordering::Relaxed);
+        if !REGISTERED.swap(true, Ordering::Relaxed) {
+            super::imp::at_fork_child(child);
+        }
+    }
+
+    /// Runs in the child after `fork()`: async-signal-safe (atomic loads and stores only).
+    unsafe extern "C" fn child() {
+        // Relaxed: the child has a single thread now.
+        if STARTED.load(Ordering::Relaxed) {
+            ORPHANED.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Panic if this process was forked after grace started background threads: `what` would
+    /// wait for a thread that does not exist here.
+    pub(crate) fn assert_not_orphaned(what: &str) {
+        // Relaxed: written before this process's other threads existed.
+        if ORPHANED.load(Ordering::Relaxed) {
+            orphaned_panic(what);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn orphaned_panic(what: &str) -> ! {
+        panic!(
+            "grace: {what} called in a child process created by fork() after grace had started \
+             its background threads in the parent; those threads do not exist in the child, so \
+             it would wait forever. Fork before using grace's deferred services (call, kvfree, \
+             Pending, SRCU call), or exec in the child."
+        );
+    }
+}
+#[cfg(not(loom))]
+pub(crate) use fork::{assert_not_orphaned, thread_starting};
+
+/// Under loom there is no process to fork: nothing to note.
+#[cfg(loom)]
+pub(crate) fn thread_starting() {}
