@@ -120,6 +120,16 @@ mod loom_tests;
 #[cfg(all(test, not(loom)))]
 mod unit_tests;
 
+/// The most shards a `Pending` may have (`Pending::with_shards` panics beyond it, and
+/// `Pending::new` uses at most this many, one per CPU).
+///
+/// # Examples
+///
+/// ```
+/// assert!(grace::pending::MAX_SHARDS >= 1024);
+/// ```
+pub const MAX_SHARDS: usize = 4096;
+
 /// Pointer slots per chunk: 4 KiB chunks (510 pointers), chosen by measurement (see the module
 /// docs). Under Miri and loom, two, so that small models cross chunk boundaries.
 #[cfg(not(any(miri, loom)))]
