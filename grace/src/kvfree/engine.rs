@@ -255,7 +255,7 @@ fn init_slow() -> Option<&'static State> {
     let _ = rcu::get_state();
     let mode = sys::mode().unwrap_or(BarrierMode::Fence);
     // The flavor already reported a malformed setting; here the default simply applies.
-    let lazy = Config::from_env().unwrap_or_default().lazy_delay;
+    let lazy = Config::from_env_or_warn().lazy_delay;
     let n = sys::num_cpus();
     let mut shards = crate::alloc::try_vec(n, "the kvfree shards").ok()?;
     for _ in 0..n {
