@@ -211,6 +211,9 @@ struct BenchArgs {
 /// The longest `--duration` accepted: one day.
 const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
+/// The shortest `--duration` accepted.
+const MIN_DURATION: Duration = Duration::from_millis(1);
+
 /// Parse `10s`, `500ms`, `2m`, `1h`, `1.5s` or plain seconds (`5`); zero and garbage are
 /// errors (clap prints them, naming the option).
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -236,12 +239,13 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     if secs <= 0.0 {
         return Err("the duration must be greater than zero".into());
     }
-    let d = Duration::from_secs_f64(secs);
-    if d > MAX_DURATION {
+    // Compared as seconds before converting: `Duration::from_secs_f64` panics past u64::MAX s.
+    if secs > MAX_DURATION.as_secs_f64() {
         return Err("the duration must be at most 24h".into());
     }
-    if d.is_zero() {
-        return Err("the duration must be greater than zero".into());
+    let d = Duration::from_secs_f64(secs);
+    if d < MIN_DURATION {
+        return Err("the duration must be at least 1ms (a shorter run checks nothing)".into());
     }
     Ok(d)
 }
@@ -359,6 +363,11 @@ mod tests {
             "1e3",
             "99999h",
             "0.0000000001ms",
+            "0.0000001s",
+            "0.5ms",
+            "99999999999999999999s",
+            "18446744073709551616",
+            "1e400",
         ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
         }

@@ -657,3 +657,38 @@ fn bench_flood_runs_each_implementation_in_its_own_process() {
     let grace = find(&v, "results", "impl", "grace-kvfree");
     assert_eq!(grace["peak_bytes_source"], "library", "{grace}");
 }
+
+#[test]
+fn out_of_range_and_too_short_durations_are_refused_without_a_panic() {
+    for (args, what) in [
+        (&["torture", "rcu", "--duration", "99999999999999999999s"][..], "huge torture"),
+        (&["bench", "read", "--duration", "18446744073709551616"][..], "huge bench"),
+        (&["torture", "rcu", "--duration", "0.0000001s"][..], "tiny torture"),
+        (&["bench", "read", "--duration", "0.0000001s"][..], "tiny bench"),
+    ] {
+        let o = grace(args, &[]);
+        assert_refused(&o, "duration", what);
+        assert!(o.stdout.is_empty(), "{what}: nothing ran");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_non_utf8_setting_is_refused() {
+    use std::os::unix::ffi::OsStrExt;
+    let o = Command::new(env!("CARGO_BIN_EXE_grace"))
+        .args(["torture", "rcu", "--duration", "1ms"])
+        .env("GRACE_LAZY_MS", std::ffi::OsStr::from_bytes(b"1\xff"))
+        .output()
+        .unwrap();
+    assert_refused(&o, "GRACE_LAZY_MS", "non-UTF-8 GRACE_LAZY_MS");
+}
+
+#[test]
+fn a_run_that_checked_nothing_does_not_pass() {
+    // 1 ms is accepted; whatever the machine manages in it, SUCCESS needs an update and a read.
+    let o = torture(&["torture", "rcu", "--duration", "1ms", "--json"], &[]);
+    let v = json(&o);
+    let checked = u64_of(&v, "updates") > 0 && u64_of(&v, "reads") > 0;
+    assert_eq!(o.status.code() == Some(0), checked && u64_of(&v, "errors") == 0, "{v}");
+}
