@@ -250,16 +250,16 @@ fn srcu_json_reports_the_blocked_reader_isolation() {
     assert_eq!(iso["blocked_domain"], "dynamic-2", "{iso}");
     assert_eq!(iso["passed"], true, "{iso}");
     assert_eq!(f(&["reader_sleep_ms"]), 100.0);
-    assert_eq!(f(&["bound_ms"]), 50.0);
     // The blocked domain's grace periods waited for the sleeping reader...
     assert!(f(&["blocked_sync", "samples"]) >= 1.0, "{iso}");
     assert!(f(&["blocked_gp_min_ms"]) >= 100.0, "{iso}");
-    assert!(f(&["blocked_sync", "max_ms"]) >= 50.0, "{iso}");
-    // ...and nobody else's did.
-    assert!(f(&["others_sync", "samples"]) >= 100.0, "{iso}");
-    assert!(f(&["others_sync", "max_ms"]) < 50.0, "{iso}");
-    assert!(f(&["others_poll", "max_ms"]) < 50.0, "{iso}");
-    assert!(f(&["blocked_over_others"]) > 1.0, "{iso}");
+    // ...and nobody else's did: every other domain completed grace periods while it slept
+    // (relative to the same run, so machine load cannot fail it).
+    assert!(f(&["others_sync", "samples"]) >= 1.0, "{iso}");
+    assert!(f(&["others_inside_min"]) >= 1.0, "{iso}");
+    assert!(f(&["others_inside_sections"]) >= 4.0, "{iso}");
+    let fraction = f(&["others_inside_max_fraction"]);
+    assert!(fraction > 0.0 && fraction <= 1.0, "{iso}");
     let blocked = &v["domains"][2];
     assert_eq!(blocked["blocked"], true, "{blocked}");
     assert!(u64_of(blocked, "sleeper_sections") >= 1, "{blocked}");
