@@ -1,5 +1,7 @@
 //! Headless deferred free (the kernel's `kvfree_rcu`): [`kvfree`] hands over a `Box<T>` that
-//! readers may still see; its destructor runs and its memory is freed after a grace period.
+//! RCU readers may still see; its destructor runs and its memory is freed after a grace period
+//! of the RCU flavor ([`crate::rcu`]). SRCU readers are not waited for: retire objects that
+//! an SRCU domain protects through that domain.
 //! The object needs no embedded header: the pointer itself is stored, in arrays of pointers
 //! that are freed in bulk.
 //!
@@ -165,8 +167,8 @@ mod api {
     }
 
     /// Free `object` after a grace period (the kernel's `kvfree_rcu`, its one-argument
-    /// "headless" form): its destructor runs, and its memory is freed, once every read-side
-    /// section that began before this call has ended. Returns without waiting and, in the
+    /// "headless" form): its destructor runs, and its memory is freed, once every **RCU**
+    /// read-side section ([`rcu::read_lock`]) that began before this call has ended. Returns without waiting and, in the
     /// common case, without allocating. Outside read-side sections it may wait for a grace
     /// period in two cases only: as backpressure, when the thread already has about 32,000
     /// objects waiting for a grace period that is late, and in the last-resort fallback below.
@@ -183,6 +185,15 @@ mod api {
     /// turn, to an emergency reserve, a small node, and then (outside any read-side section
     /// only) a synchronous grace period followed by an immediate free on the calling thread;
     /// inside a section it never waits for a grace period (see the [module docs](mod@crate::kvfree)).
+    ///
+    /// Only the RCU flavor's readers are waited for, as in the kernel: an object that readers
+    /// of an SRCU domain may still hold must not go through `kvfree` (it would be freed under
+    /// them); retire it through that domain instead (`Pending::new(&domain, Process::free())`
+    /// or the domain's `call`).
+    ///
+    /// A `kvfree` from a thread-local destructor that runs after grace's own (a pool drained at
+    /// thread exit) is batched with the thread's other late ones and handed to a grace period
+    /// when the thread finishes exiting.
     ///
     /// An object that readers may still be looking at is better handed over as the raw
     /// pointer it was published as, with [`kvfree_raw`]: making a `Box` of it first claims a
@@ -215,7 +226,9 @@ mod api {
     /// * `ptr` came from `Box::<T>::into_raw` (or `Box::leak`) and is not freed otherwise;
     /// * the caller does not use it again, and it is no longer reachable by readers that
     ///   start after this call (it was unpublished before), so that only readers already
-    ///   inside a read-side section may still hold references to it.
+    ///   inside an **RCU** read-side section ([`rcu::read_lock`]) may still hold references to
+    ///   it. Readers of an SRCU domain are not waited for: an object they may hold must not be
+    ///   passed here.
     ///
     /// # Examples
     ///
