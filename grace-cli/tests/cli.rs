@@ -27,6 +27,8 @@ fn grace(args: &[&str], env: &[(&str, &str)]) -> Output {
     for var in ["GRACE_NO_MEMBARRIER", "GRACE_LAZY_MS", "GRACE_CB_WORKERS"] {
         cmd.env_remove(var);
     }
+    // As when run by hand: `cargo test` sets it, and `grace` alone would run the tour.
+    cmd.env_remove("CARGO_PKG_NAME");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -691,4 +693,14 @@ fn a_run_that_checked_nothing_does_not_pass() {
     let v = json(&o);
     let checked = u64_of(&v, "updates") > 0 && u64_of(&v, "reads") > 0;
     assert_eq!(o.status.code() == Some(0), checked && u64_of(&v, "errors") == 0, "{v}");
+}
+
+#[test]
+fn grace_alone_prints_help_and_names_the_tour() {
+    let o = grace(&[], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("Usage:") && out.contains("tour"), "{out}");
+    let o = grace(&["tour", "--help"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
