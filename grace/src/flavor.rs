@@ -1,7 +1,8 @@
 //! One API over every flavor: the [`Flavor`] trait.
 //!
-//! The `rcu_pending` review (seed 002) complains of "interface fragmentation": code that wants
-//! to work on RCU or on an SRCU domain ends up with `if (srcu) ... else ...` at every call.
+//! Without one, code that wants to work on RCU or on an SRCU domain ends up with
+//! `if (srcu) ... else ...` at every call ("interface fragmentation", as in the kernel's
+//! `rcu_pending`, which takes an optional `srcu_struct` and branches on it).
 //! Here the grace-period machinery is one engine and each flavor implements [`Flavor`], so
 //! layers above (deferred freeing, pending-object tracking) are written once, generically.
 //!

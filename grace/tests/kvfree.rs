@@ -306,7 +306,7 @@ fn a_zero_sized_destructor_waits_for_readers() {
     reader.leave();
 }
 
-/// The kernel's reason for the preallocated page cache (seed 001): the first kvfree after a
+/// The kernel's reason for the preallocated page cache of `kvfree_rcu`: the first kvfree after a
 /// quiet period must not depend on allocation. A thread fills its array to the brim, goes idle
 /// (the background sweep takes its objects), and then frees one more object with every
 /// fallible allocation failing: the new array comes from the shard cache, no fallback is taken,

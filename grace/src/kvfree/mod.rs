@@ -49,7 +49,7 @@
 //!     engine as one RCU callback (`rcu::call`; lazy, or `call_hurry` once pending bytes pass
 //!     8 MiB), and a worker frees it, in bulk and prefetching ahead, after a grace period.
 //! * **Shards** (`engine.rs`, one per CPU): a cache of preallocated empty arrays, so that taking
-//!   a new array does not allocate (seed 001), refilled off the fast path by the background
+//!   a new array does not allocate (the kernel's `kvfree_rcu` page cache), refilled off the fast path by the background
 //!   thread; and an emergency reserve used only when allocation fails.
 //! * **Idle and exiting threads**: a thread that frees a few objects and goes quiet must not
 //!   strand them. Each `kvfree` makes sure the background thread will sweep within the lazy

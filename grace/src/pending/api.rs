@@ -32,7 +32,7 @@ impl<F: Flavor> Clock for F {
 type Shard = CachePadded<Mutex<ShardState<CHUNK_SLOTS>>>;
 
 /// An object that runs itself once its grace period has ended: the element type of a
-/// [`Pending`] in "run as callback" mode ([`Process::run`], the seed's `RCU_PENDING_CALL_RCU`).
+/// [`Pending`] in "run as callback" mode ([`Process::run`], `rcu_pending`'s `RCU_PENDING_CALL_RCU`).
 ///
 /// Every `FnOnce() + Send + 'static` closure is one; a type of your own can be one too.
 ///
@@ -687,7 +687,7 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Pending<T, F> {
 
 impl<T: Send + Sync + 'static, F: Flavor + Send + Sync + 'static> Pending<T, F> {
     /// Take back an object from the local shard whose grace period has **not** ended yet, for
-    /// type-stable reuse: the replacement for `SLAB_TYPESAFE_BY_RCU` (the seed's btree key
+    /// type-stable reuse: the replacement for `SLAB_TYPESAFE_BY_RCU` (bcachefs's btree key
     /// cache allocates from its pending frees this way). The most recently enqueued object is
     /// preferred (its memory is the most likely to be in cache).
     ///
@@ -773,7 +773,7 @@ impl<T: Send + Sync + 'static, F: Flavor + Send + Sync + 'static> Pending<T, F> 
 }
 
 impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Drop for Pending<T, F> {
-    /// Waits until every object has been processed (the seed's `rcu_pending_exit`): while any
+    /// Waits until every object has been processed (the kernel's `rcu_pending_exit`): while any
     /// shard holds objects or has its callback queued, wait for the flavor's callbacks
     /// (`barrier`) and for the worker's passes. Then stops the worker.
     ///

@@ -36,7 +36,7 @@
 //!   want regular. The kind is part of the type, so a domain can never mix the two (the
 //!   kernel checks that at run time).
 //!
-//! # Layout: reader-hot, updater-cold (seed 000)
+//! # Layout: reader-hot, updater-cold (as the kernel's `srcu_struct` / `srcu_usage` split)
 //!
 //! ```text
 //!   Srcu (16 bytes, in your struct or static: block pointer and a copy of the id)
@@ -55,14 +55,16 @@
 //! # Construction
 //!
 //! * [`Srcu::new`] allocates the block and the updater state up front and returns
-//!   [`SrcuError`] if any allocation fails, having freed everything it allocated (seed 000's
-//!   bug class: Rust's ownership frees partial work on every error path; the tests fail each
-//!   allocation point in turn and count bytes).
-//! * [`Srcu::new_static`] is a `const fn` for `static` domains (seed 003): nothing is
+//!   [`SrcuError`] if any allocation fails, having freed everything it allocated (partial
+//!   work leaked on an error path is a classic bug of C constructors such as
+//!   `init_srcu_struct`; here ownership frees it, and the tests fail each allocation point in
+//!   turn and count bytes).
+//! * [`Srcu::new_static`] is a `const fn` for `static` domains (the kernel's
+//!   `DEFINE_STATIC_SRCU`): nothing is
 //!   allocated until first use, no start-up hook is needed, and the updater state appears on
 //!   the first update-side call.
 //!
-//! # Drop (seed 003)
+//! # Drop
 //!
 //! Dropping a domain first waits for its callbacks (a `barrier`), then frees it. A domain on
 //! which `call` was never used skips that: a flag set by the first `call` says so, and no
@@ -346,7 +348,7 @@ mod api {
         /// The newest snapshot a `start_poll` asked the service to reach.
         needed: Mutex<Option<u64>>,
         cbs: Box<[CachePadded<Mutex<CbShard>>]>,
-        /// Set by the first `call` (seed 003's flag): drop and barrier skip the shards when
+        /// Set by the first `call`: drop and barrier skip the shards when
         /// it is clear.
         call_used: AtomicBool,
         /// Registered with the background service.
@@ -527,7 +529,7 @@ mod api {
             let cold = self.cold();
             if !cold.call_used.load(Ordering::Relaxed) {
                 // Relaxed: read by drop/barrier of this domain, which happen-after every
-                // `call` on it (the caller's synchronization, as in seed 003's argument).
+                // `call` on it (the caller's synchronization: a drop needs the last reference).
                 cold.call_used.store(true, Ordering::Relaxed);
             }
             self.ensure_registered(cold);
@@ -949,7 +951,7 @@ mod api {
         pub phase: SrcuPhase,
         /// Whether the updater state has been allocated.
         pub updater_allocated: bool,
-        /// Whether `call` was ever used (seed 003's flag).
+        /// Whether `call` was ever used (drop and barrier skip the callback shards if not).
         pub call_used: bool,
     }
 
@@ -1401,7 +1403,7 @@ mod api {
                 std::mem::forget(me);
                 return;
             }
-            // Seed 003: only a domain that used `call` pays for a barrier.
+            // Only a domain that used `call` pays for a barrier.
             let call_used = block
                 .cold_ref()
                 .is_some_and(|c| c.call_used.load(Ordering::Relaxed));
