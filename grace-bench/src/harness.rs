@@ -270,7 +270,10 @@ mod tests {
         let close = |a: f64, b: f64| (a - b).abs() < 1e-6;
         assert!(close(r.ns_per_op, 20.0), "{r:?}");
         let s = r.spread.expect("a median has a spread");
-        assert!(close(s.min_ns_per_op, 10.0) && close(s.max_ns_per_op, 30.0), "{s:?}");
+        assert!(
+            close(s.min_ns_per_op, 10.0) && close(s.max_ns_per_op, 30.0),
+            "{s:?}"
+        );
         assert_eq!(s.rounds, 3);
         // The spread went with its row: the next row has none of its own.
         assert_eq!(row("call", "y", 1, 1.0, 1.0, None).spread, None);

@@ -469,7 +469,10 @@ mod tests {
         let v: serde_json::Value =
             serde_json::from_str(&json(Suite::Read, &[r], Duration::from_millis(20))).unwrap();
         let row = &v["results"][0];
-        assert_eq!((row["min_ns_per_op"].as_f64(), row["max_ns_per_op"].as_f64()), (Some(18.5), Some(31.0)));
+        assert_eq!(
+            (row["min_ns_per_op"].as_f64(), row["max_ns_per_op"].as_f64()),
+            (Some(18.5), Some(31.0))
+        );
         assert_eq!(row["rounds"], 3);
         assert_eq!(row["load_avg"], 1.75);
     }

@@ -663,10 +663,22 @@ fn bench_flood_runs_each_implementation_in_its_own_process() {
 #[test]
 fn out_of_range_and_too_short_durations_are_refused_without_a_panic() {
     for (args, what) in [
-        (&["torture", "rcu", "--duration", "99999999999999999999s"][..], "huge torture"),
-        (&["bench", "read", "--duration", "18446744073709551616"][..], "huge bench"),
-        (&["torture", "rcu", "--duration", "0.0000001s"][..], "tiny torture"),
-        (&["bench", "read", "--duration", "0.0000001s"][..], "tiny bench"),
+        (
+            &["torture", "rcu", "--duration", "99999999999999999999s"][..],
+            "huge torture",
+        ),
+        (
+            &["bench", "read", "--duration", "18446744073709551616"][..],
+            "huge bench",
+        ),
+        (
+            &["torture", "rcu", "--duration", "0.0000001s"][..],
+            "tiny torture",
+        ),
+        (
+            &["bench", "read", "--duration", "0.0000001s"][..],
+            "tiny bench",
+        ),
     ] {
         let o = grace(args, &[]);
         assert_refused(&o, "duration", what);
@@ -692,7 +704,11 @@ fn a_run_that_checked_nothing_does_not_pass() {
     let o = torture(&["torture", "rcu", "--duration", "1ms", "--json"], &[]);
     let v = json(&o);
     let checked = u64_of(&v, "updates") > 0 && u64_of(&v, "reads") > 0;
-    assert_eq!(o.status.code() == Some(0), checked && u64_of(&v, "errors") == 0, "{v}");
+    assert_eq!(
+        o.status.code() == Some(0),
+        checked && u64_of(&v, "errors") == 0,
+        "{v}"
+    );
 }
 
 #[test]

@@ -177,10 +177,8 @@ impl Config {
         static WARNED: std::sync::Once = std::sync::Once::new();
         if !errors.is_empty() {
             WARNED.call_once(|| {
-                use std::io::Write;
                 for e in &errors {
-                    // `eprintln!` panics when stderr is closed; a failed report is lost.
-                    let _ = writeln!(std::io::stderr(), "grace: {e}; using its default");
+                    crate::sys::report(format_args!("grace: {e}; using its default"));
                 }
             });
         }
@@ -219,8 +217,8 @@ mod tests {
 
     #[test]
     fn no_membarrier_accepts_what_its_message_lists() {
-        let e = Config::parse(|k| (k == "GRACE_NO_MEMBARRIER").then(|| "maybe".into()))
-            .unwrap_err();
+        let e =
+            Config::parse(|k| (k == "GRACE_NO_MEMBARRIER").then(|| "maybe".into())).unwrap_err();
         for ok in ["1", "true", "yes", "on", "0", "false", "no", "off", ""] {
             assert!(e.expected.contains(ok), "{ok:?} accepted but not listed");
             assert!(

@@ -76,13 +76,33 @@ fn waits_for_background_threads_panic_in_a_forked_child_instead_of_hanging() {
     pending.enqueue(Box::new(1u64));
     pending.barrier();
 
-    assert_eq!(in_child(rcu::barrier), Child::PanickedNamingFork, "rcu::barrier");
-    assert_eq!(in_child(kvfree_barrier), Child::PanickedNamingFork, "kvfree_barrier");
-    assert_eq!(in_child(|| domain.barrier()), Child::PanickedNamingFork, "Srcu::barrier");
-    assert_eq!(in_child(|| pending.barrier()), Child::PanickedNamingFork, "Pending::barrier");
+    assert_eq!(
+        in_child(rcu::barrier),
+        Child::PanickedNamingFork,
+        "rcu::barrier"
+    );
+    assert_eq!(
+        in_child(kvfree_barrier),
+        Child::PanickedNamingFork,
+        "kvfree_barrier"
+    );
+    assert_eq!(
+        in_child(|| domain.barrier()),
+        Child::PanickedNamingFork,
+        "Srcu::barrier"
+    );
+    assert_eq!(
+        in_child(|| pending.barrier()),
+        Child::PanickedNamingFork,
+        "Pending::barrier"
+    );
     let p2 = Pending::new(grace::Rcu, Process::free());
     p2.enqueue(Box::new(2u64));
-    assert_eq!(in_child(move || drop(p2)), Child::PanickedNamingFork, "dropping a Pending");
+    assert_eq!(
+        in_child(move || drop(p2)),
+        Child::PanickedNamingFork,
+        "dropping a Pending"
+    );
 
     // The parent is unaffected.
     rcu::barrier();

@@ -670,7 +670,10 @@ fn kvfrees_from_late_thread_local_destructors_are_batched() {
     // One array per ARRAY_CAPACITY objects, plus the thread's own lane and slack for sweeps;
     // not one array and one callback per object.
     let most = (N / ARRAY_CAPACITY + 1) as u64 + 4;
-    assert!(batches <= most, "{batches} batches for {N} objects kvfreed at thread exit");
+    assert!(
+        batches <= most,
+        "{batches} batches for {N} objects kvfreed at thread exit"
+    );
 }
 
 #[test]

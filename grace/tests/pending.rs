@@ -700,11 +700,17 @@ fn barrier_from_its_own_process_function_panics_instead_of_hanging() {
         if let Some(m) = MESSAGE.lock().unwrap().take() {
             break m;
         }
-        assert!(Instant::now() < deadline, "the worker hangs in its own barrier");
+        assert!(
+            Instant::now() < deadline,
+            "the worker hangs in its own barrier"
+        );
         rcu::synchronize();
         std::thread::sleep(Duration::from_millis(1));
     };
-    assert!(msg.contains("same Pending") && msg.contains("self-deadlock"), "{msg}");
+    assert!(
+        msg.contains("same Pending") && msg.contains("self-deadlock"),
+        "{msg}"
+    );
     pending.barrier(); // the worker is still alive
 }
 

@@ -498,7 +498,10 @@ fn a_domain_read_from_a_pthread_key_destructor_reuses_free_shards() {
     let key = {
         let mut key: libc::pthread_key_t = 0;
         // SAFETY: `key` is a valid out-pointer and `reads` a destructor valid for the process.
-        assert_eq!(unsafe { libc::pthread_key_create(&mut key, Some(reads)) }, 0);
+        assert_eq!(
+            unsafe { libc::pthread_key_create(&mut key, Some(reads)) },
+            0
+        );
         key
     };
     for i in 0..100 {

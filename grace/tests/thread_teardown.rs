@@ -80,7 +80,10 @@ fn a_guard_held_by_a_late_thread_local_gives_its_slot_back_when_it_drops() {
         .unwrap();
     }
     let slots = rcu::stats().reader_slots;
-    assert!(slots < FEW, "{slots} slots for {THREADS} sequential threads");
+    assert!(
+        slots < FEW,
+        "{slots} slots for {THREADS} sequential threads"
+    );
     rcu::synchronize(); // no section was left open
 }
 
@@ -94,7 +97,10 @@ fn rcu_first_used_in_a_pthread_key_destructor_gives_its_slot_back() {
     let key = {
         let mut key: libc::pthread_key_t = 0;
         // SAFETY: `key` is a valid out-pointer and `reads` a destructor valid for the process.
-        assert_eq!(unsafe { libc::pthread_key_create(&mut key, Some(reads)) }, 0);
+        assert_eq!(
+            unsafe { libc::pthread_key_create(&mut key, Some(reads)) },
+            0
+        );
         key
     };
     const THREADS: usize = 100;
@@ -107,7 +113,10 @@ fn rcu_first_used_in_a_pthread_key_destructor_gives_its_slot_back() {
         .unwrap();
     }
     let slots = rcu::stats().reader_slots;
-    assert!(slots < FEW, "{slots} slots for {THREADS} sequential threads");
+    assert!(
+        slots < FEW,
+        "{slots} slots for {THREADS} sequential threads"
+    );
     rcu::synchronize();
 }
 
@@ -129,7 +138,7 @@ fn a_leaked_guard_is_reported_once_at_thread_exit() {
     let _s = serial();
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "a_leaked_guard_is_reported_once_at_thread_exit"])
-        .args(["--test-threads", "1"])
+        .args(["--nocapture", "--test-threads", "1"])
         .env(CHILD, "1")
         .output()
         .unwrap();

@@ -963,7 +963,11 @@ fn isolation(finished: &[(DomainReport, ProbeSamples, Vec<String>)]) -> (Isolati
         others_sync: others,
         others_poll: Latency::of(&others_poll),
         others_inside_sections: inside_total,
-        others_inside_min: if inside_min == u64::MAX { 0 } else { inside_min },
+        others_inside_min: if inside_min == u64::MAX {
+            0
+        } else {
+            inside_min
+        },
         others_inside_max_fraction: max_fraction,
         passed: errors.is_empty(),
     };

@@ -525,12 +525,9 @@ pub(crate) fn run_caught(cb: Callback, panics: &AtomicU64, who: &str) {
         if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
             std::mem::forget(again);
         }
-        // `eprintln!` panics when stderr is closed; a failed report is simply lost.
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
+        crate::sys::report(format_args!(
             "grace: a {who} callback panicked ({msg}); caught, {n} so far; the other callbacks still run"
-        );
+        ));
     }
 }
 

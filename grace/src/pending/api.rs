@@ -1168,13 +1168,10 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Inner<T, F> {
         if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
             std::mem::forget(again);
         }
-        use std::io::Write;
-        // `eprintln!` panics when stderr is closed; a failed report is simply lost.
-        let _ = writeln!(
-            std::io::stderr(),
+        crate::sys::report(format_args!(
             "grace: a Pending process function panicked ({msg}); caught, the other objects \
              are still processed"
-        );
+        ));
     }
 
     /// Dequeue from shard `i`: the newest waiting object that `pred` accepts.

@@ -64,12 +64,12 @@ pub use api::*;
 
 #[cfg(not(loom))]
 mod api {
-    use crate::reader::{Readers, Slot};
     use crate::callback::engine::{Engine, Host, IN_CALLBACK};
     use crate::callback::Callback;
     use crate::config::Config;
     use crate::cookie::{Cookie, FullCookie};
     use crate::gp::{seq, GpEngine, GpKind, GpPhase};
+    use crate::reader::{Readers, Slot};
     use crate::sync::{fence, Ordering};
     use crate::sys::{self, BarrierMode};
     use std::cell::Cell;
@@ -133,14 +133,11 @@ mod api {
         static WARNED: crate::sync::AtomicBool = crate::sync::AtomicBool::new(false);
         // Relaxed: a once-only report; nothing is published through the flag.
         if !WARNED.swap(true, Ordering::Relaxed) {
-            use std::io::Write;
-            // `eprintln!` panics when stderr is closed; a failed report is simply lost.
-            let _ = writeln!(
-                std::io::stderr(),
+            crate::sys::report(format_args!(
                 "grace: a thread exited inside an RCU read-side section (an rcu::Guard leaked \
                  with mem::forget or Box::leak); the section stays open forever, so every later \
                  grace period (synchronize, barrier, call, kvfree) waits for it. Reported once."
-            );
+            ));
         }
     }
 

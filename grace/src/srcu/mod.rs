@@ -1386,14 +1386,12 @@ mod api {
             if open != 0 {
                 // A raw token never unlocked, or a guard forgotten: callbacks could never run
                 // and freeing could free under that reader. Leak instead, loudly.
-                use std::io::Write;
-                let _ = writeln!(
-                    std::io::stderr(),
+                crate::sys::report(format_args!(
                     "grace: SRCU domain #{} dropped with {open} read-side section(s) still open \
                      (a raw token never unlocked, or a guard passed to mem::forget); leaking it \
                      and its callbacks instead of freeing them",
                     block.hot.id & !FENCE_READERS
-                );
+                ));
                 if block
                     .cold_ref()
                     .is_some_and(|c| c.registered.load(Ordering::Relaxed))

@@ -193,6 +193,26 @@ pub fn membarrier_once() -> bool {
     true
 }
 
+/// Print one report line on standard error without ever panicking.
+///
+/// `eprintln!` goes through the test harness's output capture when there is one, so a test that
+/// provokes a report on purpose (a panicking callback, a leaked domain) does not print it as if
+/// something had failed; but `eprintln!` panics when standard error is closed, and a report
+/// must not, so that panic is caught (where panics abort, the line goes straight to the raw
+/// stream instead, uncaptured).
+#[cfg_attr(loom, allow(dead_code))] // its users are compiled out under loom
+pub(crate) fn report(args: std::fmt::Arguments<'_>) {
+    #[cfg(panic = "unwind")]
+    {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| eprintln!("{args}")));
+    }
+    #[cfg(not(panic = "unwind"))]
+    {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "{args}");
+    }
+}
+
 /// Detection of a `fork()` after grace started threads: see "fork()" in the module docs.
 #[cfg(not(loom))]
 mod fork {
