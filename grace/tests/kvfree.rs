@@ -642,6 +642,7 @@ fn kvfree_from_a_thread_local_destructor_after_the_exit_hook() {
 fn kvfrees_from_late_thread_local_destructors_are_batched() {
     let _s = serial();
     const N: usize = 1000;
+    #[allow(clippy::vec_box)] // the pool holds the boxes kvfree takes
     struct Pool(Vec<Box<Tracked>>);
     impl Drop for Pool {
         fn drop(&mut self) {
