@@ -177,7 +177,9 @@ forward_flavor! {
     std::sync::Arc<F> where Send;
 }
 
-#[cfg(test)]
+// Under Miri the lib tests run with the leak check on, and RCU's threads would outlive the
+// test; tests/miri_smoke.rs covers the flavor there.
+#[cfg(all(test, not(miri)))]
 mod tests {
     use super::*;
     use std::sync::Arc;
@@ -189,9 +191,6 @@ mod tests {
         f.poll_state(c)
     }
 
-    // Under Miri the lib tests run with the leak check on, and RCU's threads would outlive
-    // the test; tests/miri_smoke.rs covers the flavor there.
-    #[cfg(not(miri))]
     #[test]
     #[allow(clippy::needless_borrows_for_generic_args)] // the reference is what is tested
     fn references_and_arcs_are_flavors() {
