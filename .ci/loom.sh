@@ -9,7 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export RUSTFLAGS="${RUSTFLAGS:-} --cfg loom"
+# -D warnings: a warning that only loom builds show (dead code behind cfg(loom)) fails CI too.
+export RUSTFLAGS="${RUSTFLAGS:-} --cfg loom -D warnings"
 export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}"
 export LOOM_MAX_BRANCHES="${LOOM_MAX_BRANCHES:-10000}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/loom}"

@@ -15,6 +15,9 @@ if ! cargo +nightly miri --version >/dev/null 2>&1 \
   rustup component add miri rust-src --toolchain nightly
 fi
 
+# -D warnings: a warning that only Miri builds show (code behind cfg(miri)) fails CI too.
+export RUSTFLAGS="${RUSTFLAGS:-} -D warnings"
+
 seeds="${MIRI_SEEDS:-0..8}"
 base="${MIRIFLAGS:-}"
 start=$(date +%s)

@@ -3,13 +3,29 @@
 //!
 //! It never fails the build: without liburcu (or when compiling the peer
 //! fails) it prints a cargo warning and the liburcu rows are skipped at run
-//! time. Setting `GRACE_BENCH_NO_LIBURCU=1` forces the no-liburcu build.
+//! time. Setting `GRACE_BENCH_NO_LIBURCU=1` forces the no-liburcu build. Installing liburcu
+//! later re-runs the probe on the next build (see `INSTALL_WITNESSES`).
 
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const INSTALL_HINT: &str = "install it with: apt-get install liburcu-dev";
+
+/// Files a package manager rewrites on every install or removal (dpkg's and rpm's databases,
+/// pkg-config's directories): a change to any of them re-runs the liburcu probe, so that a
+/// rebuild after `apt-get install liburcu-dev` picks the library up instead of replaying the
+/// stale "not found" warning. Without any of them (another system), `cargo clean -p
+/// grace-bench` forces the probe.
+const INSTALL_WITNESSES: &[&str] = &[
+    "/var/lib/dpkg/status",
+    "/var/lib/rpm",
+    "/usr/lib/pkgconfig",
+    "/usr/local/lib/pkgconfig",
+    "/usr/share/pkgconfig",
+    "/usr/lib/x86_64-linux-gnu/pkgconfig",
+    "/usr/lib/aarch64-linux-gnu/pkgconfig",
+];
 
 /// What the probe found: include directories, library directories and the
 /// libraries to link.
@@ -25,6 +41,13 @@ fn main() {
     println!("cargo:rerun-if-env-changed=GRACE_BENCH_NO_LIBURCU");
     println!("cargo:rerun-if-env-changed=PKG_CONFIG");
     println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
+    // Installing (or removing) liburcu-dev must re-run the probe: watch what a package manager
+    // changes, among the paths that exist (cargo re-runs at every build for a missing one).
+    for path in INSTALL_WITNESSES {
+        if Path::new(path).exists() {
+            println!("cargo:rerun-if-changed={path}");
+        }
+    }
 
     match configure() {
         Ok(()) => {

@@ -1,10 +1,11 @@
 //! Shared measurement plumbing: callback counters, the membarrier baseline,
 //! and helpers that turn raw timings into [`BenchResult`]s.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::{BenchResult, Options};
+use crate::{BenchResult, Options, Spread};
 
 /// A callback counter that deferred closures reach through one raw pointer,
 /// so that a closure is a single word (small enough for every peer to store
@@ -149,7 +150,37 @@ pub(crate) fn row(
         ns_per_op,
         ops_per_s,
         note,
+        spread: ROUNDS.take(),
+        load_avg: load_average(),
     }
+}
+
+thread_local! {
+    /// The spread of the last median this thread computed ([`note_rounds`]), until the row
+    /// built from it takes it. A hand-off rather than a return value so that the suites'
+    /// `measure` functions keep returning a plain ns/op.
+    static ROUNDS: Cell<Option<Spread>> = const { Cell::new(None) };
+}
+
+/// Record the timed rounds (ns per operation) behind the next [`row`] of this thread.
+pub(crate) fn note_rounds(per_op: &[f64]) {
+    let min = per_op.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = per_op.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    ROUNDS.set((!per_op.is_empty()).then_some(Spread {
+        min_ns_per_op: min,
+        max_ns_per_op: max,
+        rounds: per_op.len(),
+    }));
+}
+
+/// The 1-minute load average, from `/proc/loadavg` (Linux); `None` elsewhere.
+pub(crate) fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// A row for a measurement that could not be taken (`NaN` figures).
@@ -159,6 +190,7 @@ pub(crate) fn skipped(
     threads: usize,
     why: String,
 ) -> BenchResult {
+    ROUNDS.set(None); // rounds of a failed measurement describe nothing
     row(suite, impl_name, threads, f64::NAN, f64::NAN, Some(why))
 }
 
@@ -188,6 +220,7 @@ pub(crate) fn median_ns_per_op(
         let elapsed = round()?;
         per_op.push(ns(elapsed) / (n * threads as u64) as f64);
     }
+    note_rounds(&per_op);
     per_op.sort_by(f64::total_cmp);
     Ok(per_op[TIMED_ROUNDS / 2])
 }
@@ -227,6 +260,29 @@ mod tests {
             .collect();
         handles.into_iter().for_each(|h| h.join().unwrap());
         assert_eq!(c.finish(4000), 4000);
+    }
+
+    #[test]
+    fn a_row_carries_the_spread_of_its_rounds_and_the_load() {
+        let mut times = [5u64, 10, 30, 20].into_iter(); // warm-up, then three timed rounds
+        let ns = median_ns_per_op(1, 1, || Ok(Duration::from_nanos(times.next().unwrap())));
+        let r = row("call", "x", 1, ns.unwrap(), 1.0, None);
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-6;
+        assert!(close(r.ns_per_op, 20.0), "{r:?}");
+        let s = r.spread.expect("a median has a spread");
+        assert!(
+            close(s.min_ns_per_op, 10.0) && close(s.max_ns_per_op, 30.0),
+            "{s:?}"
+        );
+        assert_eq!(s.rounds, 3);
+        // The spread went with its row: the next row has none of its own.
+        assert_eq!(row("call", "y", 1, 1.0, 1.0, None).spread, None);
+        if cfg!(target_os = "linux") {
+            assert!(r.load_avg.is_some_and(|l| l >= 0.0), "{r:?}");
+        }
+        // A failed measurement does not pass its rounds on.
+        note_rounds(&[1.0, 2.0]);
+        assert_eq!(skipped("call", "z", 1, "why".into()).spread, None);
     }
 
     #[test]

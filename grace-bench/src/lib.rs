@@ -110,6 +110,23 @@ pub struct BenchResult {
     pub ops_per_s: f64,
     /// A caveat, or why the row was not measured.
     pub note: Option<String>,
+    /// The spread of `ns_per_op` over the timed rounds it is the median of; `None` for suites
+    /// measured in one run (`read`, `sync`) and for rows not measured.
+    pub spread: Option<Spread>,
+    /// The 1-minute load average when the row was recorded (`/proc/loadavg`); `None` where
+    /// there is none. A load near or above the CPU count means the figures are noise.
+    pub load_avg: Option<f64>,
+}
+
+/// The spread of a median over its timed rounds, in ns per operation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    /// The fastest round.
+    pub min_ns_per_op: f64,
+    /// The slowest round.
+    pub max_ns_per_op: f64,
+    /// How many timed rounds there were.
+    pub rounds: usize,
 }
 
 impl BenchResult {
@@ -458,6 +475,8 @@ impl TargetCheck {
 ///     ns_per_op: ns,
 ///     ops_per_s: 1e9 / ns,
 ///     note: None,
+///     spread: None,
+///     load_avg: None,
 /// };
 /// let rows = [row("grace-rcu", 1.0), row("grace-srcu-lite", 1.25), row("grace-srcu", 4.0)];
 /// let checks = check_targets(&rows);

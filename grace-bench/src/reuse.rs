@@ -237,6 +237,7 @@ fn measure_impl(name: &str, threads: usize, duration: Duration) -> Result<(f64, 
         per_op.push(ns(elapsed) / total as f64);
         reused += hits;
     }
+    crate::harness::note_rounds(&per_op);
     per_op.sort_by(f64::total_cmp);
     Ok((
         per_op[TIMED_ROUNDS / 2],

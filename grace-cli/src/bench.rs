@@ -149,8 +149,10 @@ pub fn table(suite: Suite, results: &[BenchResult]) -> String {
         ("impl", Align::Left),
         ("threads", Align::Right),
         ("ns/op", Align::Right),
+        ("min-max", Align::Right),
         ("ops/s", Align::Right),
         ("grace/peer", Align::Right),
+        ("load", Align::Right),
     ];
     if with_targets {
         columns.push(("vs ref", Align::Left));
@@ -181,8 +183,10 @@ pub fn table(suite: Suite, results: &[BenchResult]) -> String {
             r.impl_name.clone(),
             r.threads.to_string(),
             ui::ns(r.ns_per_op),
+            spread_text(r),
             ui::si(r.ops_per_s),
             ratio,
+            r.load_avg.map_or_else(|| "-".into(), |l| format!("{l:.2}")),
         ];
         if with_targets {
             cells.push(
@@ -201,10 +205,26 @@ pub fn table(suite: Suite, results: &[BenchResult]) -> String {
         o.push_str(&format!("  [{}] {n}\n", i + 1));
     }
     o.push_str(&format!("  {}\n", ratio_legend(suite)));
+    o.push_str(&format!(
+        "  min-max: the fastest and slowest of the timed rounds ns/op is the median of (- when \
+         measured in one run); load: the 1-minute load average when the row was taken ({} CPUs): \
+         near or above the CPU count, differences are noise\n",
+        grace::sys::num_cpus()
+    ));
     if let Some(legend) = targets_legend(suite) {
         o.push_str(&format!("  {legend}\n"));
     }
     o
+}
+
+/// `min-max` of a row's rounds, `-` when it has none.
+fn spread_text(r: &BenchResult) -> String {
+    match r.spread {
+        Some(s) if r.is_measured() => {
+            format!("{}-{}", ui::ns(s.min_ns_per_op), ui::ns(s.max_ns_per_op))
+        }
+        _ => "-".into(),
+    }
 }
 
 /// Why the liburcu peer is missing, with how to get it; `None` when it is built in.
@@ -238,6 +258,13 @@ struct JsonRow<'a> {
     ns_per_op: f64,
     ops_per_s: f64,
     note: Option<&'a str>,
+    /// The fastest and slowest timed round, and how many there were; `null` when measured in
+    /// one run.
+    min_ns_per_op: Option<f64>,
+    max_ns_per_op: Option<f64>,
+    rounds: Option<usize>,
+    /// The 1-minute load average when the row was taken; `null` where unknown.
+    load_avg: Option<f64>,
 }
 
 /// The machine the figures were taken on.
@@ -322,6 +349,10 @@ pub fn json(suite: Suite, results: &[BenchResult], duration: Duration) -> String
                 ns_per_op: r.ns_per_op,
                 ops_per_s: r.ops_per_s,
                 note: r.note.as_deref(),
+                min_ns_per_op: r.spread.map(|s| s.min_ns_per_op),
+                max_ns_per_op: r.spread.map(|s| s.max_ns_per_op),
+                rounds: r.spread.map(|s| s.rounds),
+                load_avg: r.load_avg,
             })
             .collect(),
         machine: Machine::this(),
@@ -403,6 +434,8 @@ mod tests {
             ns_per_op: ns,
             ops_per_s: 1e9 / ns,
             note: None,
+            spread: None,
+            load_avg: None,
         }
     }
 
@@ -419,6 +452,29 @@ mod tests {
         assert_eq!(ratio_to_grace(&rs, &rs[3]), Some(1.5));
         assert_eq!(ratio_to_grace(&rs, &rs[4]), None);
         assert_eq!(ratio_to_grace(&rs, &row("x", 1, f64::NAN)), None);
+    }
+
+    #[test]
+    fn rows_show_their_spread_and_load() {
+        let mut r = row("grace-rcu", 1, 20.0);
+        r.spread = Some(grace_bench::Spread {
+            min_ns_per_op: 18.5,
+            max_ns_per_op: 31.0,
+            rounds: 3,
+        });
+        r.load_avg = Some(1.75);
+        let t = table(Suite::Read, std::slice::from_ref(&r));
+        assert!(t.contains("18.5-31.0") && t.contains("1.75"), "{t}");
+        assert!(t.contains("min-max") && t.contains("load"), "{t}");
+        let v: serde_json::Value =
+            serde_json::from_str(&json(Suite::Read, &[r], Duration::from_millis(20))).unwrap();
+        let row = &v["results"][0];
+        assert_eq!(
+            (row["min_ns_per_op"].as_f64(), row["max_ns_per_op"].as_f64()),
+            (Some(18.5), Some(31.0))
+        );
+        assert_eq!(row["rounds"], 3);
+        assert_eq!(row["load_avg"], 1.75);
     }
 
     #[test]
@@ -439,6 +495,8 @@ mod tests {
         assert!(v["results"][0]["ops_per_s"].is_number());
         assert!(v["results"][0]["note"].is_null());
         assert!(v["results"][1]["ns_per_op"].is_null());
+        assert!(v["results"][0]["min_ns_per_op"].is_null()); // one run, no rounds
+        assert!(v["results"][0]["load_avg"].is_null());
         assert_eq!(v["results"][1]["note"], "skipped");
         assert!(v["machine"]["cpus"].as_u64().is_some_and(|n| n >= 1));
         assert!(v["machine"]["os"].is_string());

@@ -227,13 +227,13 @@ fn summary(t: &Tortures<'_>, suites: &[(Suite, Vec<BenchResult>)], took: Duratio
     ));
     o.push_str(&format!(
         "    isolation: {}'s reader sleeps {:.0} ms in its section, its synchronize() takes up to {:.1} ms; \
-         the other domains' synchronize() max {:.2} ms (p99 {:.2} ms), bound {:.0} ms: {}\n",
+         the other domains completed {} grace periods inside its sections (synchronize() max {:.2} ms, p99 {:.2} ms): {}\n",
         iso.blocked_domain,
         iso.reader_sleep_ms,
         iso.blocked_sync.max_ms,
+        iso.others_inside_sections,
         iso.others_sync.max_ms,
         iso.others_sync.p99_ms,
-        iso.bound_ms,
         if iso.passed { "isolated" } else { "NOT ISOLATED" }
     ));
     o.push_str(&pending_line(t.pending));

@@ -1,5 +1,5 @@
 //! A small key → value cache that recycles its entries through a [`Pending`] instead of
-//! freeing them: the pattern of the btree key cache in seed 002, and the replacement for
+//! freeing them: the pattern of bcachefs's btree key cache, and the replacement for
 //! `SLAB_TYPESAFE_BY_RCU`. `cargo run --release --example object_cache -- [MILLISECONDS]`.
 //!
 //! * Readers look entries up inside an RCU read-side section, with no lock and no reference

@@ -5,14 +5,13 @@
 //! free storage) allocate through [`try_box`] and [`try_vec`] instead, which report an
 //! [`AllocError`] the caller turns into a fallback or a clear error.
 //!
-//! Both consult an *injection plan*, so tests and the torture tool can make the N-th fallible
-//! allocation fail on purpose and check that nothing leaks, nothing is lost and nothing is
-//! freed early:
-//!
-//! * [`inject`] installs a [`FailurePlan`] for the calling thread until the returned
-//!   [`Injection`] is dropped (tests: deterministic, no interference between test threads);
-//! * [`inject_globally`] makes one in N fallible allocations fail on every thread (the torture
-//!   tool: failures land on worker threads too).
+//! Both consult an *injection plan*, so grace's own tests and the `grace torture` tool can make
+//! the N-th fallible allocation fail on purpose and check that nothing leaks, nothing is lost
+//! and nothing is freed early. The injection hooks (`inject`, `inject_globally`,
+//! `injected_failures`, `FailurePlan`, `Injection`) are `#[doc(hidden)]`: they exist for
+//! testing grace, are not part of the stable API, and are kept compiled in (rather than behind
+//! a cargo feature) because the torture tool injects failures into a release build and the
+//! check costs one thread-local read on fallible allocation paths only, never on a fast path.
 //!
 //! Only grace's *fallible* allocation points are affected; everything else keeps allocating
 //! normally.
@@ -20,14 +19,10 @@
 //! # Examples
 //!
 //! ```
-//! use grace::alloc::{inject, try_box, FailurePlan};
+//! use grace::alloc::try_box;
 //!
-//! let err = {
-//!     let _fail = inject(FailurePlan::Nth(1));
-//!     try_box([0u8; 64], "a test block").unwrap_err()
-//! };
-//! assert!(err.to_string().contains("out of memory"));
-//! assert!(try_box([0u8; 64], "a test block").is_ok()); // the plan ended with its guard
+//! let block = try_box([0u8; 64], "a test block").expect("64 bytes");
+//! assert_eq!(block.len(), 64);
 //! ```
 
 use std::alloc::Layout;
@@ -65,6 +60,8 @@ impl fmt::Display for AllocError {
 
 impl std::error::Error for AllocError {}
 
+// Testing hook, hidden from the docs: see the module docs for why it is public.
+#[doc(hidden)]
 /// Which fallible allocations of the calling thread fail, while an [`Injection`] lives.
 ///
 /// # Examples
@@ -96,6 +93,8 @@ static GLOBAL_TICK: AtomicU64 = AtomicU64::new(0);
 /// Failures injected so far (both kinds), for reports.
 static INJECTED: AtomicU64 = AtomicU64::new(0);
 
+// Testing hook, hidden from the docs: see the module docs for why it is public.
+#[doc(hidden)]
 /// Ends a thread's [`FailurePlan`] when dropped, restoring the plan that was there before.
 ///
 /// # Examples
@@ -117,6 +116,8 @@ impl Drop for Injection {
     }
 }
 
+// Testing hook, hidden from the docs: see the module docs for why it is public.
+#[doc(hidden)]
 /// Make fallible allocations of the calling thread fail according to `plan`, until the
 /// returned guard is dropped.
 ///
@@ -147,6 +148,8 @@ pub fn inject(plan: FailurePlan) -> Injection {
     }
 }
 
+// Testing hook, hidden from the docs: see the module docs for why it is public.
+#[doc(hidden)]
 /// Make one in `one_in` fallible allocations fail, on every thread; `0` turns it off.
 ///
 /// For the torture tool, whose failures must reach worker threads as well. Tests prefer
@@ -163,6 +166,8 @@ pub fn inject_globally(one_in: u32) {
     GLOBAL_ONE_IN.store(one_in, Ordering::Relaxed);
 }
 
+// Testing hook, hidden from the docs: see the module docs for why it is public.
+#[doc(hidden)]
 /// How many allocation failures have been injected in this process so far.
 ///
 /// # Examples

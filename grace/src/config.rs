@@ -2,7 +2,7 @@
 //!
 //! | variable | meaning | default |
 //! |---|---|---|
-//! | `GRACE_NO_MEMBARRIER` | `1`/`true`: use the fence fallback instead of `membarrier` | `0` |
+//! | `GRACE_NO_MEMBARRIER` | `1`/`true`/`yes`/`on`: use the fence fallback instead of `membarrier` (`0`/`false`/`no`/`off`/empty: do not) | `0` |
 //! | `GRACE_LAZY_MS` | how long a lazy `call` may wait to be batched, in milliseconds (1..=60000) | `10` |
 //! | `GRACE_CB_WORKERS` | callback worker threads per flavor (1..=256) | half the CPUs, 1 to 4 |
 //! | `GRACE_BUDGET` | memory budget for everything pending (`64MiB`, `1G`, bytes; `0`/`off`: none), see [`crate::pressure`] | none |
@@ -10,9 +10,10 @@
 //! | `GRACE_FLOOD_BYTES` | waiting bytes per shard that start flood mode | `8MiB` |
 //! | `GRACE_CB_OFFLOAD` | `1`: RCU callbacks run only on worker threads ([`Invocation::Offloaded`](crate::rcu::Invocation)); `0`: on the threads that queued them ([`Invocation::Local`](crate::rcu::Invocation)) | `0` |
 //!
-//! The library reads them once, when a flavor first initializes. A malformed value is reported
-//! on standard error and ignored (the library has no caller to return an error to at that
-//! point); programs that want to refuse bad settings call [`Config::from_env`] themselves
+//! The library reads them once, when a flavor first initializes. A malformed value (a value
+//! that is not UTF-8 included) is reported on standard error, once, and that variable keeps
+//! its default; the valid ones still apply (the library has no caller to return an error to at
+//! that point). Programs that want to refuse bad settings call [`Config::from_env`] themselves
 //! first, as the `grace` command does.
 
 use std::fmt;
@@ -105,7 +106,7 @@ impl Config {
     /// # let _ = cfg;
     /// ```
     pub fn from_env() -> Result<Config, ConfigError> {
-        Config::parse(|k| std::env::var(k).ok())
+        Config::parse(env_var)
     }
 
     /// Read the settings through `get` (a variable name to its value), for testing and for
@@ -125,101 +126,125 @@ impl Config {
     /// assert_eq!(cfg.lazy_delay.as_millis(), 50);
     /// ```
     pub fn parse(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let (cfg, errors) = Config::parse_lenient(get);
+        match errors.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(cfg),
+        }
+    }
+
+    /// Read the settings through `get`, keeping every valid one: a malformed variable keeps
+    /// its default and is returned among the errors, without discarding the others. This is
+    /// what the library itself does with the environment (warning once per bad variable).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use grace::config::Config;
+    /// let (cfg, errors) = Config::parse_lenient(|k| match k {
+    ///     "GRACE_NO_MEMBARRIER" => Some("1".into()),
+    ///     "GRACE_LAZY_MS" => Some("abc".into()),
+    ///     _ => None,
+    /// });
+    /// assert!(cfg.no_membarrier); // kept
+    /// assert_eq!(cfg.lazy_delay, Config::default().lazy_delay); // the default
+    /// assert_eq!(errors.len(), 1);
+    /// assert_eq!(errors[0].var, "GRACE_LAZY_MS");
+    /// ```
+    pub fn parse_lenient(get: impl Fn(&str) -> Option<String>) -> (Config, Vec<ConfigError>) {
         let mut cfg = Config::default();
+        let mut errors = Vec::new();
+        let mut bad = |var: &'static str, value: String, expected: &'static str| {
+            errors.push(ConfigError {
+                var,
+                value,
+                expected,
+            })
+        };
         if let Some(v) = get("GRACE_NO_MEMBARRIER") {
-            cfg.no_membarrier = match v.trim() {
-                "1" | "true" | "yes" | "on" => true,
-                "0" | "false" | "no" | "off" | "" => false,
-                _ => {
-                    return Err(ConfigError {
-                        var: "GRACE_NO_MEMBARRIER",
-                        value: v,
-                        expected: "0 or 1",
-                    })
-                }
-            };
+            match v.trim() {
+                "1" | "true" | "yes" | "on" => cfg.no_membarrier = true,
+                "0" | "false" | "no" | "off" | "" => cfg.no_membarrier = false,
+                _ => bad("GRACE_NO_MEMBARRIER", v, NO_MEMBARRIER_VALUES),
+            }
         }
         if let Some(v) = get("GRACE_BUDGET") {
-            cfg.budget = match v.trim() {
-                "0" | "off" | "none" | "" => None,
-                t => Some(parse_bytes(t).ok_or_else(|| ConfigError {
-                    var: "GRACE_BUDGET",
-                    value: v.clone(),
-                    expected: "a size in bytes, like 64MiB, 512KiB, 1G or 1048576 (0 or off: none)",
-                })?),
-            };
+            match v.trim() {
+                "0" | "off" | "none" | "" => cfg.budget = None,
+                t => match parse_bytes(t) {
+                    Some(n) => cfg.budget = Some(n),
+                    None => bad(
+                        "GRACE_BUDGET",
+                        v,
+                        "a size in bytes, like 64MiB, 512KiB, 1G or 1048576 (0 or off: none)",
+                    ),
+                },
+            }
         }
         if let Some(v) = get("GRACE_FLOOD_CALLBACKS") {
             match v.trim().parse::<u64>() {
                 Ok(n @ 1..) => cfg.flood_callbacks = n,
-                _ => {
-                    return Err(ConfigError {
-                        var: "GRACE_FLOOD_CALLBACKS",
-                        value: v,
-                        expected: "a positive integer",
-                    })
-                }
+                _ => bad("GRACE_FLOOD_CALLBACKS", v, "a positive integer"),
             }
         }
         if let Some(v) = get("GRACE_FLOOD_BYTES") {
             match parse_bytes(v.trim()) {
                 Some(n) if n > 0 => cfg.flood_bytes = n,
-                _ => {
-                    return Err(ConfigError {
-                        var: "GRACE_FLOOD_BYTES",
-                        value: v,
-                        expected: "a positive size in bytes, like 8MiB",
-                    })
-                }
+                _ => bad(
+                    "GRACE_FLOOD_BYTES",
+                    v,
+                    "a positive size in bytes, like 8MiB",
+                ),
             }
         }
         if let Some(v) = get("GRACE_CB_OFFLOAD") {
-            cfg.invocation = match v.trim() {
-                "1" | "true" | "yes" | "on" => crate::callback::Invocation::Offloaded,
-                "0" | "false" | "no" | "off" | "" => crate::callback::Invocation::Local,
-                _ => {
-                    return Err(ConfigError {
-                        var: "GRACE_CB_OFFLOAD",
-                        value: v,
-                        expected: "0 or 1 (also true/false, yes/no, on/off)",
-                    })
+            match v.trim() {
+                "1" | "true" | "yes" | "on" => {
+                    cfg.invocation = crate::callback::Invocation::Offloaded
                 }
-            };
+                "0" | "false" | "no" | "off" | "" => {
+                    cfg.invocation = crate::callback::Invocation::Local
+                }
+                _ => bad(
+                    "GRACE_CB_OFFLOAD",
+                    v,
+                    "1, true, yes or on (workers only), or 0, false, no, off or empty (local)",
+                ),
+            }
         }
         if let Some(v) = get("GRACE_LAZY_MS") {
             match v.trim().parse::<u64>() {
                 Ok(ms @ 1..=60_000) => cfg.lazy_delay = Duration::from_millis(ms),
-                _ => {
-                    return Err(ConfigError {
-                        var: "GRACE_LAZY_MS",
-                        value: v,
-                        expected: "an integer number of milliseconds in 1..=60000",
-                    })
-                }
+                _ => bad(
+                    "GRACE_LAZY_MS",
+                    v,
+                    "an integer number of milliseconds in 1..=60000",
+                ),
             }
         }
         if let Some(v) = get("GRACE_CB_WORKERS") {
             match v.trim().parse::<usize>() {
                 Ok(n @ 1..=256) => cfg.workers = n,
-                _ => {
-                    return Err(ConfigError {
-                        var: "GRACE_CB_WORKERS",
-                        value: v,
-                        expected: "an integer in 1..=256",
-                    })
-                }
+                _ => bad("GRACE_CB_WORKERS", v, "an integer in 1..=256"),
             }
         }
-        Ok(cfg)
+        (cfg, errors)
     }
 
-    /// The environment's settings, or the defaults with a warning on standard error.
+    /// The environment's settings, keeping every valid one; each malformed one is reported on
+    /// standard error, once per process.
     #[cfg_attr(loom, allow(dead_code))] // its users are compiled out under loom
     pub(crate) fn from_env_or_warn() -> Config {
-        Config::from_env().unwrap_or_else(|e| {
-            eprintln!("grace: {e}; using the default settings");
-            Config::default()
-        })
+        let (cfg, errors) = Config::parse_lenient(env_var);
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        if !errors.is_empty() {
+            WARNED.call_once(|| {
+                for e in &errors {
+                    crate::sys::report(format_args!("grace: {e}; using its default"));
+                }
+            });
+        }
+        cfg
     }
 }
 
@@ -240,6 +265,16 @@ fn parse_bytes(s: &str) -> Option<u64> {
     n.checked_mul(1 << shift)
 }
 
+/// What `GRACE_NO_MEMBARRIER` accepts, as its error message says.
+const NO_MEMBARRIER_VALUES: &str = "1, true, yes or on (fences), or 0, false, no, off or empty";
+
+/// A variable of the process environment. A value that is not UTF-8 is passed on lossily
+/// (with U+FFFD in place of the bad bytes), so that it is reported as malformed rather than
+/// ignored in silence.
+fn env_var(k: &str) -> Option<String> {
+    std::env::var_os(k).map(|v| v.to_string_lossy().into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,6 +291,34 @@ mod tests {
         assert_eq!(c.budget, Some(64 << 20));
         let c = Config::parse(|k| (k == "GRACE_BUDGET").then(|| "off".to_string())).unwrap();
         assert_eq!(c.budget, None);
+    }
+
+    #[test]
+    fn a_malformed_setting_keeps_the_valid_ones() {
+        let (cfg, errors) = Config::parse_lenient(|k| match k {
+            "GRACE_NO_MEMBARRIER" => Some("1".into()),
+            "GRACE_LAZY_MS" => Some("abc".into()),
+            "GRACE_CB_WORKERS" => Some("many".into()),
+            _ => None,
+        });
+        assert!(cfg.no_membarrier);
+        assert_eq!(cfg.lazy_delay, Config::default().lazy_delay);
+        assert_eq!(cfg.workers, Config::default().workers);
+        let vars: Vec<_> = errors.iter().map(|e| e.var).collect();
+        assert_eq!(vars, ["GRACE_LAZY_MS", "GRACE_CB_WORKERS"]);
+    }
+
+    #[test]
+    fn no_membarrier_accepts_what_its_message_lists() {
+        let e =
+            Config::parse(|k| (k == "GRACE_NO_MEMBARRIER").then(|| "maybe".into())).unwrap_err();
+        for ok in ["1", "true", "yes", "on", "0", "false", "no", "off", ""] {
+            assert!(e.expected.contains(ok), "{ok:?} accepted but not listed");
+            assert!(
+                Config::parse(|k| (k == "GRACE_NO_MEMBARRIER").then(|| ok.into())).is_ok(),
+                "{ok:?} listed but refused"
+            );
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! One API over every flavor: the [`Flavor`] trait.
 //!
-//! The `rcu_pending` review (seed 002) complains of "interface fragmentation": code that wants
-//! to work on RCU or on an SRCU domain ends up with `if (srcu) ... else ...` at every call.
+//! Without one, code that wants to work on RCU or on an SRCU domain ends up with
+//! `if (srcu) ... else ...` at every call ("interface fragmentation", as in the kernel's
+//! `rcu_pending`, which takes an optional `srcu_struct` and branches on it).
 //! Here the grace-period machinery is one engine and each flavor implements [`Flavor`], so
 //! layers above (deferred freeing, pending-object tracking) are written once, generically.
 //!
@@ -283,7 +284,9 @@ forward_flavor! {
     std::sync::Arc<F> where Send;
 }
 
-#[cfg(test)]
+// Under Miri the lib tests run with the leak check on, and RCU's threads would outlive the
+// test; tests/miri_smoke.rs covers the flavor there.
+#[cfg(all(test, not(miri)))]
 mod tests {
     use super::*;
     use std::sync::Arc;
@@ -295,9 +298,6 @@ mod tests {
         f.poll_state(c)
     }
 
-    // Under Miri the lib tests run with the leak check on, and RCU's threads would outlive
-    // the test; tests/miri_smoke.rs covers the flavor there.
-    #[cfg(not(miri))]
     #[test]
     #[allow(clippy::needless_borrows_for_generic_args)] // the reference is what is tested
     fn references_and_arcs_are_flavors() {

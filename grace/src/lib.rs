@@ -29,6 +29,7 @@
 //! | [`pending`] | [`Pending<T>`](pending::Pending): objects waiting for a grace period, processed in bulk or taken back for reuse |
 //! | [`pressure`] | memory stranded behind grace periods: accounting, flood heuristics, a budget, the shrinker, a PSI monitor (`/proc/pressure/memory`, cgroup v2 `memory.pressure`) |
 //! | [`sys`] | everything platform-specific: `membarrier`, CPU hint |
+//! | `reader` (internal) | reader slots and their registry: what a grace period walks |
 //! | `gp` (internal) | grace-period sequence arithmetic and the phase-named engine |
 //! | `callback` (internal) | per-thread rings, per-shard segmented lists, workers |
 //!
@@ -40,6 +41,14 @@
 //!   exits; a panicking callback is caught and does not take the others with it.
 //! * Safe API: guards are `!Send`, references are tied to guards, callbacks are
 //!   `Send + 'static`.
+//!
+//! ## Platforms
+//!
+//! Linux is the target: `membarrier(2)` makes the read side a plain load and store, and
+//! pthread-key destructors give a thread's records back at its very last exit. Elsewhere (and
+//! under Miri) grace builds and works with `SeqCst` fences on the read side instead, and
+//! records used by a thread's last destructors are abandoned rather than reused. After
+//! `fork()`, the child has none of grace's background threads: see [`sys`], "fork()".
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -55,6 +64,7 @@ pub mod pending;
 #[cfg(not(loom))]
 pub mod pressure;
 pub mod rcu;
+pub(crate) mod reader;
 pub mod srcu;
 pub(crate) mod sync;
 pub mod sys;
@@ -79,5 +89,5 @@ pub use sys::BarrierMode;
 
 /// The README's example, compiled and run as a doctest.
 #[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
+#[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

@@ -50,3 +50,44 @@ fn fence_mode_is_chosen_once_and_works() {
     reader.join().unwrap();
     assert!(reads.load(Ordering::Relaxed) > 0);
 }
+
+/// Set in the child that `a_malformed_setting_keeps_the_valid_ones` starts.
+const CHILD: &str = "GRACE_TEST_CONFIG_CHILD";
+
+#[cfg(unix)]
+#[test]
+fn a_malformed_setting_keeps_the_valid_ones_and_is_reported_once() {
+    use std::os::unix::ffi::OsStrExt;
+    if std::env::var_os(CHILD).is_some() {
+        // The child: initialize the flavor (twice over: kvfree reads the settings too).
+        grace::kvfree(Box::new(1u64));
+        grace::kvfree_barrier();
+        println!("mode={:?}", rcu::stats().barrier_mode);
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_malformed_setting_keeps_the_valid_ones_and_is_reported_once",
+        ])
+        .args(["--nocapture", "--test-threads", "1"])
+        .env(CHILD, "1")
+        .env("GRACE_NO_MEMBARRIER", "1")
+        .env("GRACE_LAZY_MS", "abc")
+        .env("GRACE_CB_WORKERS", std::ffi::OsStr::from_bytes(b"\xff2"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("mode=Fence"),
+        "GRACE_NO_MEMBARRIER=1 was dropped:\n{stdout}"
+    );
+    assert_eq!(
+        stderr.matches("GRACE_LAZY_MS=\"abc\"").count(),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("GRACE_CB_WORKERS=").count(), 1, "{stderr}");
+}

@@ -306,7 +306,7 @@ fn a_zero_sized_destructor_waits_for_readers() {
     reader.leave();
 }
 
-/// The kernel's reason for the preallocated page cache (seed 001): the first kvfree after a
+/// The kernel's reason for the preallocated page cache of `kvfree_rcu`: the first kvfree after a
 /// quiet period must not depend on allocation. A thread fills its array to the brim, goes idle
 /// (the background sweep takes its objects), and then frees one more object with every
 /// fallible allocation failing: the new array comes from the shard cache, no fallback is taken,
@@ -636,6 +636,45 @@ fn kvfree_from_a_thread_local_destructor_after_the_exit_hook() {
     .unwrap();
     kvfree_barrier();
     assert!(freed.load(Ordering::SeqCst));
+}
+
+#[test]
+fn kvfrees_from_late_thread_local_destructors_are_batched() {
+    let _s = serial();
+    const N: usize = 1000;
+    #[allow(clippy::vec_box)] // the pool holds the boxes kvfree takes
+    struct Pool(Vec<Box<Tracked>>);
+    impl Drop for Pool {
+        fn drop(&mut self) {
+            for obj in self.0.drain(..) {
+                kvfree(obj);
+            }
+        }
+    }
+    thread_local! {
+        static POOL: std::cell::RefCell<Pool> = const { std::cell::RefCell::new(Pool(Vec::new())) };
+    }
+    let drops = counters(N);
+    let objs: Vec<_> = (0..N).map(|id| Tracked::new(id, &drops)).collect();
+    kvfree_barrier();
+    let before = kv::stats().batches;
+    std::thread::spawn(move || {
+        // Registered before kvfree's own exit hook, so drained after it (reverse order).
+        POOL.with(|p| p.borrow_mut().0 = objs);
+        kvfree(Box::new(5u64));
+    })
+    .join()
+    .unwrap();
+    kvfree_barrier();
+    assert_each_dropped_once(&drops);
+    let batches = kv::stats().batches - before;
+    // One array per ARRAY_CAPACITY objects, plus the thread's own lane and slack for sweeps;
+    // not one array and one callback per object.
+    let most = (N / ARRAY_CAPACITY + 1) as u64 + 4;
+    assert!(
+        batches <= most,
+        "{batches} batches for {N} objects kvfreed at thread exit"
+    );
 }
 
 #[test]

@@ -80,3 +80,23 @@ fn threads_that_exit_do_not_hang_grace_periods() {
     // Slots are reused, not leaked one per thread.
     assert!(rcu::stats().reader_slots < 20);
 }
+
+#[test]
+fn a_guard_dropped_twice_panics_naming_the_mistake_in_every_build() {
+    // Reachable only through `unsafe` misuse. Without the check (release builds used to have
+    // none), the reader word wraps and the next `read_lock` blames a deep nesting instead.
+    let msg = panic_message(|| {
+        let mut g = std::mem::ManuallyDrop::new(rcu::read_lock());
+        // SAFETY: deliberately wrong (a double drop), to check the library names it; the guard
+        // holds no memory that a second drop could free twice.
+        unsafe {
+            std::mem::ManuallyDrop::drop(&mut g);
+            std::mem::ManuallyDrop::drop(&mut g);
+        }
+    });
+    assert!(msg.contains("unlock without a matching lock"), "{msg}");
+    // The bad unlock was refused: the thread's word is intact.
+    assert!(!rcu::is_reading());
+    drop(rcu::read_lock());
+    rcu::synchronize();
+}

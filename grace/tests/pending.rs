@@ -635,6 +635,98 @@ fn without_a_worker_thread_callbacks_process_inline() {
 }
 
 #[test]
+fn without_a_worker_thread_no_user_code_runs_inside_enqueue() {
+    // The enqueuing thread stays inside a read-side section while it enqueues; a process
+    // closure run inside `enqueue` would run in that section, on this thread.
+    let inside = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let (i2, d2) = (inside.clone(), done.clone());
+    let pending = Pending::with_shards(
+        Rcu,
+        Process::with(move |_: Box<u32>| {
+            if rcu::is_reading() {
+                i2.fetch_add(1, Ordering::SeqCst);
+            }
+            d2.fetch_add(1, Ordering::SeqCst);
+        }),
+        1,
+    );
+    {
+        let _fail = inject(FailurePlan::Nth(1)); // the worker thread cannot start
+        pending.enqueue(Box::new(0));
+    }
+    assert!(pending.stats().inline_processing);
+    let mut n = 1;
+    for _ in 0..20 {
+        rcu::synchronize(); // let earlier objects expire, so that enqueues find work due
+        let g = rcu::read_lock();
+        for _ in 0..600 {
+            pending.enqueue(Box::new(n));
+            n += 1;
+        }
+        drop(g);
+    }
+    pending.barrier();
+    assert_eq!(done.load(Ordering::SeqCst), n as usize);
+    assert_eq!(
+        inside.load(Ordering::SeqCst),
+        0,
+        "a process closure ran inside enqueue, in the caller's read-side section"
+    );
+}
+
+#[test]
+fn barrier_from_its_own_process_function_panics_instead_of_hanging() {
+    use std::sync::OnceLock;
+    static PENDING: OnceLock<Pending<u32>> = OnceLock::new();
+    static MESSAGE: Mutex<Option<String>> = Mutex::new(None);
+    let pending = PENDING.get_or_init(|| {
+        Pending::new(
+            Rcu,
+            Process::with(|_: Box<u32>| {
+                let err = std::panic::catch_unwind(|| PENDING.get().unwrap().barrier())
+                    .expect_err("barrier from its own process function returned");
+                let msg = err
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .unwrap_or_default();
+                *MESSAGE.lock().unwrap() = Some(msg);
+            }),
+        )
+    });
+    pending.enqueue(Box::new(1));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let msg = loop {
+        if let Some(m) = MESSAGE.lock().unwrap().take() {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker hangs in its own barrier"
+        );
+        rcu::synchronize();
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    assert!(
+        msg.contains("same Pending") && msg.contains("self-deadlock"),
+        "{msg}"
+    );
+    pending.barrier(); // the worker is still alive
+}
+
+#[test]
+fn with_shards_refuses_absurd_shard_counts() {
+    let err = std::panic::catch_unwind(|| {
+        Pending::<u8>::with_shards(Rcu, Process::free(), usize::MAX);
+    })
+    .expect_err("usize::MAX shards accepted");
+    let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(msg.contains("shards") && msg.contains("at most"), "{msg}");
+    let p: Pending<u8> = Pending::with_shards(Rcu, Process::free(), grace::pending::MAX_SHARDS);
+    assert_eq!(p.stats().shards, grace::pending::MAX_SHARDS);
+}
+
+#[test]
 fn stats_add_up_and_counters_are_sane() {
     let pending: Pending<u64> = Pending::new(Rcu, Process::free());
     for i in 0..10_000 {

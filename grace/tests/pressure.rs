@@ -12,7 +12,7 @@ use std::time::Duration;
 
 static ONE: Mutex<()> = Mutex::new(());
 
-/// A reader that sleeps 20 ms inside its section, then leaves for 1 ms, until dropped: grace
+/// A reader that sleeps `hold` inside its section, then leaves for 1 ms, until dropped: grace
 /// periods keep ending, slowly, so memory piles up during a flood and comes back.
 struct SleepyReader {
     stop: Arc<std::sync::atomic::AtomicBool>,
@@ -20,14 +20,14 @@ struct SleepyReader {
 }
 
 impl SleepyReader {
-    fn start() -> SleepyReader {
+    fn start(hold: Duration) -> SleepyReader {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let s = stop.clone();
         let t = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 {
                     let _g = rcu::read_lock();
-                    std::thread::sleep(Duration::from_millis(20));
+                    std::thread::sleep(hold);
                 }
                 std::thread::sleep(Duration::from_millis(1));
             }
@@ -96,7 +96,7 @@ fn the_budget_bounds_an_rcu_call_flood() {
     let before = pressure::stats();
     let peak = Arc::new(AtomicU64::new(0));
     let freed = Arc::new(AtomicUsize::new(0));
-    let reader = SleepyReader::start();
+    let reader = SleepyReader::start(Duration::from_millis(20));
     let n = 100_000;
     for i in 0..n {
         let b = Box::new([i as u8; 256]);
@@ -167,10 +167,11 @@ fn kvfree_and_pending_are_accounted_and_budgeted() {
     let _g = one();
     let pending = Pending::new(grace::Rcu, Process::with(|b: Box<[u64; 8]>| drop(b)));
     grace::kvfree_barrier();
-    let budget = 2u64 << 20;
+    let budget = 512u64 << 10;
     pressure::set_budget(Some(budget));
     let before = pressure::stats();
-    let reader = SleepyReader::start();
+    // Held 50 ms at a time: far more than 512 KiB is queued meanwhile.
+    let reader = SleepyReader::start(Duration::from_millis(50));
     let mut peak = 0;
     for i in 0..100_000u64 {
         grace::kvfree(Box::new([i; 8]));

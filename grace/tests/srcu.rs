@@ -457,6 +457,70 @@ fn sections_in_late_thread_local_destructors_do_not_grow_the_registry() {
 }
 
 #[test]
+fn a_domain_first_read_in_a_late_destructor_reuses_free_shards() {
+    // The thread reads another domain, so grace's thread-locals exist, but after `LATE`, so
+    // they are destroyed before it: the late read finds no shard of its own for this domain
+    // and must claim a free one, not add a shard per exiting thread.
+    static OTHER: Srcu = Srcu::new_static();
+    static FIRST_LATE: Srcu = Srcu::new_static();
+    struct ReadsOnDrop;
+    impl Drop for ReadsOnDrop {
+        fn drop(&mut self) {
+            drop(FIRST_LATE.read_lock());
+        }
+    }
+    thread_local! {
+        static LATE: ReadsOnDrop = const { ReadsOnDrop };
+    }
+    for _ in 0..100 {
+        thread::spawn(|| {
+            LATE.with(|_| {}); // registered first, so destroyed after grace's thread-locals
+            drop(OTHER.read_lock());
+        })
+        .join()
+        .unwrap();
+    }
+    let shards = FIRST_LATE.stats().reader_shards;
+    assert!(shards <= 3, "{shards} shards for 100 exited threads");
+    FIRST_LATE.synchronize();
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_domain_read_from_a_pthread_key_destructor_reuses_free_shards() {
+    // A pthread-key destructor runs after every Rust thread-local destructor, grace's own
+    // final hook included (or before it, depending on the keys' order): either way the shard
+    // it takes must be given back.
+    static KEY_DOMAIN: Srcu = Srcu::new_static();
+    unsafe extern "C" fn reads(_arg: *mut std::ffi::c_void) {
+        drop(KEY_DOMAIN.read_lock());
+    }
+    let key = {
+        let mut key: libc::pthread_key_t = 0;
+        // SAFETY: `key` is a valid out-pointer and `reads` a destructor valid for the process.
+        assert_eq!(
+            unsafe { libc::pthread_key_create(&mut key, Some(reads)) },
+            0
+        );
+        key
+    };
+    for i in 0..100 {
+        thread::spawn(move || {
+            if i % 2 == 0 {
+                drop(KEY_DOMAIN.read_lock()); // half the threads also read while alive
+            }
+            // SAFETY: the key was created above; a non-null value makes its destructor run.
+            unsafe { libc::pthread_setspecific(key, 1 as *mut std::ffi::c_void) };
+        })
+        .join()
+        .unwrap();
+    }
+    let shards = KEY_DOMAIN.stats().reader_shards;
+    assert!(shards <= 3, "{shards} shards for 100 exited threads");
+    KEY_DOMAIN.synchronize();
+}
+
+#[test]
 fn a_domain_dropped_inside_its_own_callback_finishes_its_teardown() {
     let ran = Arc::new(AtomicUsize::new(0));
     for panics in [false, true] {

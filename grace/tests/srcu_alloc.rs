@@ -1,4 +1,4 @@
-//! `Srcu::new` frees everything it allocated on every error path (seed 000), counted by a
+//! `Srcu::new` frees everything it allocated on every error path, counted by a
 //! global allocator that tracks the bytes each thread holds.
 
 use grace::alloc::{inject, FailurePlan};

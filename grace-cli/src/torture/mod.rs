@@ -134,9 +134,15 @@ pub struct Totals {
 }
 
 impl Totals {
-    /// Whether the run passed.
+    /// Whether the run passed: no error, and something was checked (a run too short for one
+    /// update and one read proves nothing, and must not say SUCCESS).
     pub fn passed(&self) -> bool {
-        self.errors == 0
+        self.errors == 0 && !self.ran_nothing()
+    }
+
+    /// No update or no read happened (the duration was too short for the threads to start).
+    fn ran_nothing(&self) -> bool {
+        self.updates == 0 || self.reads == 0
     }
 
     /// rcutorture's Reader Pipe line: `<flavor>-torture: Reader Pipe:  <histogram>`.
@@ -178,6 +184,12 @@ impl Totals {
         }
         if self.passed() {
             o.push_str("--- End of test: SUCCESS\n");
+        } else if self.errors == 0 {
+            o.push_str(&format!(
+                "--- End of test: FAILURE (nothing checked: {} updates, {} reads; use a longer \
+                 --duration)\n",
+                self.updates, self.reads
+            ));
         } else {
             o.push_str(&format!(
                 "--- End of test: FAILURE ({} errors)\n",

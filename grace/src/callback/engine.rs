@@ -40,7 +40,7 @@ use super::Callback;
 use crate::gp::seq;
 #[cfg(not(loom))]
 use crate::pressure;
-use crate::rcu::reader::{Readers, Slot, NEST_MASK};
+use crate::reader::{Readers, Slot, NEST_MASK};
 use crate::sync::{
     lock, wait, wait_timeout, AtomicBool, AtomicU64, AtomicUsize, Condvar, Mutex, Ordering,
 };
@@ -887,16 +887,14 @@ fn report_panic(payload: Box<dyn std::any::Any + Send>, panics: &AtomicU64, who:
         if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
             std::mem::forget(again);
         }
-        // `eprintln!` panics when stderr is closed; a failed report is simply lost.
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
+        crate::sys::report(format_args!(
             "grace: a {who} callback panicked ({msg}); caught, {n} so far; the other callbacks still run"
-        );
+        ));
     }
 }
 
 fn spawn(name: String, f: impl FnOnce() + Send + 'static) {
+    crate::sys::thread_starting();
     if let Err(e) = std::thread::Builder::new().name(name.clone()).spawn(f) {
         // Without this thread no callback would ever run; refusing loudly beats losing them.
         panic!("grace: cannot start thread {name}: {e}");

@@ -57,6 +57,7 @@ pub(crate) fn set_worker(on: bool) -> bool {
 /// Is the calling thread one of grace's workers? A destructor that would wait for callbacks or
 /// workers to finish (dropping an SRCU domain or a `Pending`) must not wait there: it may be
 /// the very worker it waits for. Such destructors hand their wait to a thread of its own.
+#[cfg_attr(loom, allow(dead_code))] // its users are compiled out under loom
 pub(crate) fn on_worker() -> bool {
     WORKER.try_with(|w| w.get()).unwrap_or(false)
 }

@@ -32,7 +32,7 @@ pub(crate) mod seq;
 #[cfg(all(test, loom))]
 mod tests;
 
-use crate::rcu::reader::{quiescent, Readers, Slot, EPOCH_UNIT};
+use crate::reader::{quiescent, Readers, Slot, EPOCH_UNIT};
 use crate::sync::{fence, lock, AtomicU64, AtomicU8, AtomicUsize, Mutex, Ordering};
 use crate::sys::{self, BarrierMode};
 

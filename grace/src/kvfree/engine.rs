@@ -61,7 +61,7 @@ use std::ptr;
 use std::time::{Duration, Instant};
 
 /// Arrays each shard's cache is refilled to, off the fast path, and filled with at start-up
-/// (seed 001 preallocates two pages per CPU; we keep a few more, 16 KiB per shard).
+/// (the kernel's `kvfree_rcu` keeps a per-CPU cache of preallocated pages; 16 KiB per shard).
 const CACHE_TARGET: usize = 4;
 /// Below this many cached arrays a taker asks the background thread to refill.
 const CACHE_LOW: usize = 2;
@@ -69,8 +69,7 @@ const CACHE_LOW: usize = 2;
 /// go back to the allocator. (Owners that free their own arrays keep one each as their next
 /// lane block, so under a flood the shard caches see little traffic.)
 const CACHE_MAX: usize = 16;
-/// Arrays per shard kept only for when allocation fails (the emergency reserve, seed 001's
-/// "emergency pool"). Refilled by the background thread, first from arrays freed batches give
+/// Arrays per shard kept only for when allocation fails (the emergency reserve). Refilled by the background thread, first from arrays freed batches give
 /// back, then by allocating.
 const RESERVE: usize = 2;
 /// Pending bytes above which full arrays are queued with `call_hurry` instead of lazily: a
@@ -263,13 +262,13 @@ fn init_slow() -> Option<&'static State> {
     let _ = rcu::get_state();
     let mode = sys::mode().unwrap_or(BarrierMode::Fence);
     // The flavor already reported a malformed setting; here the default simply applies.
-    let lazy = Config::from_env().unwrap_or_default().lazy_delay;
+    let lazy = Config::from_env_or_warn().lazy_delay;
     let n = sys::num_cpus();
     let mut shards = crate::alloc::try_vec(n, "the kvfree shards").ok()?;
     for _ in 0..n {
         let mut cache = BlockList::new();
         let mut reserve = BlockList::new();
-        // Preallocated so that the first kvfree on a CPU does not allocate (seed 001); a
+        // Preallocated so that the first kvfree on a CPU does not allocate (as in the kernel); a
         // failure here only leaves the lists short, and the background thread tops them up.
         for (list, want) in [(&mut cache, CACHE_TARGET), (&mut reserve, RESERVE)] {
             for _ in 0..want {
@@ -298,6 +297,7 @@ fn init_slow() -> Option<&'static State> {
     )
     .ok()?;
     let st: &'static State = Box::leak(st);
+    crate::sys::thread_starting();
     let spawned = std::thread::Builder::new()
         .name("grace-kvfree".into())
         .spawn(move || st.background());

@@ -1,5 +1,7 @@
 //! Headless deferred free (the kernel's `kvfree_rcu`): [`kvfree`] hands over a `Box<T>` that
-//! readers may still see; its destructor runs and its memory is freed after a grace period.
+//! RCU readers may still see; its destructor runs and its memory is freed after a grace period
+//! of the RCU flavor ([`crate::rcu`]). SRCU readers are not waited for: retire objects that
+//! an SRCU domain protects through that domain.
 //! The object needs no embedded header: the pointer itself is stored, in arrays of pointers
 //! that are freed in bulk.
 //!
@@ -47,7 +49,7 @@
 //!     engine as one RCU callback (`rcu::call`; lazy, or `call_hurry` once pending bytes pass
 //!     8 MiB), and a worker frees it, in bulk and prefetching ahead, after a grace period.
 //! * **Shards** (`engine.rs`, one per CPU): a cache of preallocated empty arrays, so that taking
-//!   a new array does not allocate (seed 001), refilled off the fast path by the background
+//!   a new array does not allocate (the kernel's `kvfree_rcu` page cache), refilled off the fast path by the background
 //!   thread; and an emergency reserve used only when allocation fails.
 //! * **Idle and exiting threads**: a thread that frees a few objects and goes quiet must not
 //!   strand them. Each `kvfree` makes sure the background thread will sweep within the lazy
@@ -165,8 +167,8 @@ mod api {
     }
 
     /// Free `object` after a grace period (the kernel's `kvfree_rcu`, its one-argument
-    /// "headless" form): its destructor runs, and its memory is freed, once every read-side
-    /// section that began before this call has ended. Returns without waiting and, in the
+    /// "headless" form): its destructor runs, and its memory is freed, once every **RCU**
+    /// read-side section ([`rcu::read_lock`]) that began before this call has ended. Returns without waiting and, in the
     /// common case, without allocating. Outside read-side sections it may wait for a grace
     /// period in two cases only: as backpressure, when the thread already has about 32,000
     /// objects waiting for a grace period that is late, and in the last-resort fallback below.
@@ -183,6 +185,15 @@ mod api {
     /// turn, to an emergency reserve, a small node, and then (outside any read-side section
     /// only) a synchronous grace period followed by an immediate free on the calling thread;
     /// inside a section it never waits for a grace period (see the [module docs](mod@crate::kvfree)).
+    ///
+    /// Only the RCU flavor's readers are waited for, as in the kernel: an object that readers
+    /// of an SRCU domain may still hold must not go through `kvfree` (it would be freed under
+    /// them); retire it through that domain instead (`Pending::new(&domain, Process::free())`
+    /// or the domain's `call`).
+    ///
+    /// A `kvfree` from a thread-local destructor that runs after grace's own (a pool drained at
+    /// thread exit) is batched with the thread's other late ones and handed to a grace period
+    /// when the thread finishes exiting.
     ///
     /// An object that readers may still be looking at is better handed over as the raw
     /// pointer it was published as, with [`kvfree_raw`]: making a `Box` of it first claims a
@@ -215,7 +226,9 @@ mod api {
     /// * `ptr` came from `Box::<T>::into_raw` (or `Box::leak`) and is not freed otherwise;
     /// * the caller does not use it again, and it is no longer reachable by readers that
     ///   start after this call (it was unpublished before), so that only readers already
-    ///   inside a read-side section may still hold references to it.
+    ///   inside an **RCU** read-side section ([`rcu::read_lock`]) may still hold references to
+    ///   it. Readers of an SRCU domain are not waited for: an object they may hold must not be
+    ///   passed here.
     ///
     /// # Examples
     ///
@@ -394,6 +407,9 @@ mod api {
     fn without_lane(p: *mut (), key: Key) {
         let st = state();
         if let Some(st) = st {
+            if late::push(st, p, key) {
+                return;
+            }
             if let Some(mut b) = st.take_block(sys::current_cpu()) {
                 b.set_key(key);
                 let pushed = b.push(p);
@@ -403,6 +419,65 @@ mod api {
             }
         }
         last_resort(st, None, p, key);
+    }
+
+    /// `kvfree` from thread-local destructors that run after `EXIT_HOOK`'s (a pool drained at
+    /// thread exit): the thread has no record any more, so its objects are batched in one
+    /// block of their own, handed to a grace period when it is full, when an object of another
+    /// type comes, or by the thread's final hook (a pthread-key destructor, after every Rust
+    /// thread-local destructor), instead of one block and one callback per object. Where no
+    /// final hook exists, each object goes alone, as before.
+    mod late {
+        use super::super::block::{Block, Key};
+        use super::super::engine::{state, State};
+        use super::{sys, EXIT_HOOK};
+        use std::cell::Cell;
+        use std::mem::ManuallyDrop;
+
+        thread_local! {
+            /// The block being filled. No destructor (`ManuallyDrop`), so it stays usable
+            /// during teardown; the final hook empties it.
+            static LATE: Cell<Option<ManuallyDrop<Block>>> = const { Cell::new(None) };
+        }
+
+        static FINAL: sys::FinalHook = sys::FinalHook::new(submit_at_final_exit);
+
+        /// Batch `p` if the thread is past its exit hook; `false` if the caller must place it.
+        pub(super) fn push(st: &'static State, p: *mut (), key: Key) -> bool {
+            if EXIT_HOOK.try_with(|_| ()).is_ok() {
+                return false; // not in teardown: initialization or allocation failed
+            }
+            let mut cur = LATE.take();
+            if let Some(b) = cur.as_mut() {
+                if b.ty() == key.ty && b.push(p) {
+                    LATE.set(cur);
+                    return true;
+                }
+            }
+            if let Some(full) = cur {
+                st.submit(ManuallyDrop::into_inner(full), false);
+            }
+            // The hook reads LATE itself; its argument only has to be non-null.
+            if !FINAL.arm(std::ptr::NonNull::<u8>::dangling().as_ptr().cast()) {
+                return false;
+            }
+            let Some(mut b) = st.take_block(sys::current_cpu()) else {
+                return false;
+            };
+            b.set_key(key);
+            let pushed = b.push(p);
+            debug_assert!(pushed);
+            LATE.set(Some(ManuallyDrop::new(b)));
+            true
+        }
+
+        /// The thread's final hook: hand the batch to a grace period (which began after every
+        /// object in it was kvfreed, since it begins now).
+        unsafe extern "C" fn submit_at_final_exit(_arg: *mut std::ffi::c_void) {
+            if let (Some(b), Some(st)) = (LATE.take(), state()) {
+                st.submit(ManuallyDrop::into_inner(b), false);
+            }
+        }
     }
 
     /// Every rung of the block ladder failed (module docs, rungs 5 and 6).
@@ -450,7 +525,9 @@ mod api {
     /// # Panics
     ///
     /// If called inside a read-side section, or from inside an RCU callback (including a
-    /// destructor run by a kvfree batch): both would wait for themselves.
+    /// destructor run by a kvfree batch): both would wait for themselves. And in a child process created by `fork()` after grace had started background threads in
+    /// the parent (they do not exist in the child; see [`crate::sys`], "fork()"), instead of
+    /// waiting forever.
     ///
     /// # Examples
     ///
@@ -477,6 +554,7 @@ mod api {
         {
             barrier_panic("from inside an RCU callback (a kvfree destructor, for instance)");
         }
+        sys::assert_not_orphaned("kvfree_barrier()");
         if let Some(st) = started() {
             // The sweep queues blocks with `rcu::call` under other threads' lane locks.
             rcu::prewarm();

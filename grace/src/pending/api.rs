@@ -5,11 +5,12 @@ use super::chunks::{ChunkPile, FreeChunk, FreeNode};
 use super::shard::{
     After, Clock, Garbage, GpAction, Push, ShardCounts, ShardState, HELP_CHUNKS, WORKER_CHUNKS,
 };
-use super::CHUNK_SLOTS;
+use super::{CHUNK_SLOTS, MAX_SHARDS};
 use crate::cookie::{Cookie, RawCookie};
 use crate::flavor::{Flavor, Rcu};
 use crate::sync::{lock, AtomicU64, Condvar, Mutex, MutexGuard, Ordering};
 use crossbeam_utils::CachePadded;
+use std::cell::Cell;
 use std::fmt;
 use std::ops::Deref;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -31,7 +32,7 @@ impl<F: Flavor> Clock for F {
 type Shard = CachePadded<Mutex<ShardState<CHUNK_SLOTS>>>;
 
 /// An object that runs itself once its grace period has ended: the element type of a
-/// [`Pending`] in "run as callback" mode ([`Process::run`], the seed's `RCU_PENDING_CALL_RCU`).
+/// [`Pending`] in "run as callback" mode ([`Process::run`], `rcu_pending`'s `RCU_PENDING_CALL_RCU`).
 ///
 /// Every `FnOnce() + Send + 'static` closure is one; a type of your own can be one too.
 ///
@@ -68,6 +69,21 @@ impl<C: FnOnce() + Send + 'static> Run for C {
 }
 
 /// What a [`Pending`] does with an object once its grace period has ended.
+///
+/// # Where user code runs
+///
+/// Process closures, [`Run::run`] and the objects' `Drop` run:
+///
+/// * on the `Pending`'s worker thread, normally;
+/// * if that thread cannot be started, on a callback worker of the flavor (the thread that
+///   runs its `call` closures), and in [`Pending::barrier`] and `Drop for Pending` on the
+///   calling thread (both wait for a grace period, so they are never inside a section);
+/// * in [`Pending::enqueue`]'s last resort only (no memory at all for the object: it waits for
+///   a grace period and processes the object itself, on the calling thread).
+///
+/// Never otherwise inside `enqueue`: an enqueuer inside a read-side section, or holding a
+/// lock a closure takes, is safe. Plain frees of a `T` without drop glue ([`Process::free`])
+/// run no user code and may be done by enqueuers helping with a backlog.
 ///
 /// # Examples
 ///
@@ -240,6 +256,21 @@ fn bump(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
 }
 
+#[cold]
+#[inline(never)]
+fn too_many_shards(n: usize) -> ! {
+    panic!(
+        "grace: Pending::with_shards({n}): at most {MAX_SHARDS} shards (each costs a lock and a \
+         4 KiB spare chunk; one per CPU is the useful maximum)"
+    );
+}
+
+thread_local! {
+    /// The `Inner` whose process function this thread is running (null outside one), so that
+    /// a `barrier` of that same `Pending` from inside it panics instead of waiting for itself.
+    static PROCESSING: Cell<*const ()> = const { Cell::new(std::ptr::null()) };
+}
+
 /// Who runs the processing passes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
@@ -261,6 +292,9 @@ struct Work {
     running: bool,
     /// The worker thread should exit once no pass is owed.
     stop: bool,
+    /// Without a worker: a pass has been handed to a flavor callback and has not begun yet
+    /// (further kicks from enqueues need not queue another).
+    handed_off: bool,
 }
 
 struct Inner<T, F> {
@@ -338,11 +372,16 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Pending<T, F> {
     /// # drop((a, b, c));
     /// ```
     pub fn new(flavor: F, process: Process<T>) -> Pending<T, F> {
-        Self::with_shards(flavor, process, crate::sys::num_cpus())
+        Self::with_shards(flavor, process, crate::sys::num_cpus().min(MAX_SHARDS))
     }
 
     /// Like [`new`](Pending::new) with `shards` shards (at least 1); objects go to shard
     /// `current CPU % shards`. One shard makes [`dequeue`](Pending::dequeue) see everything.
+    ///
+    /// # Panics
+    ///
+    /// If `shards` is more than [`MAX_SHARDS`](crate::pending::MAX_SHARDS) (each shard costs a
+    /// lock and a 4 KiB spare chunk; more shards than CPUs buys nothing).
     ///
     /// # Examples
     ///
@@ -352,6 +391,9 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Pending<T, F> {
     /// assert_eq!(p.stats().shards, 1);
     /// ```
     pub fn with_shards(flavor: F, process: Process<T>, shards: usize) -> Pending<T, F> {
+        if shards > MAX_SHARDS {
+            too_many_shards(shards);
+        }
         let _ = flavor.get_state();
         let shards: Box<[Shard]> = (0..shards.max(1))
             .map(|_| {
@@ -555,8 +597,10 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Pending<T, F> {
     /// # Panics
     ///
     /// If the flavor refuses to wait (the RCU flavor panics inside one of its read-side
-    /// sections). Calling it from a process closure of the same `Pending` would wait for
-    /// itself.
+    /// sections); if called from a process function (closure, `Run`, `Drop`) of the same
+    /// `Pending`, which would wait for itself; and in a child process created by `fork()` after grace had started background threads in
+    /// the parent (they do not exist in the child; see [`crate::sys`], "fork()"), instead of
+    /// waiting forever.
     ///
     /// # Examples
     ///
@@ -568,6 +612,14 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Pending<T, F> {
     /// assert_eq!(p.stats().pending, 0);
     /// ```
     pub fn barrier(&self) {
+        crate::sys::assert_not_orphaned("Pending::barrier()");
+        let me = Arc::as_ptr(&self.inner) as *const ();
+        if PROCESSING.try_with(Cell::get).ok() == Some(me) {
+            panic!(
+                "grace: Pending::barrier() called from inside a process function of the same \
+                 Pending; it would wait for the very pass running it (self-deadlock)"
+            );
+        }
         let cookie = self.inner.flavor.get_state();
         self.inner.flavor.cond_synchronize(cookie);
         // Every object enqueued before the call now has a completed cookie; a pass that
@@ -637,7 +689,7 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Pending<T, F> {
 
 impl<T: Send + Sync + 'static, F: Flavor + Send + Sync + 'static> Pending<T, F> {
     /// Take back an object from the local shard whose grace period has **not** ended yet, for
-    /// type-stable reuse: the replacement for `SLAB_TYPESAFE_BY_RCU` (the seed's btree key
+    /// type-stable reuse: the replacement for `SLAB_TYPESAFE_BY_RCU` (bcachefs's btree key
     /// cache allocates from its pending frees this way). The most recently enqueued object is
     /// preferred (its memory is the most likely to be in cache).
     ///
@@ -647,7 +699,11 @@ impl<T: Send + Sync + 'static, F: Flavor + Send + Sync + 'static> Pending<T, F> 
     /// It becomes a `Box<T>` only after its grace period ([`Reused::into_box`]); dropping the
     /// handle enqueues the object again. A dequeued object is never processed.
     ///
-    /// Returns `None` when the local shard holds no waiting object.
+    /// Returns `None` when the local shard holds no waiting object. It looks at the shard of
+    /// the CPU the thread runs on *now* only: a thread that migrated since its `enqueue` (or
+    /// objects enqueued by threads on other CPUs) may get `None` while objects wait in other
+    /// shards. Use [`dequeue_from_all`](Pending::dequeue_from_all) to look everywhere, or
+    /// [`with_shards`](Pending::with_shards)`(.., 1)` for a single shard.
     ///
     /// # Examples
     ///
@@ -719,7 +775,7 @@ impl<T: Send + Sync + 'static, F: Flavor + Send + Sync + 'static> Pending<T, F> 
 }
 
 impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Drop for Pending<T, F> {
-    /// Waits until every object has been processed (the seed's `rcu_pending_exit`): while any
+    /// Waits until every object has been processed (the kernel's `rcu_pending_exit`): while any
     /// shard holds objects or has its callback queued, wait for the flavor's callbacks
     /// (`barrier`) and for the worker's passes. Then stops the worker.
     ///
@@ -728,8 +784,11 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Drop for Pending<T, F
     /// thread of its own and returns at once; nothing is lost either way.
     ///
     /// Panics like [`Pending::barrier`] if the flavor refuses to wait: do not drop a `Pending`
-    /// inside a read-side section of its flavor.
+    /// inside a read-side section of its flavor. Panics as well, rather than wait forever, in
+    /// a child process created by `fork()` after grace had started background threads in the
+    /// parent (see [`crate::sys`], "fork()").
     fn drop(&mut self) {
+        crate::sys::assert_not_orphaned("dropping a Pending");
         if crate::callback::on_worker() {
             let inner = Arc::clone(&self.inner);
             let spawned = std::thread::Builder::new()
@@ -822,7 +881,7 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Inner<T, F> {
     #[inline(never)]
     unsafe fn enqueue_slow(self: &Arc<Self>, p: *mut T, kick: bool) -> Result<(), *mut T> {
         if kick {
-            self.kick();
+            self.kick(false);
         }
         let c = &self.counters;
         loop {
@@ -848,7 +907,7 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Inner<T, F> {
                 // Only when `prealloc` was empty, which it was not; but stay correct.
                 Push::NeedChunk { kick } => {
                     if kick {
-                        self.kick();
+                        self.kick(false);
                     }
                 }
             }
@@ -882,7 +941,7 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Inner<T, F> {
     /// Carry out what a shard operation asked for, after its lock was released.
     fn follow_up(self: &Arc<Self>, shard: usize, after: After) {
         if after.kick {
-            self.kick();
+            self.kick(false);
         }
         match after.gp {
             GpAction::Nothing => {}
@@ -977,7 +1036,7 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Inner<T, F> {
     fn after_gp(self: Arc<Self>, shard: usize) {
         let (kick, rearm) = lock(&self.shards[shard]).after_gp(&self.flavor);
         if kick {
-            self.kick();
+            self.kick(true);
         }
         if rearm {
             let me = Arc::clone(&self);
@@ -993,6 +1052,7 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Inner<T, F> {
                 return Mode::Inline;
             }
             let me = Arc::clone(self);
+            crate::sys::thread_starting();
             match std::thread::Builder::new()
                 .name("grace-pending".into())
                 .spawn(move || me.worker_main())
@@ -1010,17 +1070,38 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Inner<T, F> {
         self.mode.get().copied().unwrap_or(Mode::Inline)
     }
 
-    /// Ask for a processing pass (objects were moved to an expired batch).
-    fn kick(&self) {
+    /// Ask for a processing pass (objects were moved to an expired batch). `here`: the caller
+    /// is a flavor callback (`after_gp`), which runs in no caller's section and holds no
+    /// caller's lock. Without a worker thread the pass runs there; from an enqueue it is handed
+    /// to a flavor callback instead, so that user code never runs inside `enqueue`, in the
+    /// enqueuer's read-side section or under its locks.
+    fn kick(self: &Arc<Self>, here: bool) {
         let mut w = lock(&self.work);
         w.requested += 1;
         match self.mode() {
             Mode::Thread => self.work_cv.notify_all(),
-            Mode::Inline => {
+            Mode::Inline if here => {
+                w.handed_off = false;
                 if !w.running {
                     drop(self.run_passes(w));
                 }
             }
+            Mode::Inline => {
+                if !std::mem::replace(&mut w.handed_off, true) {
+                    drop(w);
+                    let me = Arc::clone(self);
+                    self.flavor.call(move || me.kick(true));
+                }
+            }
+        }
+    }
+
+    /// Ask the worker thread, if there is one, for a pass (the memory-pressure layer; without
+    /// a worker, passes run on flavor callbacks, and the caller processes what it can itself).
+    fn wake_worker(&self) {
+        if self.mode() == Mode::Thread {
+            lock(&self.work).requested += 1;
+            self.work_cv.notify_all();
         }
     }
 
@@ -1114,11 +1195,14 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Inner<T, F> {
         // hold a reference; it was removed from the shard under its lock, so this is its only
         // processing.
         let obj = unsafe { Box::from_raw(p) };
+        let me = self as *const Self as *const ();
+        let outer = PROCESSING.with(|c| c.replace(me));
         let r = catch_unwind(AssertUnwindSafe(|| match &self.process {
             Kind::Free => drop(obj),
             Kind::With(f) => f(obj),
             Kind::Run(f) => f(obj),
         }));
+        PROCESSING.with(|c| c.set(outer));
         if let Err(payload) = r {
             self.process_panicked(payload);
         }
@@ -1136,13 +1220,10 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Inner<T, F> {
         if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
             std::mem::forget(again);
         }
-        use std::io::Write;
-        // `eprintln!` panics when stderr is closed; a failed report is simply lost.
-        let _ = writeln!(
-            std::io::stderr(),
+        crate::sys::report(format_args!(
             "grace: a Pending process function panicked ({msg}); caught, the other objects \
              are still processed"
-        );
+        ));
     }
 
     /// Dequeue from shard `i`: the newest waiting object that `pred` accepts.
@@ -1393,7 +1474,7 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> crate::pressure::Help
     }
     fn expedite(&self) {
         let _ = self.flavor.start_poll();
-        self.kick();
+        self.wake_worker();
     }
 }
 
@@ -1410,7 +1491,7 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> crate::pressure::Sour
     }
     fn shrink(&self, n: u64) -> u64 {
         let _ = self.flavor.start_poll();
-        self.kick();
+        self.wake_worker();
         self.process_here(n)
     }
 }

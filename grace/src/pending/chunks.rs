@@ -19,8 +19,8 @@
 //!
 //! Every chunk carries its own `len`, so chunks in the middle of a stack may be partly filled.
 //! That is what makes [`ChunkStack::append`] O(1) (link the other stack below the tail) and lets
-//! expired batches be merged into one per shard, the property the seed's review holds against
-//! a radix tree ("radix trees don't merge nicely"). The measured comparison with a radix tree
+//! expired batches be merged into one per shard, the property a radix tree (the kernel's
+//! `rcu_pending` uses one) lacks: radix trees do not merge in O(1). The measured comparison with a radix tree
 //! is in `grace-bench/benches/pending_storage.rs` and the `pending` module docs.
 //!
 //! [`NodeList`] is the fallback: one small [`Node`] (two words) per object, linked. A node is
@@ -54,7 +54,7 @@ pub struct Chunk<const CAP: usize> {
 ///
 /// ```
 /// use grace::pending::layout::slots_for;
-/// assert_eq!(slots_for(512), 62); // the seed's 512-byte nodes
+/// assert_eq!(slots_for(512), 62); // 512-byte nodes
 /// ```
 pub const fn slots_for(bytes: usize) -> usize {
     (bytes - 2 * std::mem::size_of::<usize>()) / std::mem::size_of::<*mut ()>()

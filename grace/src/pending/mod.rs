@@ -1,5 +1,5 @@
 //! [`Pending<T>`]: objects waiting for a grace period, tracked explicitly (the kernel's
-//! `rcu_pending`, seed 002), so that they can be processed in bulk afterwards, or taken back
+//! `rcu_pending`, from bcachefs), so that they can be processed in bulk afterwards, or taken back
 //! before that for type-stable reuse.
 //!
 //! # Shape
@@ -21,7 +21,7 @@
 //! * **Enqueue fast path**: lock the local shard, take a cookie with `get_state` (it starts
 //!   nothing), find the batch for that cookie (almost always the newest), store the pointer at
 //!   the cursor, unlock. A new chunk is needed only at a chunk boundary, and it is allocated
-//!   *outside* the lock and the push retried (the seed's preallocate-then-retry); emptied
+//!   *outside* the lock and the push retried (`rcu_pending`'s preallocate-then-retry); emptied
 //!   chunks are kept as spares (two per shard), so a boundary often costs no allocation.
 //!   The first object of a batch queues the shard's callback with the flavor's `call`, or, if
 //!   the callback is already queued, makes sure the batch's grace period runs with
@@ -51,8 +51,8 @@
 //!
 //! # Storage: pages of pointers, not a radix tree
 //!
-//! The seed stores each batch in a radix tree used as a vector (cursor on the fast path); its
-//! review asks why not pages of pointers, which merge in O(1). Both layouts were built with
+//! The kernel's `rcu_pending` stores each batch in a radix tree used as a vector (cursor on the
+//! fast path); pages of pointers would merge in O(1). Both layouts were built with
 //! the same cursor fast path and measured at four node sizes
 //! (`cargo bench -p grace-bench --bench pending_storage`; 2-vCPU AMD EPYC VM shared with other
 //! builds, 2026-11-23; median of three runs, ns per object, batches of 4096):
@@ -119,6 +119,16 @@ mod loom_tests;
 
 #[cfg(all(test, not(loom)))]
 mod unit_tests;
+
+/// The most shards a `Pending` may have (`Pending::with_shards` panics beyond it, and
+/// `Pending::new` uses at most this many, one per CPU).
+///
+/// # Examples
+///
+/// ```
+/// assert!(grace::pending::MAX_SHARDS >= 1024);
+/// ```
+pub const MAX_SHARDS: usize = 4096;
 
 /// Pointer slots per chunk: 4 KiB chunks (510 pointers), chosen by measurement (see the module
 /// docs). Under Miri and loom, two, so that small models cross chunk boundaries.

@@ -26,7 +26,7 @@ use super::chunks::{ChunkPile, ChunkStack, FreeChunk, FreeNode, NodeList};
 use crate::cookie::{RawCookie as Cookie, NUM_ACTIVE_POLL_OLDSTATE};
 
 /// Batches a shard can hold: one per cookie that may be outstanding, plus one whose cookie has
-/// just completed and has not been moved to `expired` yet (the seed's darray of 4 shrunk to
+/// just completed and has not been moved to `expired` yet (`rcu_pending`'s array of 4 shrunk to
 /// what the cookie contract needs).
 pub(crate) const BATCHES: usize = NUM_ACTIVE_POLL_OLDSTATE + 1;
 
@@ -155,7 +155,7 @@ pub(crate) enum Push {
     /// Stored.
     Done(After),
     /// The batch's head chunk is full and there is no spare: allocate a chunk outside the lock
-    /// and retry (the seed's preallocate-then-retry). `kick` as in [`After`].
+    /// and retry (`rcu_pending`'s preallocate-then-retry). `kick` as in [`After`].
     NeedChunk { kick: bool },
 }
 

@@ -42,18 +42,20 @@
 //!
 //! A thread's registration is a thread-local value whose destructor gives its slot back. A
 //! thread that exits outside any section never delays a grace period again. A guard that
-//! outlives the registration (leaked with `mem::forget`, or stored in another thread-local
-//! destroyed later) keeps its section open: grace periods wait for it, exactly as they would
-//! on a live thread, and the slot is never reused. A thread-local destructor that runs after
-//! grace's own and uses RCU registers the thread again; on Linux that slot is given back by a
-//! pthread-key destructor, which runs after every Rust thread-local destructor (elsewhere it is
-//! abandoned, one slot per such thread). Callbacks queued by an exiting thread are not lost:
-//! they stay in its ring until the grace-period thread drains them.
+//! outlives the registration because another thread-local destroyed later holds it keeps its
+//! section open until it drops, exactly as on a live thread; the slot is then given back by a
+//! pthread-key destructor, which runs after every Rust thread-local destructor (on Linux;
+//! elsewhere the slot is abandoned, one per such thread). A thread-local destructor that runs
+//! after grace's own and uses RCU registers the thread again, and that slot is given back the
+//! same way. A guard that is *leaked* (`mem::forget`, `Box::leak`) keeps its section open
+//! forever, and must: a `&'static` obtained under it may still be read. Grace periods then wait
+//! for it forever; when its thread exits, grace says so once on standard error. Callbacks
+//! queued by an exiting thread are not lost: they stay in its ring until the grace-period
+//! thread drains them.
 //!
 //! Callbacks still queued when the *process* exits are not run; call [`barrier`] before
 //! returning from `main` if they must.
 
-pub(crate) mod reader;
 #[cfg(all(test, loom))]
 mod tests;
 
@@ -62,13 +64,13 @@ pub use api::*;
 
 #[cfg(not(loom))]
 mod api {
-    use super::reader::{Readers, Slot};
     use crate::callback::engine::{Engine, Host, IN_CALLBACK};
     use crate::callback::Callback;
     pub use crate::callback::Invocation;
     use crate::config::Config;
     use crate::cookie::{Cookie, FullCookie};
     use crate::gp::{seq, GpEngine, GpKind, GpPhase};
+    use crate::reader::{Readers, Slot};
     use crate::sync::{fence, Ordering};
     use crate::sys::{self, BarrierMode};
     use std::cell::Cell;
@@ -103,10 +105,40 @@ mod api {
             let slot = unsafe { &*p };
             if slot.depth() == 0 {
                 // A later read_lock on this thread (from another thread-local's destructor)
-                // registers afresh, as an abandoned slot (see register_slow).
+                // registers afresh (see register_slow).
                 let _ = LOCAL.try_with(|l| l.set(ptr::null()));
+                // Before the release: once free, the slot may be another thread's.
+                FINAL.disarm();
+                READERS.release(slot);
+            } else if !FINAL.arm(slot as *const Slot as *mut std::ffi::c_void) {
+                // A guard outlives the registration: leaked, or held by a thread-local that is
+                // destroyed after this one. Where the final hook exists, the slot stays this
+                // thread's (LOCAL keeps pointing at it, for that guard's drop and any later
+                // read_lock) and the hook decides at the very end. Where it does not, the slot
+                // is abandoned now: honoured by grace periods, never reused.
+                warn_open_at_exit();
+                READERS.release(slot);
             }
-            READERS.release(slot);
+        }
+    }
+
+    /// The thread's last hook (a pthread-key destructor on Linux): gives back a slot that was
+    /// still in a section when `ExitHook` ran, or that was registered during teardown.
+    static FINAL: sys::FinalHook = sys::FinalHook::new(release_at_final_exit);
+
+    /// Report, once per process, a thread that exits for good inside a section: a guard that
+    /// was leaked (`mem::forget`, `Box::leak`) keeps its section open forever, so the hang of
+    /// every later grace period must be explainable.
+    #[cold]
+    fn warn_open_at_exit() {
+        static WARNED: crate::sync::AtomicBool = crate::sync::AtomicBool::new(false);
+        // Relaxed: a once-only report; nothing is published through the flag.
+        if !WARNED.swap(true, Ordering::Relaxed) {
+            crate::sys::report(format_args!(
+                "grace: a thread exited inside an RCU read-side section (an rcu::Guard leaked \
+                 with mem::forget or Box::leak); the section stays open forever, so every later \
+                 grace period (synchronize, barrier, call, kvfree) waits for it. Reported once."
+            ));
         }
     }
 
@@ -151,6 +183,10 @@ mod api {
         let slot = if EXIT_HOOK.try_with(|_| ()).is_ok() {
             let slot = READERS.acquire();
             let _ = EXIT_HOOK.try_with(|h| h.0.set(slot));
+            // In case EXIT_HOOK's destructor never runs: a thread whose first read is in a
+            // pthread-key destructor, after Rust's thread-local destructors ran (registering
+            // one then is too late). ExitHook disarms it when it gives the slot back itself.
+            FINAL.arm(slot as *const Slot as *mut std::ffi::c_void);
             slot
         } else {
             // Registering while this thread's thread-locals are being destroyed (a destructor
@@ -159,7 +195,6 @@ mod api {
             // owners.
             let slot = READERS.acquire();
             let arg = slot as *const Slot as *mut std::ffi::c_void;
-            static FINAL: sys::FinalHook = sys::FinalHook::new(release_at_final_exit);
             if !FINAL.arm(arg) {
                 READERS.release_abandoned(slot);
             }
@@ -173,12 +208,16 @@ mod api {
     ///
     /// # Safety
     ///
-    /// `arg` is a `*const Slot` registered by `register_slow` on the exiting thread.
+    /// `arg` is a `*const Slot` owned by the exiting thread (armed by `register_slow` or
+    /// `ExitHook`).
     unsafe extern "C" fn release_at_final_exit(arg: *mut std::ffi::c_void) {
         // SAFETY: per the contract `arg` is a slot, and slots are never freed.
         let slot = unsafe { &*(arg as *const Slot) };
         // A later use on this thread (yet another destructor) registers afresh.
         LOCAL.with(|l| l.set(ptr::null()));
+        if slot.depth() != 0 {
+            warn_open_at_exit();
+        }
         READERS.release(slot);
     }
 
@@ -203,6 +242,15 @@ mod api {
     /// A read-side critical section of the RCU flavor. Dropping it ends the section.
     ///
     /// Neither `Send` nor `Sync`: the section belongs to the thread that opened it.
+    ///
+    /// A guard that is never dropped (leaked with `mem::forget` or `Box::leak`) keeps its
+    /// section open forever, on purpose: a `&'static` obtained under it may still be read. Every
+    /// later grace period then waits forever; when the guard's thread exits with the section
+    /// still open, a one-time warning on standard error says so. A guard kept in a
+    /// thread-local that is destroyed after grace's own is fine: the section ends when it drops.
+    ///
+    /// Dropping a guard twice (through `unsafe` code such as `ManuallyDrop::drop`) panics,
+    /// also in release builds, naming the mistake.
     ///
     /// ```compile_fail
     /// fn needs_send<T: Send>(_: T) {}
@@ -840,7 +888,9 @@ mod api {
     /// # Panics
     ///
     /// If called inside a read-side section, or from inside a callback (both would wait for
-    /// themselves).
+    /// themselves); and in a child process created by `fork()` after grace had started background threads in
+    /// the parent (they do not exist in the child; see [`crate::sys`], "fork()"), instead of
+    /// waiting forever.
     ///
     /// # Examples
     ///
@@ -858,6 +908,7 @@ mod api {
             );
         }
         if let Some(e) = ENGINE.get() {
+            sys::assert_not_orphaned("rcu::barrier()");
             e.barrier();
         }
     }
@@ -942,7 +993,7 @@ mod api {
             reader_slots: READERS.iter().count(),
             readers_live: READERS
                 .iter()
-                .filter(|s| s.state.load(Ordering::Relaxed) == super::reader::state::IN_USE)
+                .filter(|s| s.state.load(Ordering::Relaxed) == crate::reader::state::IN_USE)
                 .count(),
             barrier_mode: mode(),
             phase: GP.phase(),

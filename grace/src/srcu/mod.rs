@@ -36,7 +36,7 @@
 //!   want regular. The kind is part of the type, so a domain can never mix the two (the
 //!   kernel checks that at run time).
 //!
-//! # Layout: reader-hot, updater-cold (seed 000)
+//! # Layout: reader-hot, updater-cold (as the kernel's `srcu_struct` / `srcu_usage` split)
 //!
 //! ```text
 //!   Srcu (16 bytes, in your struct or static: block pointer and a copy of the id)
@@ -55,14 +55,16 @@
 //! # Construction
 //!
 //! * [`Srcu::new`] allocates the block and the updater state up front and returns
-//!   [`SrcuError`] if any allocation fails, having freed everything it allocated (seed 000's
-//!   bug class: Rust's ownership frees partial work on every error path; the tests fail each
-//!   allocation point in turn and count bytes).
-//! * [`Srcu::new_static`] is a `const fn` for `static` domains (seed 003): nothing is
+//!   [`SrcuError`] if any allocation fails, having freed everything it allocated (partial
+//!   work leaked on an error path is a classic bug of C constructors such as
+//!   `init_srcu_struct`; here ownership frees it, and the tests fail each allocation point in
+//!   turn and count bytes).
+//! * [`Srcu::new_static`] is a `const fn` for `static` domains (the kernel's
+//!   `DEFINE_STATIC_SRCU`): nothing is
 //!   allocated until first use, no start-up hook is needed, and the updater state appears on
 //!   the first update-side call.
 //!
-//! # Drop (seed 003)
+//! # Drop
 //!
 //! Dropping a domain first waits for its callbacks (a `barrier`), then frees it. A domain on
 //! which `call` was never used skips that: a flag set by the first `call` says so, and no
@@ -395,7 +397,7 @@ mod api {
         /// The newest snapshot a `start_poll` asked the service to reach.
         needed: Mutex<Option<u64>>,
         cbs: Box<[CachePadded<Mutex<CbShard>>]>,
-        /// Set by the first `call` (seed 003's flag): drop and barrier skip the shards when
+        /// Set by the first `call`: drop and barrier skip the shards when
         /// it is clear.
         call_used: AtomicBool,
         /// Registered with the background service.
@@ -584,7 +586,7 @@ mod api {
             let cold = self.cold();
             if !cold.call_used.load(Ordering::Relaxed) {
                 // Relaxed: read by drop/barrier of this domain, which happen-after every
-                // `call` on it (the caller's synchronization, as in seed 003's argument).
+                // `call` on it (the caller's synchronization: a drop needs the last reference).
                 cold.call_used.store(true, Ordering::Relaxed);
             }
             self.ensure_registered(cold);
@@ -1023,7 +1025,7 @@ mod api {
         pub phase: SrcuPhase,
         /// Whether the updater state has been allocated.
         pub updater_allocated: bool,
-        /// Whether `call` was ever used (seed 003's flag).
+        /// Whether `call` was ever used (drop and barrier skip the callback shards if not).
         pub call_used: bool,
     }
 
@@ -1419,7 +1421,10 @@ mod api {
         ///
         /// # Panics
         ///
-        /// When called from inside an SRCU callback (it would wait for itself).
+        /// When called from inside an SRCU callback (it would wait for itself); and
+        /// in a child process created by `fork()` after grace had started background threads in
+        /// the parent (they do not exist in the child; see [`crate::sys`], "fork()"), instead of
+        /// waiting forever.
         ///
         /// # Examples
         ///
@@ -1428,6 +1433,7 @@ mod api {
         /// d.barrier(); // nothing queued: returns at once
         /// ```
         pub fn barrier(&self) {
+            crate::sys::assert_not_orphaned("Srcu::barrier()");
             self.block().barrier();
         }
 
@@ -1510,14 +1516,12 @@ mod api {
             if open != 0 {
                 // A raw token never unlocked, or a guard forgotten: callbacks could never run
                 // and freeing could free under that reader. Leak instead, loudly.
-                use std::io::Write;
-                let _ = writeln!(
-                    std::io::stderr(),
+                crate::sys::report(format_args!(
                     "grace: SRCU domain #{} dropped with {open} read-side section(s) still open \
                      (a raw token never unlocked, or a guard passed to mem::forget); leaking it \
                      and its callbacks instead of freeing them",
                     block.hot.id & !FENCE_READERS
-                );
+                ));
                 if block
                     .cold_ref()
                     .is_some_and(|c| c.registered.load(Ordering::Relaxed))
@@ -1527,7 +1531,7 @@ mod api {
                 std::mem::forget(me);
                 return;
             }
-            // Seed 003: only a domain that used `call` pays for a barrier.
+            // Only a domain that used `call` pays for a barrier.
             let call_used = block
                 .cold_ref()
                 .is_some_and(|c| c.call_used.load(Ordering::Relaxed));

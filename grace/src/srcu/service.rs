@@ -61,6 +61,7 @@ pub(crate) fn service() -> &'static Service {
 }
 
 fn spawn(name: String, f: impl FnOnce() + Send + 'static) {
+    crate::sys::thread_starting();
     if let Err(e) = std::thread::Builder::new().name(name.clone()).spawn(f) {
         // Without this thread no SRCU callback would ever run; refusing loudly beats losing
         // them.

@@ -43,7 +43,11 @@
 //! Where no such hook exists the shards are marked `ABANDONED` instead, never reused (they are
 //! freed with their domain). A destructor that opens a section after `OWNED` is gone and finds
 //! no cache entry gets a shard of its own that joins the list the final hook gives back (or
-//! arms the hook afresh if it already ran), so thread churn never grows the registry.
+//! arms the hook afresh if it already ran); it claims a free shard first, as `local_slow`
+//! does. A thread whose first read happens in a pthread-key destructor (after Rust's
+//! thread-local destructors ran, so `OWNED`'s destructor, registered then, never runs) is
+//! covered by the hook as well: it is armed with a marker when `OWNED` takes a shard, and takes
+//! the shards out of `OWNED` itself. So thread churn never grows the registry.
 
 use crate::sync::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
 use std::ptr;
@@ -380,8 +384,20 @@ mod local {
                 return Arc::as_ptr(s);
             }
         }
-        let s = Arc::new(Shard::new(state::OWNED, 0));
-        registry.adopt(s.clone(), flips);
+        // Reuse a free shard as `local_slow` does: a late reader is no reason to grow the
+        // registry (every exiting thread would otherwise add one for good).
+        let s = match registry.claim_free() {
+            Some(s) => {
+                // Relaxed: as in `local_slow`.
+                s.publish(flips.load(Ordering::Relaxed));
+                s
+            }
+            None => {
+                let s = Arc::new(Shard::new(state::OWNED, 0));
+                registry.adopt(s.clone(), flips);
+                s
+            }
+        };
         let raw = Arc::as_ptr(&s);
         if late.is_null() {
             hand_to_final_hook(vec![(id, s)]);
@@ -392,18 +408,35 @@ mod local {
         raw
     }
 
+    /// The final hook's argument while `OWNED` still holds the thread's shards. `OWNED`'s
+    /// destructor replaces it with the list it hands over; if that destructor never runs (a
+    /// thread whose first read happens in a pthread-key destructor, after Rust's thread-local
+    /// destructors have run: registering one then is too late), the hook finds this marker and
+    /// takes the shards out of `OWNED` itself.
+    fn owned_marker() -> *mut std::ffi::c_void {
+        std::ptr::NonNull::<u8>::dangling().as_ptr().cast()
+    }
+
     /// The final thread-exit hook: give the exited thread's shards back to their domains.
     ///
     /// # Safety
     ///
-    /// `arg` is the `Box<Shards>` that `hand_to_final_hook` leaked on this thread.
+    /// `arg` is the `Box<Shards>` that `hand_to_final_hook` leaked on this thread, or
+    /// `owned_marker()`.
     unsafe extern "C" fn give_back(arg: *mut std::ffi::c_void) {
         // A later lock on this thread (another library's key destructor) must take the slow
         // path, which finds `OWNED` and this list gone and arms the hook afresh.
         let _ = LATE.try_with(|l| l.set(ptr::null_mut()));
         let _ = CACHE.try_with(|c| c.iter().for_each(|w| w.set((EMPTY, ptr::null()))));
-        // SAFETY: per the contract.
-        let shards = unsafe { Box::from_raw(arg.cast::<Vec<(u64, Arc<Shard>)>>()) };
+        let shards = if arg == owned_marker() {
+            // `OWNED`'s destructor did not run (see `owned_marker`); if it did, `OWNED` is gone
+            // and its shards went through `hand_to_final_hook`.
+            let taken = OWNED.try_with(|o| std::mem::take(&mut o.borrow_mut().0));
+            Box::new(taken.unwrap_or_default())
+        } else {
+            // SAFETY: per the contract.
+            unsafe { Box::from_raw(arg.cast::<Vec<(u64, Arc<Shard>)>>()) }
+        };
         for (_, shard) in shards.iter() {
             // Release: pairs with the Acquire CAS in `Registry::claim_free`: the next owner's
             // plain load + store increments start from our last values.
@@ -469,6 +502,9 @@ mod local {
                         }
                     };
                     owned.0.push((id, s.clone()));
+                    // In case `OWNED`'s destructor never runs (see `owned_marker`). Where there
+                    // is no final hook, `OWNED`'s destructor is the only way back, as before.
+                    FINAL.arm(owned_marker());
                     s
                 }
             };

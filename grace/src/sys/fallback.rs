@@ -18,6 +18,12 @@ pub(super) fn current_cpu() -> usize {
     h.finish() as usize
 }
 
+/// No fork detection here (Miri, loom, non-Linux targets).
+#[cfg_attr(loom, allow(dead_code))] // its user is compiled out under loom
+pub(super) fn at_fork_child(_child: unsafe extern "C" fn()) -> bool {
+    false
+}
+
 /// No final hook without pthread keys: `arm` refuses and the caller keeps its fallback.
 #[cfg_attr(loom, allow(dead_code))] // its users are compiled out under loom
 pub(crate) struct FinalHook;
@@ -31,4 +37,6 @@ impl FinalHook {
     pub(crate) fn arm(&self, _arg: *mut std::ffi::c_void) -> bool {
         false
     }
+
+    pub(crate) fn disarm(&self) {}
 }

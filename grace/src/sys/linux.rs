@@ -55,6 +55,14 @@ pub(super) fn current_cpu() -> usize {
     }
 }
 
+/// Register `child` to run in the child process after every `fork()`. Returns `false` if
+/// registration failed.
+pub(super) fn at_fork_child(child: unsafe extern "C" fn()) -> bool {
+    // SAFETY: `child` is a valid function for the life of the process and only performs
+    // atomic stores (async-signal-safe, as a fork handler must be).
+    unsafe { libc::pthread_atfork(None, None, Some(child)) == 0 }
+}
+
 /// Runs `dtor(arg)` when a thread exits, after the destructors of Rust thread-locals.
 ///
 /// glibc's thread exit runs the C++-style thread-local destructors (which Rust's `thread_local!`
@@ -86,6 +94,14 @@ impl FinalHook {
             // SAFETY: the key was created above; `arg` is stored, not dereferenced, by libc.
             Some(k) => unsafe { libc::pthread_setspecific(*k, arg) == 0 },
             None => false,
+        }
+    }
+
+    /// Disarm the hook for the calling thread: it will not run at this thread's exit.
+    pub(crate) fn disarm(&self) {
+        if let Some(Some(k)) = self.key.get() {
+            // SAFETY: the key was created by `arm`; a null value means "no destructor call".
+            unsafe { libc::pthread_setspecific(*k, std::ptr::null()) };
         }
     }
 }

@@ -22,6 +22,20 @@
 //!
 //! Under `cfg(miri)` and on non-Linux targets the system calls are replaced by the portable
 //! `fallback` module, so the rest of the crate runs under Miri unchanged.
+//!
+//! # fork()
+//!
+//! A child process created by `fork()` has only the thread that called it: the grace-period,
+//! callback, kvfree and `Pending` worker threads that grace started in the parent do not exist
+//! there, and a lock one of them held at the moment of the fork stays held. grace does not
+//! restart them (their state, locks included, was copied mid-flight). Instead, every call
+//! that would wait for one of them in the child ([`crate::rcu::barrier`],
+//! [`crate::kvfree_barrier`], [`crate::srcu::Srcu::barrier`], [`crate::Pending::barrier`] and
+//! dropping a `Pending`) panics with a message naming the cause, rather than hang. A child that
+//! calls `exec` (as `std::process::Command` does) is unaffected, and so is a process that forks
+//! before grace starts any thread. `rcu::synchronize` and the other waits that the calling
+//! thread drives itself are not covered: do not rely on them in such a child either.
+//! Detection uses `pthread_atfork` on Linux; elsewhere (and under Miri) it is absent.
 
 use crate::sync::{compiler_fence, fence, AtomicU8, Ordering};
 
@@ -164,6 +178,17 @@ pub(crate) use imp::FinalHook;
 /// Issue one bare `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` system call, for measuring
 /// what a grace period's heavy barrier costs. Returns `false` if the process is not in
 /// membarrier mode (see [`init`]) and nothing was issued.
+///
+/// Hidden from the docs and not a stable API: it exists for the benchmark that prices a grace
+/// period's heavy barrier (`grace bench sync`), which lives in another crate.
+///
+/// # Examples
+///
+/// ```
+/// let issued = grace::sys::membarrier_once();
+/// assert_eq!(issued, grace::sys::init(false) == grace::sys::BarrierMode::Membarrier);
+/// ```
+#[doc(hidden)]
 pub fn membarrier_once() -> bool {
     if init(false) != BarrierMode::Membarrier {
         return false;
@@ -171,3 +196,80 @@ pub fn membarrier_once() -> bool {
     imp::membarrier();
     true
 }
+
+/// Print one report line on standard error without ever panicking.
+///
+/// `eprintln!` goes through the test harness's output capture when there is one, so a test that
+/// provokes a report on purpose (a panicking callback, a leaked domain) does not print it as if
+/// something had failed; but `eprintln!` panics when standard error is closed, and a report
+/// must not, so that panic is caught (where panics abort, the line goes straight to the raw
+/// stream instead, uncaptured).
+#[cfg_attr(loom, allow(dead_code))] // its users are compiled out under loom
+pub(crate) fn report(args: std::fmt::Arguments<'_>) {
+    #[cfg(panic = "unwind")]
+    {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| eprintln!("{args}")));
+    }
+    #[cfg(not(panic = "unwind"))]
+    {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "{args}");
+    }
+}
+
+/// Detection of a `fork()` after grace started threads: see "fork()" in the module docs.
+#[cfg(not(loom))]
+mod fork {
+    use crate::sync::{AtomicBool, Ordering};
+
+    /// Some grace background thread has been started in this process.
+    static STARTED: AtomicBool = AtomicBool::new(false);
+    /// The fork handler is registered (inherited by children, so never reset).
+    static REGISTERED: AtomicBool = AtomicBool::new(false);
+    /// This process was forked from one that had grace background threads.
+    static ORPHANED: AtomicBool = AtomicBool::new(false);
+
+    /// Note that grace is about to start a background thread in this process.
+    pub(crate) fn thread_starting() {
+        // Relaxed: flags; the fork handler runs on the forking thread, which either made this
+        // call itself or synchronized with the thread that did (it observed its effects).
+        STARTED.store(true, Ordering::Relaxed);
+        if !REGISTERED.swap(true, Ordering::Relaxed) {
+            super::imp::at_fork_child(child);
+        }
+    }
+
+    /// Runs in the child after `fork()`: async-signal-safe (atomic loads and stores only).
+    unsafe extern "C" fn child() {
+        // Relaxed: the child has a single thread now.
+        if STARTED.load(Ordering::Relaxed) {
+            ORPHANED.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Panic if this process was forked after grace started background threads: `what` would
+    /// wait for a thread that does not exist here.
+    pub(crate) fn assert_not_orphaned(what: &str) {
+        // Relaxed: written before this process's other threads existed.
+        if ORPHANED.load(Ordering::Relaxed) {
+            orphaned_panic(what);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn orphaned_panic(what: &str) -> ! {
+        panic!(
+            "grace: {what} called in a child process created by fork() after grace had started \
+             its background threads in the parent; those threads do not exist in the child, so \
+             it would wait forever. Fork before using grace's deferred services (call, kvfree, \
+             Pending, SRCU call), or exec in the child."
+        );
+    }
+}
+#[cfg(not(loom))]
+pub(crate) use fork::{assert_not_orphaned, thread_starting};
+
+/// Under loom there is no process to fork: nothing to note.
+#[cfg(loom)]
+pub(crate) fn thread_starting() {}

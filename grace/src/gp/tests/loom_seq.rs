@@ -15,7 +15,7 @@
 //! * **Kinds.** Normal and expedited grace periods advance only their own sequence.
 
 use crate::gp::{seq, GpEngine, GpKind, GpPhase};
-use crate::rcu::reader::Readers;
+use crate::reader::Readers;
 use crate::sync::{AtomicU64, Ordering};
 use crate::sys::BarrierMode;
 use loom::sync::Arc;
@@ -166,7 +166,7 @@ fn normal_and_expedited_advance_their_own_sequences() {
         assert_eq!(sh.gp.completed(GpKind::Expedited), 1);
         assert_eq!(sh.gp.phase(), GpPhase::Idle);
         // Both grace periods advanced the readers' epoch once each.
-        let epoch = sh.readers.epoch.load(Ordering::Relaxed) >> crate::rcu::reader::EPOCH_SHIFT;
+        let epoch = sh.readers.epoch.load(Ordering::Relaxed) >> crate::reader::EPOCH_SHIFT;
         assert_eq!(epoch, 3);
     });
 }

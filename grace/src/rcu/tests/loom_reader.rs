@@ -16,7 +16,7 @@
 //! with no membarrier), must fail.
 
 use crate::gp::{GpEngine, GpKind};
-use crate::rcu::reader::{state, Readers, Slot};
+use crate::reader::{state, Readers, Slot};
 use crate::sync::{AtomicBool, AtomicPtr, Ordering};
 use crate::sys::BarrierMode;
 use loom::cell::UnsafeCell;

@@ -152,7 +152,11 @@ impl Slot {
     pub(crate) fn unlock(&self) {
         // Relaxed: only this thread writes ctr.
         let v = self.ctr.load(Ordering::Relaxed);
-        debug_assert!(v & NEST_MASK != 0, "unlock without lock");
+        if v & NEST_MASK == 0 {
+            // Kept in release builds: one predictable branch on the value just loaded. Without
+            // it the word wraps into the epoch field and every later grace period may hang.
+            unlock_underflow();
+        }
         // Release: every access of the section happens-before a grace period's Acquire load
         // that sees the quiescent value (GpEngine::gp_wait_readers). This is what lets a grace
         // period skip the trailing membarrier that liburcu issues: on x86 the store is a
@@ -180,6 +184,16 @@ impl Slot {
 #[inline(never)]
 fn nesting_overflow() -> ! {
     panic!("grace: read_lock nested more than {NEST_MASK} deep (a read guard is probably leaked in a loop)");
+}
+
+#[cold]
+#[inline(never)]
+fn unlock_underflow() -> ! {
+    panic!(
+        "grace: RCU read-side unlock without a matching lock on this thread (a read guard was \
+         dropped twice, e.g. through `ManuallyDrop::drop` or `ptr::drop_in_place`, or dropped \
+         on another thread)"
+    );
 }
 
 /// The set of reader slots of one flavor, and the global epoch word they copy.
