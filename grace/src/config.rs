@@ -8,6 +8,7 @@
 //! | `GRACE_BUDGET` | memory budget for everything pending (`64MiB`, `1G`, bytes; `0`/`off`: none), see [`crate::pressure`] | none |
 //! | `GRACE_FLOOD_CALLBACKS` | waiting callbacks per shard that start flood mode | `10000` |
 //! | `GRACE_FLOOD_BYTES` | waiting bytes per shard that start flood mode | `8MiB` |
+//! | `GRACE_FLOOD_RATE` | callbacks queued per second on one flavor that start flood mode | `10000000` |
 //! | `GRACE_CB_OFFLOAD` | `1`: RCU callbacks run only on worker threads ([`Invocation::Offloaded`](crate::rcu::Invocation)); `0`: on the threads that queued them ([`Invocation::Local`](crate::rcu::Invocation)) | `0` |
 //!
 //! The library reads them once, when a flavor first initializes. A malformed value (a value
@@ -42,6 +43,8 @@ pub struct Config {
     pub flood_callbacks: u64,
     /// Waiting bytes per shard that start flood mode (`GRACE_FLOOD_BYTES`).
     pub flood_bytes: u64,
+    /// Callbacks queued per second on one flavor that start flood mode (`GRACE_FLOOD_RATE`).
+    pub flood_rate: u64,
     /// Where RCU callbacks run at start-up (`GRACE_CB_OFFLOAD`); switchable at run time with
     /// [`rcu::set_callback_invocation`](crate::rcu::set_callback_invocation).
     pub invocation: crate::callback::Invocation,
@@ -57,6 +60,7 @@ impl Default for Config {
             budget: None,
             flood_callbacks: 10_000,
             flood_bytes: 8 << 20,
+            flood_rate: 10_000_000,
             // Local: measured faster for callbacks that free memory (BENCHMARKS.md, `bench call`).
             invocation: crate::callback::Invocation::Local,
         }
@@ -194,6 +198,16 @@ impl Config {
                     "GRACE_FLOOD_BYTES",
                     v,
                     "a positive size in bytes, like 8MiB",
+                ),
+            }
+        }
+        if let Some(v) = get("GRACE_FLOOD_RATE") {
+            match v.trim().parse::<u64>() {
+                Ok(n @ 1..) => cfg.flood_rate = n,
+                _ => bad(
+                    "GRACE_FLOOD_RATE",
+                    v,
+                    "a positive integer (callbacks per second)",
                 ),
             }
         }
@@ -336,6 +350,7 @@ mod tests {
             ("GRACE_BUDGET", "99999999999999999999G"),
             ("GRACE_FLOOD_CALLBACKS", "0"),
             ("GRACE_FLOOD_BYTES", "-1"),
+            ("GRACE_FLOOD_RATE", "fast"),
         ] {
             let e = Config::parse(|k| (k == var).then(|| bad.to_string())).unwrap_err();
             assert_eq!(e.var, var);

@@ -263,6 +263,23 @@ fn a_flood_past_the_threshold_is_detected() {
         pressure::stats().floods > before,
         "20,000 waiting callbacks, no flood"
     );
+
+    // The rate: any callback at all is a flood at one per second.
+    pressure::set_flood_rate(1);
+    let before = pressure::stats().floods;
+    for _ in 0..10 {
+        for _ in 0..1000 {
+            rcu::call(|| ());
+        }
+        std::thread::sleep(Duration::from_millis(3));
+        rcu::call_hurry(|| ());
+    }
+    rcu::barrier();
+    pressure::set_flood_rate(s.flood_rate);
+    assert!(
+        pressure::stats().floods > before,
+        "callbacks arriving faster than the rate threshold, no flood"
+    );
 }
 
 #[test]

@@ -135,6 +135,10 @@ pub(crate) struct Engine {
     flood: AtomicBool,
     /// The shrinker asked for the next grace periods to be expedited.
     expedite_once: AtomicBool,
+    /// Callbacks moved from the threads' rings into the shards so far (for the flood rate).
+    drained: AtomicU64,
+    /// `drained` and the time at the grace-period thread's previous advance (its own).
+    rate_mark: Mutex<(u64, Instant)>,
     /// The host's barrier mode, fixed before the engine starts; cached here because `call`
     /// needs it on every invocation.
     mode: BarrierMode,
@@ -173,6 +177,8 @@ impl Engine {
             barriers: AtomicUsize::new(0),
             flood: AtomicBool::new(false),
             expedite_once: AtomicBool::new(false),
+            drained: AtomicU64::new(0),
+            rate_mark: Mutex::new((0, Instant::now())),
             mode: host.mode(),
             spare_nodes: Mutex::new(Vec::new()),
             counters: CachePadded::new(Counters::default()),
@@ -438,6 +444,9 @@ impl Engine {
         // snapshot, whose fence orders it after them: the cookie is at least as late as one
         // taken inside `call` would have been.
         let cookie = self.host.snapshot();
+        // Relaxed: a statistic for the flood rate.
+        self.drained
+            .fetch_add(node.cbs.len() as u64, Ordering::Relaxed);
         shard.push(cookie, node, self.host.current());
         let w = shard.waiting();
         drop(shard);
@@ -562,7 +571,25 @@ impl Engine {
         // Sized before any shard lock is taken: nothing allocates under one.
         let mut ready = Vec::with_capacity(self.shards.len());
         let mut waiting_for_owner = false;
-        let mut still_flooded = false;
+        let mut still_flooded = {
+            let mut mark = lock(&self.rate_mark);
+            // Relaxed: a statistic.
+            let d = self.drained.load(Ordering::Relaxed);
+            let elapsed = now.saturating_duration_since(mark.1);
+            // Over at least a millisecond: cycles that follow each other closely would make
+            // a ring's worth look like a flood.
+            if elapsed >= Duration::from_millis(1) {
+                let fast = pressure::is_flood_rate(d - mark.0, elapsed);
+                *mark = (d, now);
+                fast
+            } else {
+                false
+            }
+        };
+        // Relaxed: a hint (see `flood`).
+        if still_flooded && !self.flood.swap(true, Ordering::Relaxed) {
+            pressure::count_flood();
+        }
         for (i, shard) in self.shards.iter().enumerate() {
             let mut l = lock(&shard.list);
             l.advance(cur);
@@ -951,6 +978,9 @@ mod pressure {
         false
     }
     pub(crate) fn is_flood(_callbacks: u64, _bytes: u64) -> bool {
+        false
+    }
+    pub(crate) fn is_flood_rate(_callbacks: u64, _elapsed: std::time::Duration) -> bool {
         false
     }
     pub(crate) fn count_flood() {}

@@ -11,7 +11,8 @@
 //!    counters only when read, so the enqueue fast paths pay nothing for it.
 //! 2. **Flood heuristics** (first line of defence, the kernel's `qhimark`/`blimit`): when a
 //!    shard's waiting callbacks or bytes pass [`Settings::flood_callbacks`] or
-//!    [`Settings::flood_bytes`], its grace periods are expedited (readers are polled without
+//!    [`Settings::flood_bytes`], or callbacks arrive faster than [`Settings::flood_rate`], its
+//!    grace periods are expedited (readers are polled without
 //!    sleeping, so work waiting on a normal grace period completes sooner) and its invokers run
 //!    everything that is ready instead of a bounded slice.
 //! 3. **Budget** ([`set_budget`]): above it, an enqueuer first *helps* (runs expired work
@@ -36,6 +37,7 @@
 //! | `GRACE_BUDGET` | bytes pending above which enqueuers help, expedite, then wait (`64MiB`, `512KiB`, `1G`, or plain bytes; `0` or `off`: none) | none |
 //! | `GRACE_FLOOD_CALLBACKS` | waiting callbacks per shard that start flood mode | 10000 |
 //! | `GRACE_FLOOD_BYTES` | waiting bytes per shard that start flood mode | 8 MiB |
+//! | `GRACE_FLOOD_RATE` | callbacks queued per second on one flavor that start flood mode | 10000000 |
 //!
 //! The budget is off by default: it trades throughput for a bound, and only the application
 //! knows what bound it needs. The flood thresholds follow the kernel's `qhimark` (10,000
@@ -79,12 +81,17 @@ pub struct Settings {
     pub flood_callbacks: u64,
     /// Waiting bytes per shard above which the shard is in flood mode.
     pub flood_bytes: u64,
+    /// Callbacks queued per second, on one flavor, above which it is in flood mode.
+    pub flood_rate: u64,
 }
 
 /// Default [`Settings::flood_callbacks`]: the kernel's `qhimark`.
 pub const DEFAULT_FLOOD_CALLBACKS: u64 = 10_000;
 /// Default [`Settings::flood_bytes`].
 pub const DEFAULT_FLOOD_BYTES: u64 = 8 << 20;
+/// Default [`Settings::flood_rate`]: at 10 million callbacks a second, one lazy delay (10 ms)
+/// strands ten times the kernel's `qhimark`, so grace periods should not wait to batch.
+pub const DEFAULT_FLOOD_RATE: u64 = 10_000_000;
 
 /// The longest an enqueuer waits for the budget in one call. It then goes on over the budget
 /// (counted in [`Stats::overruns`]): a reader that never finishes must not hang every updater
@@ -96,6 +103,7 @@ static INIT: Once = Once::new();
 static BUDGET: AtomicU64 = AtomicU64::new(0);
 static FLOOD_CALLBACKS: AtomicU64 = AtomicU64::new(DEFAULT_FLOOD_CALLBACKS);
 static FLOOD_BYTES: AtomicU64 = AtomicU64::new(DEFAULT_FLOOD_BYTES);
+static FLOOD_RATE: AtomicU64 = AtomicU64::new(DEFAULT_FLOOD_RATE);
 
 /// Read the `GRACE_*` settings once (the API setters below override them).
 fn init() {
@@ -105,6 +113,7 @@ fn init() {
         BUDGET.store(cfg.budget.unwrap_or(0), Ordering::Relaxed);
         FLOOD_CALLBACKS.store(cfg.flood_callbacks, Ordering::Relaxed);
         FLOOD_BYTES.store(cfg.flood_bytes, Ordering::Relaxed);
+        FLOOD_RATE.store(cfg.flood_rate, Ordering::Relaxed);
     });
 }
 
@@ -125,6 +134,7 @@ pub fn settings() -> Settings {
         budget: (b != 0).then_some(b),
         flood_callbacks: FLOOD_CALLBACKS.load(Ordering::Relaxed),
         flood_bytes: FLOOD_BYTES.load(Ordering::Relaxed),
+        flood_rate: FLOOD_RATE.load(Ordering::Relaxed),
     }
 }
 
@@ -164,6 +174,39 @@ pub fn set_flood_thresholds(callbacks: u64, bytes: u64) {
         Ordering::Relaxed,
     );
     FLOOD_BYTES.store(if bytes == 0 { u64::MAX } else { bytes }, Ordering::Relaxed);
+}
+
+/// Set the flood rate threshold: callbacks queued per second on one flavor; zero disables it.
+///
+/// # Examples
+///
+/// ```
+/// use grace::pressure;
+/// let before = pressure::settings().flood_rate;
+/// pressure::set_flood_rate(1_000_000);
+/// assert_eq!(pressure::settings().flood_rate, 1_000_000);
+/// pressure::set_flood_rate(before);
+/// ```
+pub fn set_flood_rate(callbacks_per_second: u64) {
+    init();
+    // Relaxed: a setting (see `init`).
+    FLOOD_RATE.store(
+        if callbacks_per_second == 0 {
+            u64::MAX
+        } else {
+            callbacks_per_second
+        },
+        Ordering::Relaxed,
+    );
+}
+
+/// Is a flavor that queued `callbacks` callbacks in `elapsed` in flood?
+pub(crate) fn is_flood_rate(callbacks: u64, elapsed: Duration) -> bool {
+    init();
+    // Relaxed: a setting (see `init`).
+    let limit = FLOOD_RATE.load(Ordering::Relaxed);
+    let secs = elapsed.as_secs_f64();
+    secs > 0.0 && callbacks as f64 / secs > limit as f64
 }
 
 /// Is a shard with `callbacks` waiting callbacks of `bytes` bytes in flood?

@@ -1401,6 +1401,22 @@ mod api {
             self.block().call(Callback::new(f), bytes, false);
         }
 
+        /// [`call`](Srcu::call), stating that `f` frees `bytes` bytes when it runs, so that the
+        /// memory-pressure accounting ([`crate::pressure::usage`]) counts what a flood of
+        /// callbacks really strands (`call` counts the closure's own size).
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let d = grace::srcu::Srcu::new().unwrap();
+        /// let node = Box::new([0u8; 256]);
+        /// d.call_sized(256, move || drop(node));
+        /// d.barrier();
+        /// ```
+        pub fn call_sized<F: FnOnce() + Send + 'static>(&self, bytes: usize, f: F) {
+            self.block().call(Callback::new(f), bytes as u64, false);
+        }
+
         /// Queue `f` to run after a grace period, without waiting to batch.
         ///
         /// # Examples
