@@ -126,7 +126,10 @@ fn dequeue_finds_nothing_and_try_enqueue_always_takes_the_object() {
     assert!(p.dequeue_where(|_| true).is_none());
     p.barrier();
     let s = p.stats();
-    assert_eq!((s.enqueued, s.processed, s.dequeued, s.pending), (2, 2, 0, 0));
+    assert_eq!(
+        (s.enqueued, s.processed, s.dequeued, s.pending),
+        (2, 2, 0, 0)
+    );
 }
 
 /// An object readers find through an `AtomicPtr`; processing marks and poisons it and parks it
@@ -176,7 +179,10 @@ fn readers_never_see_processed_objects() {
                         // SAFETY: published objects are processed only a grace period after
                         // they were unpublished, and processing keeps the body alive anyway.
                         let o = unsafe { &*slot.load(Ordering::Acquire) };
-                        assert!(!o.freed.load(Ordering::SeqCst), "reader saw a processed object");
+                        assert!(
+                            !o.freed.load(Ordering::SeqCst),
+                            "reader saw a processed object"
+                        );
                         assert_eq!(o.value.load(Ordering::SeqCst), o.id as u64);
                     }
                 }
@@ -202,7 +208,9 @@ fn readers_never_see_processed_objects() {
     });
     for slot in &slots {
         // SAFETY: unpublished below by dropping `slots`; retired once.
-        unsafe { pending.enqueue_raw(std::ptr::NonNull::new(slot.load(Ordering::Acquire)).unwrap()) };
+        unsafe {
+            pending.enqueue_raw(std::ptr::NonNull::new(slot.load(Ordering::Acquire)).unwrap())
+        };
     }
     drop(pending);
     assert!(times.iter().all(|n| n.load(Ordering::SeqCst) == 1));
@@ -224,13 +232,24 @@ fn barrier_and_drop_wait_for_a_reader_that_was_inside() {
         pending.enqueue(Box::new([7u8; 48]));
     }
     std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(done.load(Ordering::SeqCst), 0, "processed while a reader was inside");
+    assert_eq!(
+        done.load(Ordering::SeqCst),
+        0,
+        "processed while a reader was inside"
+    );
     assert_eq!(pending.stats().pending, 300);
     reader.leave_after(Duration::from_millis(50));
     drop(pending);
-    assert!(reader.has_left(), "drop returned while a reader from before was inside");
+    assert!(
+        reader.has_left(),
+        "drop returned while a reader from before was inside"
+    );
     assert_eq!(done.load(Ordering::SeqCst), 300);
-    assert_eq!(Arc::strong_count(&done), 1, "drop dropped the process closure");
+    assert_eq!(
+        Arc::strong_count(&done),
+        1,
+        "drop dropped the process closure"
+    );
     reader.leave();
 }
 
@@ -268,7 +287,10 @@ fn kvfree_frees_each_object_exactly_once_with_one_callback_each() {
         }
     });
     std::thread::sleep(Duration::from_millis(30));
-    assert!(times.iter().all(|n| n.load(Ordering::SeqCst) == 0), "freed early");
+    assert!(
+        times.iter().all(|n| n.load(Ordering::SeqCst) == 0),
+        "freed early"
+    );
     let mid = grace::kvfree::stats();
     let n = (THREADS * (2 * EACH + 1)) as u64;
     assert_eq!(mid.objects_queued - before.objects_queued, n);
@@ -283,6 +305,9 @@ fn kvfree_frees_each_object_exactly_once_with_one_callback_each() {
     assert_eq!(after.objects_freed - before.objects_freed, n);
     assert_eq!((after.objects_pending, after.bytes_pending), (0, 0));
     // No batching machinery was used: no arrays, no hand-offs, no sweeps of lanes.
-    assert_eq!((after.batches, after.arrays_allocated, after.objects_swept), (0, 0, 0));
+    assert_eq!(
+        (after.batches, after.arrays_allocated, after.objects_swept),
+        (0, 0, 0)
+    );
     assert_eq!(after.fallback_callback, 0, "not counted as a fallback");
 }

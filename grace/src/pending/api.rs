@@ -905,7 +905,8 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Inner<T, F> {
         c.peak_in_flight.fetch_max(now, Ordering::Relaxed);
         let me = Arc::clone(self);
         let obj = Unbatched(p);
-        self.flavor.call_offloaded(move || me.process_unbatched(obj));
+        self.flavor
+            .call_offloaded(move || me.process_unbatched(obj));
     }
 
     /// The per-object callback of the chicken switch: a grace period has ended since `obj`
