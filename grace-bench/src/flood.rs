@@ -763,17 +763,19 @@ fn flood<I: Flood>(
         }
         let ran = start.elapsed();
         // The recovery: readers (the sleeping one too) keep running, nothing is flushed.
-        while setup.measure_recovery {
-            let pending = sample();
-            series.push((start.elapsed().as_secs_f64(), pending));
-            if pending < RECOVERED_BELOW {
-                recovery = Some(stopped_at.elapsed().as_secs_f64());
-                break;
+        if setup.measure_recovery {
+            loop {
+                let pending = sample();
+                series.push((start.elapsed().as_secs_f64(), pending));
+                if pending < RECOVERED_BELOW {
+                    recovery = Some(stopped_at.elapsed().as_secs_f64());
+                    break;
+                }
+                if stopped_at.elapsed() >= limit {
+                    break;
+                }
+                std::thread::sleep(RECOVERY_POLL);
             }
-            if stopped_at.elapsed() >= limit {
-                break;
-            }
-            std::thread::sleep(RECOVERY_POLL);
         }
         stop_read.store(true, Ordering::Relaxed);
         let reads: u64 = readers.into_iter().map(|r| r.join().unwrap_or(0)).sum();
