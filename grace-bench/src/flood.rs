@@ -218,6 +218,10 @@ pub struct FloodResult {
     /// (readers still running); `None` when not measured or not reached within the limit.
     #[serde(default)]
     pub recovery_s: Option<f64>,
+    /// Grace periods the row's flavor completed during `recovery_s` (grace rows only): the
+    /// target is memory back within two.
+    #[serde(default)]
+    pub recovery_grace_periods: Option<u64>,
     /// How long the recovery was waited for at most (0 when not measured).
     #[serde(default)]
     pub recovery_limit_s: f64,
@@ -255,6 +259,7 @@ impl FloodResult {
             budget_bytes: None,
             sleeping_reader: false,
             recovery_s: None,
+            recovery_grace_periods: None,
             recovery_limit_s: 0.0,
             pending_series: Vec::new(),
         }
@@ -346,6 +351,11 @@ trait Flood: Sync {
         0
     }
 
+    /// Grace periods completed so far by the flavor the row waits on (grace rows only).
+    fn grace_periods(&self) -> Option<u64> {
+        None
+    }
+
     /// Make every object handed over be freed.
     fn drain(&self, counts: &[FlooderCounts], total: u64) -> Result<(), String>;
 }
@@ -422,6 +432,10 @@ impl Flood for GraceKvfree {
         hold_rcu(d);
     }
 
+    fn grace_periods(&self) -> Option<u64> {
+        Some(grace::rcu::stats().grace_periods)
+    }
+
     fn library_pending(&self) -> u64 {
         grace::kvfree::stats().bytes_pending
     }
@@ -449,6 +463,10 @@ impl Flood for GracePending {
 
     fn hold(&self, d: Duration) {
         hold_rcu(d);
+    }
+
+    fn grace_periods(&self) -> Option<u64> {
+        Some(grace::rcu::stats().grace_periods)
     }
 
     fn library_pending(&self) -> u64 {
@@ -616,6 +634,10 @@ impl Flood for GraceCallRcu {
         hold_rcu(d);
     }
 
+    fn grace_periods(&self) -> Option<u64> {
+        Some(grace::rcu::stats().grace_periods)
+    }
+
     fn library_pending(&self) -> u64 {
         grace::rcu::stats().bytes_pending
     }
@@ -652,6 +674,10 @@ impl Flood for GraceCallSrcu {
         self.0.stats().callbacks_pending * 64
     }
 
+    fn grace_periods(&self) -> Option<u64> {
+        Some(self.0.stats().grace_periods)
+    }
+
     fn drain(&self, _: &[FlooderCounts], _: u64) -> Result<(), String> {
         self.0.barrier();
         let left = self.0.stats().callbacks_pending;
@@ -681,6 +707,10 @@ impl Flood for GracePendingClosure {
 
     fn hold(&self, d: Duration) {
         hold_rcu(d);
+    }
+
+    fn grace_periods(&self) -> Option<u64> {
+        Some(grace::rcu::stats().grace_periods)
     }
 
     fn library_pending(&self) -> u64 {
@@ -717,6 +747,7 @@ fn flood<I: Flood>(
     let mut stopped_early = false;
     let mut series: Vec<(f64, u64)> = Vec::new();
     let mut recovery = None;
+    let mut recovery_gps = None;
     let limit = recovery_limit(duration);
     let sample = || {
         if I::COUNTED {
@@ -755,6 +786,7 @@ fn flood<I: Flood>(
             }
         }
         let stopped_at = Instant::now();
+        let gps_at_stop = imp.grace_periods();
         stop_flood.store(true, Ordering::Relaxed);
         for f in flooders {
             if f.join().is_err() {
@@ -769,6 +801,9 @@ fn flood<I: Flood>(
                 series.push((start.elapsed().as_secs_f64(), pending));
                 if pending < RECOVERED_BELOW {
                     recovery = Some(stopped_at.elapsed().as_secs_f64());
+                    recovery_gps = gps_at_stop
+                        .zip(imp.grace_periods())
+                        .map(|(a, b)| b.saturating_sub(a));
                     break;
                 }
                 if stopped_at.elapsed() >= limit {
@@ -853,6 +888,7 @@ fn flood<I: Flood>(
             .flatten(),
         sleeping_reader: setup.sleeping_reader,
         recovery_s: recovery,
+        recovery_grace_periods: recovery_gps,
         recovery_limit_s: if setup.measure_recovery {
             limit.as_secs_f64()
         } else {
@@ -1052,6 +1088,13 @@ mod tests {
             assert!(r.sleeping_reader);
             assert!(!r.pending_series.is_empty(), "{name}: no samples");
             assert!(r.recovery_limit_s > 0.0);
+            if r.recovery_s.is_some() {
+                assert_eq!(
+                    r.recovery_grace_periods.is_some(),
+                    name.starts_with("grace-"),
+                    "{r:?}"
+                );
+            }
             assert_eq!(
                 r.budget_bytes,
                 name.ends_with(BUDGET_SUFFIX).then_some(8 << 20),

@@ -304,7 +304,8 @@ pub fn table(results: &[FloodResult]) -> String {
     if pressure {
         o.push_str(
             "  back <1 MiB = time from the end of the flood until pending bytes were under 1 MiB, \
-             readers still running, nothing flushed (polled every 1 ms)\n",
+             readers still running, nothing flushed (polled every 1 ms); GP = the grace periods \
+             the row's grace flavor completed meanwhile\n",
         );
     }
     o
@@ -313,7 +314,10 @@ pub fn table(results: &[FloodResult]) -> String {
 /// The recovery cell: milliseconds, or `>limit` when memory did not come back in time.
 fn recovery_text(r: &FloodResult) -> String {
     match r.recovery_s {
-        Some(s) => format!("{:.1} ms", s * 1e3),
+        Some(s) => match r.recovery_grace_periods {
+            Some(gps) => format!("{:.1} ms, {gps} GP", s * 1e3),
+            None => format!("{:.1} ms", s * 1e3),
+        },
         None if r.is_measured() => format!(">{:.1} s", r.recovery_limit_s),
         None => "-".into(),
     }
@@ -381,6 +385,7 @@ struct JsonRow<'a> {
     budget_bytes: Option<u64>,
     sleeping_reader: bool,
     recovery_s: Option<f64>,
+    recovery_grace_periods: Option<u64>,
     recovery_limit_s: f64,
     /// `[seconds since the flood began, bytes]` pairs.
     pending_series: &'a [(f64, u64)],
@@ -427,6 +432,7 @@ pub fn json(results: &[FloodResult], opts: &FloodOptions) -> String {
                 budget_bytes: r.budget_bytes,
                 sleeping_reader: r.sleeping_reader,
                 recovery_s: r.recovery_s,
+                recovery_grace_periods: r.recovery_grace_periods,
                 recovery_limit_s: r.recovery_limit_s,
                 pending_series: &r.pending_series,
             })
