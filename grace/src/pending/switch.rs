@@ -122,7 +122,8 @@ impl std::error::Error for SwitchError {}
 /// # Errors
 ///
 /// [`SwitchError`] (holding the value in force) when the switch was already decided the other
-/// way; `Ok` when it now holds `on`, whether this call set it or it already did.
+/// way. `Ok(())` when batching is now `on` (the argument), whether this call decided it or an
+/// earlier use already had.
 ///
 /// # Examples
 ///
