@@ -51,6 +51,14 @@ step "kvfree_miri, tree borrows + strict provenance"
 MIRIFLAGS="$base -Zmiri-ignore-leaks -Zmiri-tree-borrows -Zmiri-strict-provenance" \
   cargo +nightly miri test -p grace --test kvfree_miri
 
+# The chicken switch (batching off): Pending's and kvfree's per-object callbacks.
+step "chicken_miri, seeds $seeds"
+MIRIFLAGS="$base -Zmiri-ignore-leaks -Zmiri-many-seeds=$seeds" \
+  cargo +nightly miri test -p grace --test chicken_miri
+step "chicken_miri, tree borrows + strict provenance"
+MIRIFLAGS="$base -Zmiri-ignore-leaks -Zmiri-tree-borrows -Zmiri-strict-provenance" \
+  cargo +nightly miri test -p grace --test chicken_miri
+
 # The pointer types on real structures: the Harris-Michael list and Michael map, one thread
 # and two, retiring through kvfree (RCU) and call (SRCU).
 step "atomic_miri, seeds $seeds"

@@ -46,6 +46,33 @@
 //!   still leaves memory kept by the allocator from earlier runs in the
 //!   baseline; the result's note says so.
 //!
+//! # The memory-pressure set (`--budget`)
+//!
+//! [`pressure_impls`] is the set of the memory-pressure experiment: grace's four ways to
+//! free, each with and without a memory budget (a `+budget` row runs with
+//! `grace::pressure::set_budget(Some(budget))` in its process), beside the peers:
+//!
+//! * `grace-kvfree`: as above;
+//! * `grace-call-rcu`: `grace::rcu::call_sized(64, move || drop(b))` per 64-byte box `b`, so
+//!   that the callback engine accounts the bytes;
+//! * `grace-call-srcu`: `call` on a dynamic SRCU domain (`grace::srcu::Srcu::new()`), the
+//!   same closure; readers in that domain's sections;
+//! * `grace-pending-closure`: a `Pending<[u8; 64]>` with `Process::with(closure)` (the
+//!   closure drops the box);
+//! * the peers as above.
+//!
+//! Those runs ([`FloodSetup::pressure`]) add, for every implementation, a *sleeping reader*:
+//! once every second it enters a read-side section (grace's RCU or the SRCU domain, a
+//! liburcu read lock, a pinned crossbeam guard, a seize guard) and sleeps
+//! [`SLEEP_IN_SECTION`] inside it. They also measure the *recovery*: after the flooders stop
+//! (readers still running), how long until the pending bytes are under [`RECOVERED_BELOW`]
+//! (1 MiB), polled every millisecond for at most [`recovery_limit`].
+//!
+//! Every run keeps its pending-bytes samples ([`FloodResult::pending_series`]: seconds since
+//! the flood began, bytes), for the CLI's plot. For the grace rows the sampled figure is the
+//! API's own: `kvfree::stats().bytes_pending`, `rcu::stats().bytes_pending`, the SRCU
+//! domain's `callbacks_pending × 64`, the `Pending`'s `stats().bytes_pending`.
+//!
 //! A run whose pending memory exceeds a quarter of the machine's available
 //! memory (at most 8 GiB) is stopped early rather than allowed to exhaust the
 //! machine; its note says so, and its rate covers the time it ran.
@@ -66,6 +93,54 @@ pub const SAMPLE_EVERY: Duration = Duration::from_millis(10);
 /// Objects a flooder hands over between two looks at the stop flag.
 const CHUNK: u64 = 256;
 
+/// How long the sleeping reader of a pressure run stays inside its section, once a second.
+pub const SLEEP_IN_SECTION: Duration = Duration::from_millis(50);
+
+/// The pending bytes under which a pressure run counts memory as recovered after the flood.
+pub const RECOVERED_BELOW: u64 = 1 << 20;
+
+/// How often the recovery is polled.
+const RECOVERY_POLL: Duration = Duration::from_millis(1);
+
+/// The longest a pressure run waits for the recovery: the flood's duration, within 200 ms to
+/// 2 s.
+pub fn recovery_limit(duration: Duration) -> Duration {
+    duration.clamp(Duration::from_millis(200), Duration::from_secs(2))
+}
+
+/// The suffix of a row that runs with grace's memory budget.
+pub const BUDGET_SUFFIX: &str = "+budget";
+
+/// How a flood is run, besides its implementation and sizes.
+///
+/// # Examples
+///
+/// ```
+/// let setup = grace_bench::flood::FloodSetup::pressure(64 << 20);
+/// assert!(setup.sleeping_reader && setup.measure_recovery);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FloodSetup {
+    /// The memory budget of a `+budget` row (`grace::pressure::set_budget`), in bytes.
+    pub budget: Option<u64>,
+    /// Run a reader that sleeps [`SLEEP_IN_SECTION`] inside its section once a second.
+    pub sleeping_reader: bool,
+    /// Measure how long pending memory takes to drop under [`RECOVERED_BELOW`] after the flood.
+    pub measure_recovery: bool,
+}
+
+impl FloodSetup {
+    /// The memory-pressure experiment: a sleeping reader, recovery measured, and `budget` for
+    /// the `+budget` rows.
+    pub fn pressure(budget: u64) -> FloodSetup {
+        FloodSetup {
+            budget: Some(budget),
+            sleeping_reader: true,
+            measure_recovery: true,
+        }
+    }
+}
+
 /// The implementations of the flood suite, in run order.
 pub fn flood_impls() -> Vec<&'static str> {
     let mut v = vec!["grace-kvfree", "grace-pending"];
@@ -73,6 +148,26 @@ pub fn flood_impls() -> Vec<&'static str> {
         v.push("liburcu-memb");
     }
     v.extend(["crossbeam-epoch", "seize"]);
+    v
+}
+
+/// The implementations of the memory-pressure set (see the module docs), in run order: each
+/// grace row without, then with the budget, then the peers.
+pub fn pressure_impls() -> Vec<String> {
+    let mut v = Vec::new();
+    for g in [
+        "grace-kvfree",
+        "grace-call-rcu",
+        "grace-call-srcu",
+        "grace-pending-closure",
+    ] {
+        v.push(g.to_string());
+        v.push(format!("{g}{BUDGET_SUFFIX}"));
+    }
+    if liburcu::available() {
+        v.push("liburcu-memb".into());
+    }
+    v.extend(["crossbeam-epoch".into(), "seize".into()]);
     v
 }
 
@@ -113,6 +208,27 @@ pub struct FloodResult {
     pub isolated: bool,
     /// A caveat, or why the run failed.
     pub note: Option<String>,
+    /// grace's memory budget during the run, in bytes (`+budget` rows).
+    #[serde(default)]
+    pub budget_bytes: Option<u64>,
+    /// Whether a reader slept [`SLEEP_IN_SECTION`] inside its section once a second.
+    #[serde(default)]
+    pub sleeping_reader: bool,
+    /// Seconds from the end of the flood until pending bytes were under [`RECOVERED_BELOW`]
+    /// (readers still running); `None` when not measured or not reached within the limit.
+    #[serde(default)]
+    pub recovery_s: Option<f64>,
+    /// Grace periods the row's flavor completed during `recovery_s` (grace rows only): the
+    /// target is memory back within two.
+    #[serde(default)]
+    pub recovery_grace_periods: Option<u64>,
+    /// How long the recovery was waited for at most (0 when not measured).
+    #[serde(default)]
+    pub recovery_limit_s: f64,
+    /// Pending bytes over time: (seconds since the flood began, bytes), every
+    /// [`SAMPLE_EVERY`] during the flood and every millisecond of the recovery.
+    #[serde(default)]
+    pub pending_series: Vec<(f64, u64)>,
 }
 
 impl FloodResult {
@@ -140,6 +256,12 @@ impl FloodResult {
             drain_s: 0.0,
             isolated: false,
             note: Some(why),
+            budget_bytes: None,
+            sleeping_reader: false,
+            recovery_s: None,
+            recovery_grace_periods: None,
+            recovery_limit_s: 0.0,
+            pending_series: Vec::new(),
         }
     }
 }
@@ -221,9 +343,17 @@ trait Flood: Sync {
     /// Read-side sections until `stop`; returns how many.
     fn reader(&self, stop: &AtomicBool) -> u64;
 
+    /// One read-side section that lasts `d` (the sleeping reader's).
+    fn hold(&self, d: Duration);
+
     /// Pending bytes now, when the library knows (uncounted rows).
     fn library_pending(&self) -> u64 {
         0
+    }
+
+    /// Grace periods completed so far by the flavor the row waits on (grace rows only).
+    fn grace_periods(&self) -> Option<u64> {
+        None
     }
 
     /// Make every object handed over be freed.
@@ -243,6 +373,31 @@ fn flood_loop(stop: &AtomicBool, c: &FlooderCounts, mut body: impl FnMut(u64)) {
         }
         n += CHUNK;
     }
+}
+
+/// The sleeping reader: a section of [`SLEEP_IN_SECTION`] through `imp.hold` at once and then
+/// once every second, until `stop`.
+fn sleeper<I: Flood>(imp: &I, stop: &AtomicBool) {
+    let start = Instant::now();
+    let mut next = start;
+    while !stop.load(Ordering::Relaxed) {
+        imp.hold(SLEEP_IN_SECTION);
+        next += Duration::from_secs(1);
+        while !stop.load(Ordering::Relaxed) {
+            let left = next.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(SAMPLE_EVERY));
+        }
+    }
+}
+
+/// A section of grace's RCU that lasts `d`.
+fn hold_rcu(d: Duration) {
+    let g = grace::rcu::read_lock();
+    std::thread::sleep(d);
+    drop(g);
 }
 
 /// Read sections with `section` until `stop`, checking it every 1024.
@@ -273,6 +428,14 @@ impl Flood for GraceKvfree {
         read_loop(stop, || drop(black_box(grace::rcu::read_lock())))
     }
 
+    fn hold(&self, d: Duration) {
+        hold_rcu(d);
+    }
+
+    fn grace_periods(&self) -> Option<u64> {
+        Some(grace::rcu::stats().grace_periods)
+    }
+
     fn library_pending(&self) -> u64 {
         grace::kvfree::stats().bytes_pending
     }
@@ -298,13 +461,32 @@ impl Flood for GracePending {
         read_loop(stop, || drop(black_box(grace::rcu::read_lock())))
     }
 
+    fn hold(&self, d: Duration) {
+        hold_rcu(d);
+    }
+
+    fn grace_periods(&self) -> Option<u64> {
+        Some(grace::rcu::stats().grace_periods)
+    }
+
     fn library_pending(&self) -> u64 {
         self.0.stats().pending * 64
     }
 
-    fn drain(&self, _: &[FlooderCounts], total: u64) -> Result<(), String> {
-        self.0.barrier();
-        let s = self.0.stats();
+    fn drain(&self, counts: &[FlooderCounts], total: u64) -> Result<(), String> {
+        GracePending::check_drained(&self.0, counts, total)
+    }
+}
+
+impl GracePending {
+    /// `barrier()`, then check that every object was processed.
+    fn check_drained(
+        p: &grace::Pending<[u8; 64]>,
+        _: &[FlooderCounts],
+        total: u64,
+    ) -> Result<(), String> {
+        p.barrier();
+        let s = p.stats();
         if s.processed != total || s.pending != 0 {
             return Err(format!(
                 "BUG: {} of {total} objects processed after barrier(), {} pending",
@@ -353,6 +535,12 @@ impl Flood for Liburcu {
         n
     }
 
+    fn hold(&self, d: Duration) {
+        if let Some(reg) = liburcu::Registration::new() {
+            reg.read_hold(d);
+        }
+    }
+
     fn drain(&self, _: &[FlooderCounts], _: u64) -> Result<(), String> {
         liburcu::register()?.barrier();
         Ok(())
@@ -381,6 +569,12 @@ impl Flood for Crossbeam {
         read_loop(stop, || drop(black_box(crossbeam_epoch::pin())))
     }
 
+    fn hold(&self, d: Duration) {
+        let g = crossbeam_epoch::pin();
+        std::thread::sleep(d);
+        drop(g);
+    }
+
     fn drain(&self, counts: &[FlooderCounts], total: u64) -> Result<(), String> {
         let freed = || counts.iter().map(|c| c.freed.sum()).sum();
         drain_crossbeam(&freed, total, self.timeout)
@@ -406,11 +600,125 @@ impl Flood for Seize {
         read_loop(stop, || drop(black_box(self.0.enter())))
     }
 
+    fn hold(&self, d: Duration) {
+        let g = self.0.enter();
+        std::thread::sleep(d);
+        drop(g);
+    }
+
     fn drain(&self, _: &[FlooderCounts], _: u64) -> Result<(), String> {
         // SAFETY: the flooders and readers have stopped (joined) and hold no
         // guard, and no retired object was ever shared.
         unsafe { self.0.reclaim_all() };
         Ok(())
+    }
+}
+
+struct GraceCallRcu;
+
+impl Flood for GraceCallRcu {
+    const COUNTED: bool = false;
+
+    fn flooder(&self, stop: &AtomicBool, c: &FlooderCounts) {
+        flood_loop(stop, c, |i| {
+            let b = black_box(Box::new([i as u8; 64]));
+            grace::rcu::call_sized(64, move || drop(b));
+        });
+    }
+
+    fn reader(&self, stop: &AtomicBool) -> u64 {
+        read_loop(stop, || drop(black_box(grace::rcu::read_lock())))
+    }
+
+    fn hold(&self, d: Duration) {
+        hold_rcu(d);
+    }
+
+    fn grace_periods(&self) -> Option<u64> {
+        Some(grace::rcu::stats().grace_periods)
+    }
+
+    fn library_pending(&self) -> u64 {
+        grace::rcu::stats().bytes_pending
+    }
+
+    fn drain(&self, _: &[FlooderCounts], _: u64) -> Result<(), String> {
+        grace::rcu::barrier();
+        Ok(())
+    }
+}
+
+struct GraceCallSrcu(grace::srcu::Srcu);
+
+impl Flood for GraceCallSrcu {
+    const COUNTED: bool = false;
+
+    fn flooder(&self, stop: &AtomicBool, c: &FlooderCounts) {
+        flood_loop(stop, c, |i| {
+            let b = black_box(Box::new([i as u8; 64]));
+            self.0.call(move || drop(b));
+        });
+    }
+
+    fn reader(&self, stop: &AtomicBool) -> u64 {
+        read_loop(stop, || drop(black_box(self.0.read_lock())))
+    }
+
+    fn hold(&self, d: Duration) {
+        let g = self.0.read_lock();
+        std::thread::sleep(d);
+        drop(g);
+    }
+
+    fn library_pending(&self) -> u64 {
+        self.0.stats().callbacks_pending * 64
+    }
+
+    fn grace_periods(&self) -> Option<u64> {
+        Some(self.0.stats().grace_periods)
+    }
+
+    fn drain(&self, _: &[FlooderCounts], _: u64) -> Result<(), String> {
+        self.0.barrier();
+        let left = self.0.stats().callbacks_pending;
+        if left != 0 {
+            return Err(format!(
+                "BUG: {left} SRCU callbacks pending after barrier()"
+            ));
+        }
+        Ok(())
+    }
+}
+
+struct GracePendingClosure(grace::Pending<[u8; 64]>);
+
+impl Flood for GracePendingClosure {
+    const COUNTED: bool = false;
+
+    fn flooder(&self, stop: &AtomicBool, c: &FlooderCounts) {
+        flood_loop(stop, c, |i| {
+            self.0.enqueue(black_box(Box::new([i as u8; 64])))
+        });
+    }
+
+    fn reader(&self, stop: &AtomicBool) -> u64 {
+        read_loop(stop, || drop(black_box(grace::rcu::read_lock())))
+    }
+
+    fn hold(&self, d: Duration) {
+        hold_rcu(d);
+    }
+
+    fn grace_periods(&self) -> Option<u64> {
+        Some(grace::rcu::stats().grace_periods)
+    }
+
+    fn library_pending(&self) -> u64 {
+        self.0.stats().bytes_pending
+    }
+
+    fn drain(&self, counts: &[FlooderCounts], total: u64) -> Result<(), String> {
+        GracePending::check_drained(&self.0, counts, total)
     }
 }
 
@@ -422,6 +730,7 @@ fn flood<I: Flood>(
     threads: usize,
     readers: usize,
     duration: Duration,
+    setup: &FloodSetup,
 ) -> FloodResult {
     let mut notes = Vec::new();
     if !reset_peak_rss() {
@@ -436,10 +745,24 @@ fn flood<I: Flood>(
     let mut sampled_peak = 0u64;
     let mut rss_peak = baseline;
     let mut stopped_early = false;
+    let mut series: Vec<(f64, u64)> = Vec::new();
+    let mut recovery = None;
+    let mut recovery_gps = None;
+    let limit = recovery_limit(duration);
+    let sample = || {
+        if I::COUNTED {
+            counts.iter().map(FlooderCounts::outstanding).sum::<u64>() * 64
+        } else {
+            imp.library_pending()
+        }
+    };
     let (ran, reads, drained, drain_s) = std::thread::scope(|s| {
         let readers: Vec<_> = (0..readers)
             .map(|_| s.spawn(|| imp.reader(&stop_read)))
             .collect();
+        let sleeper = setup
+            .sleeping_reader
+            .then(|| s.spawn(|| sleeper(imp, &stop_read)));
         let start = Instant::now();
         let flooders: Vec<_> = counts
             .iter()
@@ -451,11 +774,8 @@ fn flood<I: Flood>(
         // The sampler: this thread.
         while start.elapsed() < duration {
             std::thread::sleep(SAMPLE_EVERY.min(duration.saturating_sub(start.elapsed())));
-            let pending = if I::COUNTED {
-                counts.iter().map(FlooderCounts::outstanding).sum::<u64>() * 64
-            } else {
-                imp.library_pending()
-            };
+            let pending = sample();
+            series.push((start.elapsed().as_secs_f64(), pending));
             sampled_peak = sampled_peak.max(pending);
             if let (Some(now), _) = rss() {
                 rss_peak = Some(rss_peak.map_or(now, |p| p.max(now)));
@@ -465,6 +785,8 @@ fn flood<I: Flood>(
                 break;
             }
         }
+        let stopped_at = Instant::now();
+        let gps_at_stop = imp.grace_periods();
         stop_flood.store(true, Ordering::Relaxed);
         for f in flooders {
             if f.join().is_err() {
@@ -472,8 +794,29 @@ fn flood<I: Flood>(
             }
         }
         let ran = start.elapsed();
+        // The recovery: readers (the sleeping one too) keep running, nothing is flushed.
+        if setup.measure_recovery {
+            loop {
+                let pending = sample();
+                series.push((start.elapsed().as_secs_f64(), pending));
+                if pending < RECOVERED_BELOW {
+                    recovery = Some(stopped_at.elapsed().as_secs_f64());
+                    recovery_gps = gps_at_stop
+                        .zip(imp.grace_periods())
+                        .map(|(a, b)| b.saturating_sub(a));
+                    break;
+                }
+                if stopped_at.elapsed() >= limit {
+                    break;
+                }
+                std::thread::sleep(RECOVERY_POLL);
+            }
+        }
         stop_read.store(true, Ordering::Relaxed);
         let reads: u64 = readers.into_iter().map(|r| r.join().unwrap_or(0)).sum();
+        if sleeper.is_some_and(|h| h.join().is_err()) {
+            notes.push("the sleeping reader panicked".into());
+        }
         let total = counts
             .iter()
             .map(|c| c.allocated.0.load(Ordering::Relaxed))
@@ -506,7 +849,7 @@ fn flood<I: Flood>(
         ));
     }
     let (_, hwm) = rss();
-    let library_peak = (name == "grace-kvfree").then(|| {
+    let library_peak = name.starts_with("grace-kvfree").then(|| {
         let peak = grace::kvfree::stats().peak_bytes_pending;
         if kvfree_peak_before > 0 {
             notes.push(format!(
@@ -539,6 +882,19 @@ fn flood<I: Flood>(
         drain_s: drain_s.as_secs_f64(),
         isolated: false,
         note: None,
+        budget_bytes: name
+            .ends_with(BUDGET_SUFFIX)
+            .then_some(setup.budget)
+            .flatten(),
+        sleeping_reader: setup.sleeping_reader,
+        recovery_s: recovery,
+        recovery_grace_periods: recovery_gps,
+        recovery_limit_s: if setup.measure_recovery {
+            limit.as_secs_f64()
+        } else {
+            0.0
+        },
+        pending_series: series,
     };
     if let Some(e) = failed {
         r.objects_per_s = f64::NAN;
@@ -565,11 +921,34 @@ pub fn run_flood_one(
     readers: usize,
     duration: Duration,
 ) -> FloodResult {
+    run_flood_with(name, threads, readers, duration, &FloodSetup::default())
+}
+
+/// [`run_flood_one`] with a [`FloodSetup`]: `name` may be any of [`flood_impls`] and
+/// [`pressure_impls`]; a `+budget` row runs with `setup.budget` as grace's memory budget
+/// (`grace::pressure::set_budget`, removed again afterwards).
+///
+/// # Examples
+///
+/// ```no_run
+/// use grace_bench::flood::{run_flood_with, FloodSetup};
+/// use std::time::Duration;
+/// let setup = FloodSetup::pressure(64 << 20);
+/// let r = run_flood_with("grace-call-rcu+budget", 1, 1, Duration::from_secs(1), &setup);
+/// println!("peak {} bytes pending, back under 1 MiB after {:?} s", r.peak_bytes_pending, r.recovery_s);
+/// ```
+pub fn run_flood_with(
+    name: &str,
+    threads: usize,
+    readers: usize,
+    duration: Duration,
+    setup: &FloodSetup,
+) -> FloodResult {
     let threads = threads.max(1);
     // On a thread of its own, so that the caller's thread is never registered with any
     // implementation (the drain runs on this one).
     std::thread::scope(|s| {
-        s.spawn(|| flood_one(name, threads, readers, duration))
+        s.spawn(|| flood_one(name, threads, readers, duration, setup))
             .join()
             .unwrap_or_else(|_| {
                 FloodResult::failed(name, threads, readers, "the flood panicked".into())
@@ -577,17 +956,75 @@ pub fn run_flood_one(
     })
 }
 
-fn flood_one(name: &str, threads: usize, readers: usize, duration: Duration) -> FloodResult {
-    match name {
-        "grace-kvfree" => flood(&GraceKvfree, name, threads, readers, duration),
+fn flood_one(
+    name: &str,
+    threads: usize,
+    readers: usize,
+    duration: Duration,
+    setup: &FloodSetup,
+) -> FloodResult {
+    let (base, budget) = match name.strip_suffix(BUDGET_SUFFIX) {
+        Some(base) if base.starts_with("grace-") => match setup.budget {
+            Some(b) if b > 0 => (base, Some(b)),
+            _ => {
+                return FloodResult::failed(
+                    name,
+                    threads,
+                    readers,
+                    format!("{name} needs a budget (--budget)"),
+                )
+            }
+        },
+        _ => (name, None),
+    };
+    if budget.is_some() {
+        grace::pressure::set_budget(budget);
+    }
+    let r = flood_base(base, name, threads, readers, duration, setup);
+    if budget.is_some() {
+        grace::pressure::set_budget(None);
+    }
+    r
+}
+
+/// Run the implementation `base`, reporting it as `name`.
+fn flood_base(
+    base: &str,
+    name: &str,
+    threads: usize,
+    readers: usize,
+    duration: Duration,
+    setup: &FloodSetup,
+) -> FloodResult {
+    match base {
+        "grace-kvfree" => flood(&GraceKvfree, name, threads, readers, duration, setup),
         "grace-pending" => {
             let p = GracePending(grace::Pending::new(
                 grace::Rcu,
                 grace::pending::Process::free(),
             ));
-            flood(&p, name, threads, readers, duration)
+            flood(&p, name, threads, readers, duration, setup)
         }
-        "liburcu-memb" if liburcu::available() => flood(&Liburcu, name, threads, readers, duration),
+        "grace-call-rcu" => flood(&GraceCallRcu, name, threads, readers, duration, setup),
+        "grace-call-srcu" => match grace::srcu::Srcu::new() {
+            Ok(d) => flood(&GraceCallSrcu(d), name, threads, readers, duration, setup),
+            Err(e) => FloodResult::failed(
+                name,
+                threads,
+                readers,
+                format!("cannot create an SRCU domain: {e}"),
+            ),
+        },
+        "grace-pending-closure" => {
+            let p = GracePendingClosure(grace::Pending::new(
+                grace::Rcu,
+                grace::pending::Process::with(|b: Box<[u8; 64]>| drop(black_box(b))),
+            ));
+            flood(&p, name, threads, readers, duration, setup)
+        }
+        "liburcu-memb" if liburcu::available() => {
+            flood(&Liburcu, name, threads, readers, duration, setup)
+        }
         "liburcu-memb" => {
             FloodResult::failed(name, threads, readers, liburcu::unavailable_reason().into())
         }
@@ -599,6 +1036,7 @@ fn flood_one(name: &str, threads: usize, readers: usize, duration: Duration) -> 
             threads,
             readers,
             duration,
+            setup,
         ),
         "seize" => flood(
             &Seize(seize::Collector::new()),
@@ -606,6 +1044,7 @@ fn flood_one(name: &str, threads: usize, readers: usize, duration: Duration) -> 
             threads,
             readers,
             duration,
+            setup,
         ),
         other => FloodResult::failed(
             other,
@@ -637,5 +1076,52 @@ mod tests {
             assert!(r.objects > 0, "{r:?}");
             assert!(r.reads_per_s > 0.0, "{r:?}");
         }
+    }
+
+    #[test]
+    fn every_pressure_flood_runs_with_a_sleeping_reader_and_recovers() {
+        let setup = FloodSetup::pressure(8 << 20);
+        for name in pressure_impls() {
+            let r = run_flood_with(&name, 1, 1, Duration::from_millis(60), &setup);
+            assert!(r.is_measured(), "{r:?}");
+            assert_eq!(r.impl_name, name);
+            assert!(r.sleeping_reader);
+            assert!(!r.pending_series.is_empty(), "{name}: no samples");
+            assert!(r.recovery_limit_s > 0.0);
+            if r.recovery_s.is_some() {
+                assert_eq!(
+                    r.recovery_grace_periods.is_some(),
+                    name.starts_with("grace-"),
+                    "{r:?}"
+                );
+            }
+            assert_eq!(
+                r.budget_bytes,
+                name.ends_with(BUDGET_SUFFIX).then_some(8 << 20),
+                "{name}"
+            );
+        }
+        // Budget rows need a budget; grace's budget is off again afterwards.
+        let r = run_flood_with(
+            "grace-kvfree+budget",
+            1,
+            0,
+            Duration::from_millis(10),
+            &FloodSetup::default(),
+        );
+        assert!(!r.is_measured() && r.note.unwrap().contains("--budget"));
+        assert_eq!(grace::pressure::settings().budget, None);
+    }
+
+    #[test]
+    fn the_recovery_limit_is_bounded() {
+        assert_eq!(
+            recovery_limit(Duration::from_millis(1)),
+            Duration::from_millis(200)
+        );
+        assert_eq!(
+            recovery_limit(Duration::from_secs(10)),
+            Duration::from_secs(2)
+        );
     }
 }

@@ -82,7 +82,9 @@ mod read;
 mod reuse;
 mod sync;
 
-pub use flood::{flood_impls, run_flood_one, FloodResult};
+pub use flood::{
+    flood_impls, pressure_impls, run_flood_one, run_flood_with, FloodResult, FloodSetup,
+};
 
 /// The suites, by the names used in [`BenchResult::suite`] (the flood, whose
 /// results are [`FloodResult`]s, is not one of them).

@@ -132,6 +132,19 @@ impl Registration {
         }
     }
 
+    /// One outermost read-side critical section that lasts `d` (the thread
+    /// sleeps inside it): a reader that holds grace periods back.
+    pub fn read_hold(&self, d: Duration) {
+        // SAFETY: `self` proves this thread is registered with liburcu-memb;
+        // the lock is released before returning (sleeping touches no liburcu
+        // state), so sections stay balanced.
+        unsafe {
+            ffi::urcu_memb_read_lock();
+            std::thread::sleep(d);
+            ffi::urcu_memb_read_unlock();
+        }
+    }
+
     /// Runs `iters` outermost read-side critical sections in C with
     /// liburcu's inline read side and returns the time they took.
     pub fn read_loop_inline(&self, iters: u64) -> Duration {
@@ -213,6 +226,11 @@ impl Registration {
 
     /// See the liburcu build; unreachable without liburcu.
     pub fn read_section_ffi(&self) {
+        match self.never {}
+    }
+
+    /// See the liburcu build; unreachable without liburcu.
+    pub fn read_hold(&self, _d: Duration) {
         match self.never {}
     }
 

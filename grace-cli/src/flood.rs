@@ -15,6 +15,18 @@
 //! the child cannot be started or its answer cannot be read, the run is made in this process
 //! instead (which resets `VmHWM` first) and its note says so.
 //!
+//! # The memory-pressure experiment (`--budget SIZE`)
+//!
+//! With `--budget`, the rows are `grace_bench::pressure_impls()`: grace's `kvfree`, `call` on
+//! RCU (`call_sized`), `call` on an SRCU domain and a `Pending` with a closure, each without
+//! and with the budget (`+budget` rows: `grace::pressure::set_budget` in the child), then the
+//! peers; every row has a reader that sleeps 50 ms inside its section once a second, and
+//! reports how long after the flood its pending memory took to fall under 1 MiB. Without
+//! `--budget` the rows and figures are the plain flood's.
+//!
+//! `--plot [PATH]` (default `flood.svg`) also writes an SVG chart of every row's pending bytes
+//! over time (see [`crate::plot`]), with the budget as a dashed line.
+//!
 //! The output: a table for a person, or (`--json`) the object other tools parse, with the
 //! agreed fields of every suite (`suite`, `results[]` with `impl`, `threads`, `ns_per_op`,
 //! `ops_per_s`, `note`, then `machine` and `date`) and the flood's own fields in each result.
@@ -23,6 +35,7 @@ use crate::bench::{print_liburcu_notice, utc_now, Machine};
 use crate::ui::{self, Align, Table};
 use grace_bench::FloodResult;
 use serde::Serialize;
+use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
@@ -41,17 +54,41 @@ pub struct FloodOptions {
     pub readers: usize,
     /// How long each flood runs.
     pub duration: Duration,
+    /// `--budget`: run the memory-pressure set with this budget, in bytes (module docs).
+    pub budget: Option<u64>,
+    /// `--plot`: where to write the SVG chart of pending bytes over time.
+    pub plot: Option<PathBuf>,
+}
+
+impl FloodOptions {
+    /// What each run of these options is given.
+    fn setup(&self) -> grace_bench::FloodSetup {
+        match self.budget {
+            Some(b) => grace_bench::FloodSetup::pressure(b),
+            None => grace_bench::FloodSetup::default(),
+        }
+    }
 }
 
 /// Run one flood in a child process (see the module docs), or here if that fails.
-pub fn run_isolated(name: &str, threads: usize, readers: usize, duration: Duration) -> FloodResult {
-    match child(name, threads, readers, duration) {
+pub fn run_isolated(
+    name: &str,
+    threads: usize,
+    readers: usize,
+    duration: Duration,
+    budget: Option<u64>,
+) -> FloodResult {
+    match child(name, threads, readers, duration, budget) {
         Ok(mut r) => {
             r.isolated = true;
             r
         }
         Err(why) => {
-            let mut r = grace_bench::run_flood_one(name, threads, readers, duration);
+            let setup = match budget {
+                Some(b) => grace_bench::FloodSetup::pressure(b),
+                None => grace_bench::FloodSetup::default(),
+            };
+            let mut r = grace_bench::run_flood_with(name, threads, readers, duration, &setup);
             let note = format!("run in the parent process ({why}): peak RSS includes earlier runs");
             r.note = Some(match r.note.take() {
                 Some(n) => format!("{note}; {n}"),
@@ -68,21 +105,26 @@ fn child(
     threads: usize,
     readers: usize,
     duration: Duration,
+    budget: Option<u64>,
 ) -> Result<FloodResult, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
-    let out = Command::new(exe)
-        .args([
-            "bench",
-            "flood",
-            "--flood-child",
-            name,
-            "--threads",
-            &threads.to_string(),
-            "--readers",
-            &readers.to_string(),
-            "--duration",
-            &format!("{}ms", duration.as_millis().max(1)),
-        ])
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        "bench",
+        "flood",
+        "--flood-child",
+        name,
+        "--threads",
+        &threads.to_string(),
+        "--readers",
+        &readers.to_string(),
+        "--duration",
+        &format!("{}ms", duration.as_millis().max(1)),
+    ]);
+    if let Some(b) = budget {
+        cmd.args(["--budget", &b.to_string()]);
+    }
+    let out = cmd
         .output()
         .map_err(|e| format!("cannot start the child process: {e}"))?;
     if !out.status.success() {
@@ -94,8 +136,14 @@ fn child(
 }
 
 /// The hidden child mode: one flood, its result as JSON on standard output.
-pub fn child_main(name: &str, threads: usize, readers: usize, duration: Duration) -> ExitCode {
-    let r = grace_bench::run_flood_one(name, threads, readers, duration);
+pub fn child_main(name: &str, opts: &FloodOptions) -> ExitCode {
+    let r = grace_bench::run_flood_with(
+        name,
+        opts.threads[0],
+        opts.readers,
+        opts.duration,
+        &opts.setup(),
+    );
     match serde_json::to_string(&r) {
         Ok(text) => {
             ui::out(&format!("{text}\n"));
@@ -111,7 +159,13 @@ pub fn child_main(name: &str, threads: usize, readers: usize, duration: Duration
 /// Every implementation at every thread count, each in its own process, with a progress bar
 /// unless `show` is false.
 pub fn run(opts: &FloodOptions, show: bool) -> Vec<FloodResult> {
-    let impls = grace_bench::flood_impls();
+    let impls: Vec<String> = match opts.budget {
+        Some(_) => grace_bench::pressure_impls(),
+        None => grace_bench::flood_impls()
+            .into_iter()
+            .map(String::from)
+            .collect(),
+    };
     let steps = (impls.len() * opts.threads.len()) as u64;
     let bar = ui::bar(steps, "bench flood", show);
     let mut out = Vec::new();
@@ -122,7 +176,13 @@ pub fn run(opts: &FloodOptions, show: bool) -> Vec<FloodResult> {
                 out.len() + 1,
                 opts.duration.as_secs_f64()
             ));
-            out.push(run_isolated(name, threads, opts.readers, opts.duration));
+            out.push(run_isolated(
+                name,
+                threads,
+                opts.readers,
+                opts.duration,
+                opts.budget,
+            ));
             bar.set_position(out.len() as u64);
         }
     }
@@ -146,7 +206,9 @@ fn opt_bytes(b: Option<u64>) -> String {
 
 /// The table for a person.
 pub fn table(results: &[FloodResult]) -> String {
-    let mut t = Table::new(&[
+    // The memory-pressure runs measured the recovery: one more column.
+    let pressure = results.iter().any(|r| r.recovery_limit_s > 0.0);
+    let mut columns = vec![
         ("impl", Align::Left),
         ("threads", Align::Right),
         ("objects/s", Align::Right),
@@ -157,8 +219,12 @@ pub fn table(results: &[FloodResult]) -> String {
         ("RSS growth", Align::Right),
         ("drain s", Align::Right),
         ("reads/s", Align::Right),
-        ("", Align::Left),
-    ]);
+    ];
+    if pressure {
+        columns.push(("back <1 MiB", Align::Right));
+    }
+    columns.push(("", Align::Left));
+    let mut t = Table::new(&columns);
     let mut notes: Vec<&str> = Vec::new();
     for r in results {
         let mark = match &r.note {
@@ -178,7 +244,7 @@ pub fn table(results: &[FloodResult]) -> String {
             (Some(p), Some(b)) => Some(p.saturating_sub(b)),
             _ => None,
         };
-        t.row(vec![
+        let mut cells = vec![
             r.impl_name.clone(),
             r.threads.to_string(),
             ui::si(r.objects_per_s),
@@ -197,8 +263,12 @@ pub fn table(results: &[FloodResult]) -> String {
             opt_bytes(growth),
             format!("{:.2}", r.drain_s),
             ui::si(r.reads_per_s),
-            mark,
-        ]);
+        ];
+        if pressure {
+            cells.push(recovery_text(r));
+        }
+        cells.push(mark);
+        t.row(cells);
     }
     let (readers, secs) = results
         .first()
@@ -206,6 +276,15 @@ pub fn table(results: &[FloodResult]) -> String {
     let mut o = format!(
         "bench flood: 64-byte objects freed as fast as possible for ~{secs:.0} s beside {readers} reader thread(s), one process per row\n"
     );
+    if let Some(r) = results.iter().find(|r| r.sleeping_reader) {
+        o.push_str(&format!(
+            "  plus a reader sleeping 50 ms inside its section every second; +budget rows: grace::pressure::set_budget({}); batching {}\n",
+            r.budget_bytes
+                .or_else(|| results.iter().find_map(|r| r.budget_bytes))
+                .map_or_else(|| "-".into(), ui::bytes),
+            if grace::pending::batching() { "on" } else { "off (GRACE_PENDING=off)" }
+        ));
+    }
     o.push_str(&t.render(2));
     for (i, n) in notes.iter().enumerate() {
         o.push_str(&format!("  [{}] {n}\n", i + 1));
@@ -222,7 +301,62 @@ pub fn table(results: &[FloodResult]) -> String {
         "  peak RSS = VmHWM of the row's process; RSS growth = VmHWM - VmRSS before the flood; \
          drain = the final barrier / flush after the flood (not in objects/s)\n",
     );
+    if pressure {
+        o.push_str(
+            "  back <1 MiB = time from the end of the flood until pending bytes were under 1 MiB, \
+             readers still running, nothing flushed (polled every 1 ms); GP = the grace periods \
+             the row's grace flavor completed meanwhile\n",
+        );
+    }
     o
+}
+
+/// The recovery cell: milliseconds, or `>limit` when memory did not come back in time.
+fn recovery_text(r: &FloodResult) -> String {
+    match r.recovery_s {
+        Some(s) => match r.recovery_grace_periods {
+            Some(gps) => format!("{:.1} ms, {gps} GP", s * 1e3),
+            None => format!("{:.1} ms", s * 1e3),
+        },
+        None if r.is_measured() => format!(">{:.1} s", r.recovery_limit_s),
+        None => "-".into(),
+    }
+}
+
+/// The chart of pending bytes over time: one line per row (`t=N` added when several thread
+/// counts ran), in MiB, with the budget as a reference line.
+pub fn chart(results: &[FloodResult], opts: &FloodOptions) -> crate::plot::Chart {
+    let several = opts.threads.len() > 1;
+    let series = results
+        .iter()
+        .map(|r| crate::plot::Series {
+            label: if several {
+                format!("{} t={}", r.impl_name, r.threads)
+            } else {
+                r.impl_name.clone()
+            },
+            points: r
+                .pending_series
+                .iter()
+                .map(|&(t, b)| (t, b as f64 / (1u64 << 20) as f64))
+                .collect(),
+        })
+        .collect();
+    let secs = opts.duration.as_secs_f64();
+    crate::plot::Chart {
+        title: format!(
+            "bench flood: pending bytes over time ({secs:.1} s flood, then the recovery)"
+        ),
+        x_label: "seconds since the flood began".into(),
+        y_label: "pending (MiB)".into(),
+        series,
+        reference: opts.budget.map(|b| {
+            (
+                b as f64 / (1u64 << 20) as f64,
+                format!("budget {}", ui::bytes(b)),
+            )
+        }),
+    }
 }
 
 /// One row of the JSON output: the agreed fields, then the flood's own.
@@ -248,6 +382,13 @@ struct JsonRow<'a> {
     sampled_peak_rss_bytes: Option<u64>,
     drain_s: f64,
     isolated: bool,
+    budget_bytes: Option<u64>,
+    sleeping_reader: bool,
+    recovery_s: Option<f64>,
+    recovery_grace_periods: Option<u64>,
+    recovery_limit_s: f64,
+    /// `[seconds since the flood began, bytes]` pairs.
+    pending_series: &'a [(f64, u64)],
 }
 
 #[derive(Serialize)]
@@ -258,6 +399,9 @@ struct JsonOut<'a> {
     date: String,
     duration_ms: u64,
     readers: usize,
+    budget_bytes: Option<u64>,
+    batching: bool,
+    plot: Option<String>,
 }
 
 /// The `--json` object for `results`.
@@ -285,12 +429,21 @@ pub fn json(results: &[FloodResult], opts: &FloodOptions) -> String {
                 sampled_peak_rss_bytes: r.sampled_peak_rss_bytes,
                 drain_s: r.drain_s,
                 isolated: r.isolated,
+                budget_bytes: r.budget_bytes,
+                sleeping_reader: r.sleeping_reader,
+                recovery_s: r.recovery_s,
+                recovery_grace_periods: r.recovery_grace_periods,
+                recovery_limit_s: r.recovery_limit_s,
+                pending_series: &r.pending_series,
             })
             .collect(),
         machine: Machine::this(),
         date: utc_now(),
         duration_ms: opts.duration.as_millis() as u64,
         readers: opts.readers,
+        budget_bytes: opts.budget,
+        batching: grace::pending::batching(),
+        plot: opts.plot.as_ref().map(|p| p.display().to_string()),
     };
     serde_json::to_string_pretty(&out).unwrap_or_else(|_| "null".into())
 }
@@ -303,6 +456,15 @@ pub fn main(opts: &FloodOptions, json_out: bool) -> ExitCode {
         ui::out(&format!("{}\n", json(&results, opts)));
     } else {
         ui::out(&table(&results));
+    }
+    if let Some(path) = &opts.plot {
+        if let Err(e) = std::fs::write(path, crate::plot::svg(&chart(&results, opts))) {
+            eprintln!("grace: cannot write the plot to {}: {e}", path.display());
+            return ExitCode::from(3);
+        }
+        if !json_out {
+            ui::out(&format!("  plot: {}\n", path.display()));
+        }
     }
     ExitCode::SUCCESS
 }
@@ -331,6 +493,8 @@ mod tests {
             threads: vec![1],
             readers: 1,
             duration: Duration::from_secs(1),
+            budget: None,
+            plot: None,
         };
         let v: serde_json::Value = serde_json::from_str(&json(&rs, &opts)).unwrap();
         assert_eq!(v["suite"], "flood");

@@ -26,6 +26,7 @@
 
 mod bench;
 mod flood;
+mod plot;
 mod torture;
 mod tour;
 mod ui;
@@ -208,10 +209,45 @@ struct BenchArgs {
     /// Print one JSON object on standard output instead of the table
     #[arg(long)]
     json: bool,
+    /// flood: the memory-pressure set, with this memory budget for its `+budget` rows (64MiB,
+    /// 512KiB, 1G or bytes): grace's kvfree, call on RCU and on an SRCU domain and Pending
+    /// with a closure, each with and without the budget, beside the peers; a reader sleeps
+    /// 50 ms inside its section every second, and each row reports when its pending memory was
+    /// back under 1 MiB after the flood
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    budget: Option<u64>,
+    /// flood: also write an SVG chart of every row's pending bytes over time to PATH
+    /// [default PATH: flood.svg]
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "flood.svg")]
+    plot: Option<std::path::PathBuf>,
     /// flood: run this one implementation in this process and print its result as JSON (the
     /// parent runs each implementation in a child process this way)
     #[arg(long, hide = true, value_name = "IMPL")]
     flood_child: Option<String>,
+}
+
+/// Parse a size: bytes with an optional unit, `K`/`KB`/`KiB`, `M`/`MB`/`MiB`, `G`/`GB`/`GiB`
+/// (all powers of 1024), as `GRACE_BUDGET` takes it; zero and garbage are errors.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => Some(0),
+        "k" | "kb" | "kib" => Some(10),
+        "m" | "mb" | "mib" => Some(20),
+        "g" | "gb" | "gib" => Some(30),
+        _ => None,
+    };
+    match (num.parse::<u64>(), shift) {
+        (Ok(0), Some(_)) => Err("the size must be greater than zero".into()),
+        (Ok(n), Some(shift)) => n
+            .checked_mul(1 << shift)
+            .ok_or_else(|| format!("{s:?} is too large")),
+        _ => Err(format!(
+            "expected a size such as 64MiB, 512KiB, 1G or 1048576 (bytes), got {s:?}"
+        )),
+    }
 }
 
 /// The longest `--duration` accepted: one day.
@@ -323,13 +359,17 @@ fn main() -> ExitCode {
                     threads: if threads.is_empty() { vec![1] } else { threads },
                     readers: a.readers.map_or(flood::DEFAULT_READERS, |n| n as usize),
                     duration: duration.unwrap_or(flood::DEFAULT_DURATION),
+                    budget: a.budget,
+                    plot: a.plot,
                 };
                 return match a.flood_child {
-                    Some(name) => {
-                        flood::child_main(&name, opts.threads[0], opts.readers, opts.duration)
-                    }
+                    Some(name) => flood::child_main(&name, &opts),
                     None => flood::main(&opts, a.json),
                 };
+            }
+            if a.budget.is_some() || a.plot.is_some() {
+                eprintln!("grace: --budget and --plot are options of `grace bench flood` only");
+                return ExitCode::from(2);
             }
             let defaults = grace_bench::Options::default();
             let opts = grace_bench::Options {
@@ -390,6 +430,27 @@ mod tests {
             "1e400",
         ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn sizes_parse_and_bad_ones_are_refused() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("8M"), Ok(8 << 20));
+        assert_eq!(parse_size(" 512 KiB "), Ok(512 << 10));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        for bad in [
+            "",
+            "0",
+            "0MiB",
+            "MiB",
+            "12XB",
+            "-1",
+            "1.5M",
+            "99999999999999999999G",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad:?} was accepted");
         }
     }
 }

@@ -24,7 +24,13 @@ fn grace(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_grace"));
     cmd.args(args);
     // A GRACE_* setting from the developer's shell must not change what is tested.
-    for var in ["GRACE_NO_MEMBARRIER", "GRACE_LAZY_MS", "GRACE_CB_WORKERS"] {
+    for var in [
+        "GRACE_NO_MEMBARRIER",
+        "GRACE_LAZY_MS",
+        "GRACE_CB_WORKERS",
+        "GRACE_PENDING",
+        "GRACE_BUDGET",
+    ] {
         cmd.env_remove(var);
     }
     // As when run by hand: `cargo test` sets it, and `grace` alone would run the tour.
@@ -719,4 +725,85 @@ fn grace_alone_prints_help_and_names_the_tour() {
     assert!(out.contains("Usage:") && out.contains("tour"), "{out}");
     let o = grace(&["tour", "--help"], &[]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
+fn bench_flood_with_a_budget_runs_the_pressure_set_and_plots_it() {
+    let svg = std::env::temp_dir().join(format!("grace-cli-flood-{}.svg", std::process::id()));
+    let o = grace(
+        &[
+            "bench",
+            "flood",
+            "--duration",
+            "300ms",
+            "--budget",
+            "8MiB",
+            "--plot",
+            svg.to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+    );
+    let v = json(&o);
+    assert_exit(&o, &v, 0);
+    assert_eq!(v["budget_bytes"], 8 << 20);
+    let results = v["results"].as_array().expect("results is an array");
+    let names: Vec<&str> = results.iter().filter_map(|r| r["impl"].as_str()).collect();
+    for base in [
+        "grace-kvfree",
+        "grace-call-rcu",
+        "grace-call-srcu",
+        "grace-pending-closure",
+    ] {
+        for name in [base.to_string(), format!("{base}+budget")] {
+            let r = find(&v, "results", "impl", &name);
+            let budget = if name.ends_with("+budget") {
+                Value::from(8u64 << 20)
+            } else {
+                Value::Null
+            };
+            assert_eq!(r["budget_bytes"], budget, "{r}");
+        }
+    }
+    for peer in ["crossbeam-epoch", "seize"] {
+        assert!(names.contains(&peer), "no {peer} row in {v}");
+    }
+    for r in results {
+        assert_eq!(r["isolated"], true, "{r}");
+        assert_eq!(r["sleeping_reader"], true, "{r}");
+        assert!(r["objects_per_s"].as_f64().is_some_and(|x| x > 0.0), "{r}");
+        assert!(r["peak_bytes_pending"].is_u64(), "{r}");
+        assert!(r["peak_rss_bytes"].as_u64().is_some_and(|x| x > 0), "{r}");
+        assert!(
+            r["recovery_limit_s"].as_f64().is_some_and(|x| x > 0.0),
+            "{r}"
+        );
+        assert!(r["recovery_s"].is_null() || r["recovery_s"].is_f64(), "{r}");
+        let series = r["pending_series"].as_array().expect("a series");
+        assert!(!series.is_empty(), "{r}");
+        assert!(series.iter().all(|p| p[0].is_f64() && p[1].is_u64()), "{r}");
+    }
+    let text = std::fs::read_to_string(&svg).expect("the plot was written");
+    let _ = std::fs::remove_file(&svg);
+    assert!(text.starts_with("<svg"), "{text}");
+    assert!(text.trim_end().ends_with("</svg>"), "{text}");
+    assert_eq!(text.matches("<svg").count(), 1);
+    assert_eq!(text.matches("<polyline").count(), results.len(), "{text}");
+    assert_eq!(text.matches("</polyline>").count(), results.len());
+    for name in &names {
+        assert!(
+            text.contains(&format!(">{name}</text>")),
+            "{name} not in the legend"
+        );
+    }
+    assert!(text.contains("budget 8.00 MiB"), "{text}");
+}
+
+#[test]
+fn bench_budget_and_plot_belong_to_flood() {
+    let o = grace(&["bench", "read", "--budget", "8MiB"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("flood"), "{}", stderr(&o));
+    let o = grace(&["bench", "flood", "--budget", "lots"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }

@@ -9,6 +9,7 @@
 //! | `GRACE_FLOOD_CALLBACKS` | waiting callbacks per shard that start flood mode | `10000` |
 //! | `GRACE_FLOOD_BYTES` | waiting bytes per shard that start flood mode | `8MiB` |
 //! | `GRACE_FLOOD_RATE` | callbacks queued per second on one flavor that start flood mode | `10000000` |
+//! | `GRACE_PENDING` | `off`: the chicken switch, every `Pending` object and every `kvfree` goes through its own RCU callback, no batching (see [`crate::pending::set_batching`]); `on`: batched | `on` |
 //! | `GRACE_CB_OFFLOAD` | `1`: RCU callbacks run only on worker threads ([`Invocation::Offloaded`](crate::rcu::Invocation)); `0`: on the threads that queued them ([`Invocation::Local`](crate::rcu::Invocation)) | `0` |
 //!
 //! The library reads them once, when a flavor first initializes. A malformed value (a value
@@ -48,6 +49,9 @@ pub struct Config {
     /// Where RCU callbacks run at start-up (`GRACE_CB_OFFLOAD`); switchable at run time with
     /// [`rcu::set_callback_invocation`](crate::rcu::set_callback_invocation).
     pub invocation: crate::callback::Invocation,
+    /// `Pending` and `kvfree` batch their objects (`GRACE_PENDING=on`, the default); `false`
+    /// is the chicken switch, one callback per object (see [`crate::pending::set_batching`]).
+    pub batching: bool,
 }
 
 impl Default for Config {
@@ -63,6 +67,7 @@ impl Default for Config {
             flood_rate: 10_000_000,
             // Local: measured faster for callbacks that free memory (BENCHMARKS.md, `bench call`).
             invocation: crate::callback::Invocation::Local,
+            batching: true,
         }
     }
 }
@@ -226,6 +231,17 @@ impl Config {
                 ),
             }
         }
+        if let Some(v) = get("GRACE_PENDING") {
+            match v.trim() {
+                "1" | "true" | "yes" | "on" | "" => cfg.batching = true,
+                "0" | "false" | "no" | "off" => cfg.batching = false,
+                _ => bad(
+                    "GRACE_PENDING",
+                    v,
+                    "on or off (also 1/0, true/false, yes/no)",
+                ),
+            }
+        }
         if let Some(v) = get("GRACE_LAZY_MS") {
             match v.trim().parse::<u64>() {
                 Ok(ms @ 1..=60_000) => cfg.lazy_delay = Duration::from_millis(ms),
@@ -336,6 +352,15 @@ mod tests {
     }
 
     #[test]
+    fn the_chicken_switch_parses() {
+        assert!(Config::default().batching);
+        let c = Config::parse(|k| (k == "GRACE_PENDING").then(|| "off".to_string())).unwrap();
+        assert!(!c.batching);
+        let c = Config::parse(|k| (k == "GRACE_PENDING").then(|| " on ".to_string())).unwrap();
+        assert!(c.batching);
+    }
+
+    #[test]
     fn every_malformed_setting_is_named() {
         for (var, bad) in [
             ("GRACE_NO_MEMBARRIER", "maybe"),
@@ -345,6 +370,7 @@ mod tests {
             ("GRACE_CB_WORKERS", "0"),
             ("GRACE_CB_WORKERS", "many"),
             ("GRACE_CB_OFFLOAD", "sometimes"),
+            ("GRACE_PENDING", "batched"),
             ("GRACE_BUDGET", "lots"),
             ("GRACE_BUDGET", "12XB"),
             ("GRACE_BUDGET", "99999999999999999999G"),

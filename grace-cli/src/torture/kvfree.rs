@@ -537,6 +537,9 @@ pub struct Report {
     /// What every torture reports (`flavor` is `"kvfree"`).
     #[serde(flatten)]
     pub totals: Totals,
+    /// `"on"`, or `"off"` under the chicken switch (`GRACE_PENDING=off`: one callback per
+    /// object, no batching; see `grace::pending::set_batching`).
+    pub batching: &'static str,
     /// Reader threads alive at a time.
     pub readers: usize,
     /// Updates per way into `kvfree`.
@@ -682,6 +685,7 @@ pub fn run(opts: &Options, bar: &ProgressBar) -> Report {
             pool.started,
             opts.inject_early_free,
         ),
+        batching: super::batching_text(),
         readers,
         updates_by_mode: writer.by_name(),
         released: s.p.released(),
@@ -711,11 +715,12 @@ impl Verdict for Report {
         let j = &self.junk;
         let rate = |n: u64| si(n as f64 / t.duration_s.max(1e-9));
         let mut o = format!(
-            "grace torture kvfree: {:.1} s, {} readers ({} reader threads in all), barrier mode {}, {}{}\n",
+            "grace torture kvfree: {:.1} s, {} readers ({} reader threads in all), barrier mode {}, batching {}, {}{}\n",
             t.duration_s,
             self.readers,
             t.reader_threads_started,
             t.barrier_mode,
+            self.batching,
             injection_text(self.fail_one_in, self.injected_failures),
             t.injected()
         );

@@ -639,6 +639,16 @@ pub(crate) fn barrier_mode() -> String {
     format!("{:?}", grace::rcu::stats().barrier_mode).to_lowercase()
 }
 
+/// Whether `Pending` and `kvfree` batch in this process: `"on"`, or `"off"` under the chicken
+/// switch (`GRACE_PENDING=off`).
+pub(crate) fn batching_text() -> &'static str {
+    if grace::pending::batching() {
+        "on"
+    } else {
+        "off"
+    }
+}
+
 /// Updates per mode, for a person: `sync 12, poll 3, ...`.
 pub(crate) fn modes_line(by_mode: &BTreeMap<&'static str, u64>) -> String {
     by_mode

@@ -1087,6 +1087,9 @@ pub struct Report {
     /// What every torture reports (`flavor` is `"pending"`), every flavor's run together.
     #[serde(flatten)]
     pub totals: Totals,
+    /// `"on"`, or `"off"` under the chicken switch (`GRACE_PENDING=off`: one callback per
+    /// object, no batching; see `grace::pending::set_batching`).
+    pub batching: &'static str,
     /// Reader threads alive at a time.
     pub readers: usize,
     /// One in this many fallible allocations failed on purpose (0: off).
@@ -1152,6 +1155,7 @@ pub fn run(opts: &Options, flavors: &[PendingFlavor], bar: &ProgressBar) -> Repo
             inject_early_free: opts.inject_early_free,
             error_messages: messages,
         },
+        batching: super::batching_text(),
         readers: opts.readers.max(1),
         fail_one_in: opts.fail_one_in,
         injected_failures: sum(|r| r.injected_failures),
@@ -1377,7 +1381,7 @@ impl Verdict for Report {
         use crate::ui::{count, si, Align, Table};
         let t = &self.totals;
         let mut o = format!(
-            "grace torture pending: {:.1} s on {}, {} readers ({} reader threads in all), barrier mode {}, {}{}\n",
+            "grace torture pending: {:.1} s on {}, {} readers ({} reader threads in all), barrier mode {}, batching {}, {}{}\n",
             t.duration_s,
             self.flavors
                 .iter()
@@ -1387,6 +1391,7 @@ impl Verdict for Report {
             self.readers,
             t.reader_threads_started,
             t.barrier_mode,
+            self.batching,
             injection_text(self.fail_one_in, self.injected_failures),
             t.injected()
         );

@@ -919,6 +919,18 @@ impl SendPtr {
 /// no block and no allocation of ours (the record lives in the calling thread's callback ring).
 pub(crate) fn submit_one(p: *mut (), key: Key) {
     count(&COUNTERS.callback, 1);
+    queue_alone(p, key, true);
+}
+
+/// The chicken switch (`GRACE_PENDING=off`): every object is queued alone, as a plain lazy
+/// RCU callback, and freed by it after the grace period.
+pub(crate) fn submit_unbatched(p: *mut (), key: Key) {
+    queue_alone(p, key, false);
+}
+
+/// Queue one object as an RCU callback record of its own that frees it, counted as handed and
+/// pending until it runs.
+fn queue_alone(p: *mut (), key: Key, hurry: bool) {
     count(&COUNTERS.handed, 1);
     let (free, obj_size) = (key.free, key.obj_size);
     add_pending(obj_size as u64);
@@ -935,7 +947,7 @@ pub(crate) fn submit_one(p: *mut (), key: Key) {
                 std::panic::resume_unwind(p);
             }
         },
-        true,
+        hurry,
     );
 }
 

@@ -60,6 +60,14 @@
 //!   queued with `call_hurry`). A thread's exit hook does both for its own lanes and queue. So
 //!   an object is freed within about two lazy delays plus a grace period of the last `kvfree`.
 //!
+//! # The chicken switch
+//!
+//! With `GRACE_PENDING=off` (or [`crate::pending::set_batching`]`(false)` before first use)
+//! none of the above happens: a thread never gets lanes, and each `kvfree` queues its object
+//! alone as a plain RCU callback (`call_rcu`) that runs its destructor and frees it. [`Stats`]
+//! count those objects as queued, pending and freed as usual, and [`kvfree_barrier`] waits for
+//! them (it ends in `rcu::barrier`).
+//!
 //! # When no array can be had
 //!
 //! Every allocation goes through [`crate::alloc`]'s fallible functions (so failure injection
@@ -330,6 +338,10 @@ mod api {
     #[cold]
     #[inline(never)]
     fn kvfree_slow(p: *mut (), key: Key) {
+        // A thread registers (and so reaches the fast path) only with batching on.
+        if !crate::pending::batching() {
+            return engine::submit_unbatched(p, key);
+        }
         let Some((st, local)) = register() else {
             return without_lane(p, key);
         };

@@ -247,6 +247,12 @@ struct Counters {
     given_back: AtomicU64,
     process_panics: AtomicU64,
     helped: AtomicU64,
+    /// Chicken switch (batching off): objects queued with a callback of their own.
+    unbatched: AtomicU64,
+    /// Chicken switch: those callbacks not yet finished.
+    in_flight: AtomicU64,
+    /// Chicken switch: the most callbacks in flight at once.
+    peak_in_flight: AtomicU64,
 }
 
 /// Bump a statistic.
@@ -308,6 +314,9 @@ struct Inner<T, F> {
     mode: OnceLock<Mode>,
     thread: Mutex<Option<JoinHandle<()>>>,
     counters: CachePadded<Counters>,
+    /// `pending::batching()` when built: `false` routes every object through a callback of
+    /// its own (the chicken switch, see the module docs).
+    batched: bool,
 }
 
 /// Objects waiting for a grace period, per CPU, keyed by cookie: the kernel's `rcu_pending`.
@@ -413,6 +422,7 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Pending<T, F> {
             mode: OnceLock::new(),
             thread: Mutex::new(None),
             counters: CachePadded::new(Counters::default()),
+            batched: super::batching(),
         });
         // Seen by the memory-pressure layer while it lives.
         let weak: std::sync::Weak<dyn crate::pressure::Source> = Arc::downgrade(&inner) as _;
@@ -620,6 +630,11 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Pending<T, F> {
                  Pending; it would wait for the very pass running it (self-deadlock)"
             );
         }
+        if !self.inner.batched {
+            // Chicken switch: every object is a callback of the flavor.
+            self.inner.flavor.barrier();
+            return;
+        }
         let cookie = self.inner.flavor.get_state();
         self.inner.flavor.cond_synchronize(cookie);
         // Every object enqueued before the call now has a completed cookie; a pass that
@@ -660,8 +675,11 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Pending<T, F> {
         // Relaxed: statistics.
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let synchronous = get(&c.synchronous);
+        let in_flight = get(&c.in_flight);
+        pending += in_flight;
+        sum.peak += get(&c.peak_in_flight);
         Stats {
-            enqueued: sum.enqueued + synchronous,
+            enqueued: sum.enqueued + synchronous + get(&c.unbatched),
             processed: get(&c.processed),
             dequeued: sum.dequeued,
             pending,
@@ -699,7 +717,8 @@ impl<T: Send + Sync + 'static, F: Flavor + Send + Sync + 'static> Pending<T, F> 
     /// It becomes a `Box<T>` only after its grace period ([`Reused::into_box`]); dropping the
     /// handle enqueues the object again. A dequeued object is never processed.
     ///
-    /// Returns `None` when the local shard holds no waiting object. It looks at the shard of
+    /// Returns `None` when the local shard holds no waiting object, and always with batching
+    /// off (the chicken switch, see the [module docs](crate::pending#the-chicken-switch)). It looks at the shard of
     /// the CPU the thread runs on *now* only: a thread that migrated since its `enqueue` (or
     /// objects enqueued by threads on other CPUs) may get `None` while objects wait in other
     /// shards. Use [`dequeue_from_all`](Pending::dequeue_from_all) to look everywhere, or
@@ -828,6 +847,11 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Inner<T, F> {
     /// `Pending`'s): a callback that disarmed its shard may still be returning, and the
     /// process closure is then dropped with the last reference, never inside a callback.
     fn teardown(inner: Arc<Self>, keep: usize) {
+        // Acquire: pairs with the Release decrement in `process_unbatched`, so the processing
+        // of every object happens-before the teardown goes on.
+        while inner.counters.in_flight.load(Ordering::Acquire) > 0 {
+            inner.flavor.barrier();
+        }
         while inner.shards.iter().any(|s| lock(s).busy()) {
             inner.flavor.barrier();
             inner.flush();
@@ -851,6 +875,11 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Inner<T, F> {
     /// (ownership returns to the caller).
     #[inline]
     unsafe fn enqueue_ptr(self: &Arc<Self>, p: *mut T) -> Result<(), *mut T> {
+        if !self.batched {
+            // SAFETY: forwarded from the caller.
+            unsafe { self.enqueue_unbatched(p) };
+            return Ok(());
+        }
         let i = self.shard_index();
         let r = lock(&self.shards[i]).push(p.cast(), &self.flavor, &mut None);
         match r {
@@ -924,6 +953,36 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Inner<T, F> {
                 Err(p)
             }
         }
+    }
+
+    /// The chicken switch (batching off): queue `p` alone, with a callback of the flavor that
+    /// processes it after the grace period. Never runs it on this thread (`call_offloaded`).
+    ///
+    /// # Safety
+    ///
+    /// As [`Inner::enqueue_ptr`]; ownership of `p` passes to the callback.
+    #[cold]
+    #[inline(never)]
+    unsafe fn enqueue_unbatched(self: &Arc<Self>, p: *mut T) {
+        let c = &self.counters;
+        bump(&c.unbatched, 1);
+        // Relaxed: a count; the decrement that pairs with teardown's Acquire load is Release.
+        let now = c.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        // Relaxed: a statistic.
+        c.peak_in_flight.fetch_max(now, Ordering::Relaxed);
+        let me = Arc::clone(self);
+        let obj = Unbatched(p);
+        self.flavor
+            .call_offloaded(move || me.process_unbatched(obj));
+    }
+
+    /// The per-object callback of the chicken switch: a grace period has ended since `obj`
+    /// was enqueued.
+    fn process_unbatched(&self, obj: Unbatched<T>) {
+        self.process_one(obj.0);
+        bump(&self.counters.processed, 1);
+        // Release: pairs with the Acquire load in `teardown`.
+        self.counters.in_flight.fetch_sub(1, Ordering::Release);
     }
 
     /// The last resort of `enqueue`: wait for a grace period here, then process `p` here.
@@ -1191,9 +1250,10 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Inner<T, F> {
     /// Process one object whose grace period has ended. Never unwinds.
     fn process_one(&self, p: *mut T) {
         // SAFETY: `p` came from Box::into_raw (enqueue's contract); its grace period has ended
-        // (it was taken from an expired batch, or `synchronous` waited), so no reader can still
-        // hold a reference; it was removed from the shard under its lock, so this is its only
-        // processing.
+        // (it was taken from an expired batch, or `synchronous` waited, or it is the object of
+        // its own flavor callback under the chicken switch), so no reader can still hold a
+        // reference; it was removed from the shard under its lock (or owned by that callback
+        // alone), so this is its only processing.
         let obj = unsafe { Box::from_raw(p) };
         let me = self as *const Self as *const ();
         let outer = PROCESSING.with(|c| c.replace(me));
@@ -1239,6 +1299,13 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Inner<T, F> {
         r.and_then(|(p, c)| NonNull::new(p.cast::<T>()).map(|p| (p, c)))
     }
 }
+
+/// An object travelling alone in its callback (the chicken switch).
+struct Unbatched<T>(*mut T);
+
+// SAFETY: the callback owns the object (a `Box<T>` given up by the enqueuer) and is its only
+// user until it processes it; moving that ownership to another thread needs only `T: Send`.
+unsafe impl<T: Send> Send for Unbatched<T> {}
 
 /// Wait on a condition variable, ignoring poisoning (as [`lock`] does).
 fn wait<'a, T>(cv: &Condvar, g: MutexGuard<'a, T>) -> MutexGuard<'a, T> {

@@ -101,6 +101,24 @@
 //! accesses happen-before the processing. Objects reach the worker (and dequeuers) through the
 //! shard lock, so the enqueuer's writes to them happen-before too.
 //!
+//! # The chicken switch
+//!
+//! `GRACE_PENDING=off` in the environment, or [`set_batching`]`(false)` before first use,
+//! turns the batching off for the whole process (see [`batching`] for when it is decided):
+//!
+//! * every `enqueue*` queues the object alone, with one callback of the flavor
+//!   (`call_rcu` for RCU; never run on the enqueuing thread), and that callback processes it
+//!   after the grace period, in the `Pending`'s mode ([`Process::free`], [`Process::with`],
+//!   [`Process::run`]); nothing is stored in the shards, so `dequeue*` always return `None`;
+//! * [`Stats`] still count `enqueued` and `processed`, and `pending` counts the callbacks in
+//!   flight; [`Pending::barrier`] waits for them with the flavor's `barrier`, and dropping the
+//!   `Pending` waits until none is left;
+//! * [`kvfree`](crate::kvfree()) queues one RCU callback per object, which runs its destructor
+//!   and frees it, counted in [`kvfree::stats`](crate::kvfree::stats) as usual;
+//!   [`kvfree_barrier`](crate::kvfree_barrier) waits for them.
+//!
+//! The ordering guarantee is the same either way.
+//!
 //! [`NUM_ACTIVE_POLL_OLDSTATE`]: crate::cookie::NUM_ACTIVE_POLL_OLDSTATE
 
 mod chunks;
@@ -112,6 +130,10 @@ mod shard;
 mod api;
 #[cfg(not(loom))]
 pub use api::{Pending, Process, Reused, Run, Stats};
+#[cfg(not(loom))]
+mod switch;
+#[cfg(not(loom))]
+pub use switch::{batching, set_batching, SwitchError};
 
 #[cfg(all(test, loom))]
 #[path = "tests/mod.rs"]
