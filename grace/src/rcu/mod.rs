@@ -117,6 +117,8 @@ mod api {
             if sys::init(cfg.no_membarrier) == BarrierMode::Fence {
                 READERS.set_fence_mode();
             }
+            // GRACE_STALL_MS, and GRACE_REPORT_SIGNAL's handler and thread (opt-in).
+            crate::report::init_from_env();
             cfg
         })
     }
@@ -151,6 +153,9 @@ mod api {
         let slot = if EXIT_HOOK.try_with(|_| ()).is_ok() {
             let slot = READERS.acquire();
             let _ = EXIT_HOOK.try_with(|h| h.0.set(slot));
+            // The thread's name, for stall warnings and `grace::report()` (here only: during
+            // thread-local teardown below, `thread::current` may be gone).
+            slot.set_name(crate::report::thread_name());
             slot
         } else {
             // Registering while this thread's thread-locals are being destroyed (a destructor
@@ -158,6 +163,7 @@ mod api {
             // thread's very last hook; where there is none, abandon it rather than risk two
             // owners.
             let slot = READERS.acquire();
+            slot.set_name(std::sync::Arc::from("(a thread during its exit)"));
             let arg = slot as *const Slot as *mut std::ffi::c_void;
             static FINAL: sys::FinalHook = sys::FinalHook::new(release_at_final_exit);
             if !FINAL.arm(arg) {
@@ -635,6 +641,27 @@ mod api {
             objects: s.callbacks_pending,
             bytes: s.bytes_pending,
         }
+    }
+
+    /// For `grace::report()`: the grace-period engine's watch.
+    pub(crate) fn gp_watch() -> &'static crate::report::GpWatch {
+        GP.watch()
+    }
+
+    /// For `grace::report()`: what waits in each callback shard (empty before the first
+    /// `call`).
+    pub(crate) fn shard_waiting() -> Vec<crate::callback::seglist::Waiting> {
+        ENGINE.get().map(|e| e.waiting()).unwrap_or_default()
+    }
+
+    /// For `grace::report()`: the names of the threads inside a read-side section now (a
+    /// racy snapshot; touches only the registry, never a reader's fast path).
+    pub(crate) fn readers_inside() -> Vec<Option<std::sync::Arc<str>>> {
+        READERS
+            .iter()
+            .filter(|s| s.reading())
+            .map(|s| s.name())
+            .collect()
     }
 
     /// The shrinker's part for RCU callbacks (see `crate::pressure::scan`).

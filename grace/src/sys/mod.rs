@@ -34,6 +34,8 @@ use linux as imp;
 mod fallback;
 
 pub(crate) mod psi;
+#[cfg(not(loom))]
+pub(crate) mod signal;
 #[cfg(not(all(target_os = "linux", not(miri), not(loom))))]
 use fallback as imp;
 
