@@ -43,12 +43,21 @@ pub struct FloodOptions {
     pub duration: Duration,
 }
 
-/// Run one flood in a child process (see the module docs), or here if that fails.
-pub fn run_isolated(name: &str, threads: usize, readers: usize, duration: Duration) -> FloodResult {
+/// The line a flood child writes to standard error before its `grace::report()`.
+const REPORT_MARK: &str = "--- grace report ---";
+
+/// Run one flood in a child process (see the module docs), or here if that fails. Also
+/// returns the child's `grace::report()` text for grace's implementations.
+pub fn run_isolated(
+    name: &str,
+    threads: usize,
+    readers: usize,
+    duration: Duration,
+) -> (FloodResult, Option<String>) {
     match child(name, threads, readers, duration) {
-        Ok(mut r) => {
+        Ok((mut r, report)) => {
             r.isolated = true;
-            r
+            (r, report)
         }
         Err(why) => {
             let mut r = grace_bench::run_flood_one(name, threads, readers, duration);
@@ -57,7 +66,10 @@ pub fn run_isolated(name: &str, threads: usize, readers: usize, duration: Durati
                 Some(n) => format!("{note}; {n}"),
                 None => note,
             });
-            r
+            let report = name
+                .starts_with("grace")
+                .then(|| grace::report().to_string());
+            (r, report)
         }
     }
 }
@@ -68,7 +80,7 @@ fn child(
     threads: usize,
     readers: usize,
     duration: Duration,
-) -> Result<FloodResult, String> {
+) -> Result<(FloodResult, Option<String>), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
     let out = Command::new(exe)
         .args([
@@ -90,12 +102,22 @@ fn child(
         let tail: String = err.lines().last().unwrap_or("").chars().take(200).collect();
         return Err(format!("the child process failed ({}): {tail}", out.status));
     }
-    serde_json::from_slice(&out.stdout).map_err(|e| format!("unreadable child answer: {e}"))
+    let r =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("unreadable child answer: {e}"))?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    let report = err
+        .split_once(REPORT_MARK)
+        .map(|(_, rest)| rest.trim_start_matches('\n').to_string());
+    Ok((r, report))
 }
 
 /// The hidden child mode: one flood, its result as JSON on standard output.
 pub fn child_main(name: &str, threads: usize, readers: usize, duration: Duration) -> ExitCode {
     let r = grace_bench::run_flood_one(name, threads, readers, duration);
+    if name.starts_with("grace") {
+        // For the parent, which prints it after the table (standard output is the answer).
+        eprint!("{REPORT_MARK}\n{}", grace::report());
+    }
     match serde_json::to_string(&r) {
         Ok(text) => {
             ui::out(&format!("{text}\n"));
@@ -109,12 +131,13 @@ pub fn child_main(name: &str, threads: usize, readers: usize, duration: Duration
 }
 
 /// Every implementation at every thread count, each in its own process, with a progress bar
-/// unless `show` is false.
-pub fn run(opts: &FloodOptions, show: bool) -> Vec<FloodResult> {
+/// unless `show` is false; also each grace run's `grace::report()`, headed.
+pub fn run(opts: &FloodOptions, show: bool) -> (Vec<FloodResult>, Vec<String>) {
     let impls = grace_bench::flood_impls();
     let steps = (impls.len() * opts.threads.len()) as u64;
     let bar = ui::bar(steps, "bench flood", show);
     let mut out = Vec::new();
+    let mut reports = Vec::new();
     for &threads in &opts.threads {
         for name in &impls {
             bar.set_message(format!(
@@ -122,12 +145,16 @@ pub fn run(opts: &FloodOptions, show: bool) -> Vec<FloodResult> {
                 out.len() + 1,
                 opts.duration.as_secs_f64()
             ));
-            out.push(run_isolated(name, threads, opts.readers, opts.duration));
+            let (r, report) = run_isolated(name, threads, opts.readers, opts.duration);
+            out.push(r);
+            if let Some(text) = report {
+                reports.push(format!("after flood {name} t={threads}: {text}"));
+            }
             bar.set_position(out.len() as u64);
         }
     }
     bar.finish_and_clear();
-    out
+    (out, reports)
 }
 
 /// grace-kvfree's time per object divided by `r`'s (that is, `r`'s objects/s over grace's),
@@ -298,11 +325,14 @@ pub fn json(results: &[FloodResult], opts: &FloodOptions) -> String {
 /// `grace bench flood`: run it, print the table (or the JSON object).
 pub fn main(opts: &FloodOptions, json_out: bool) -> ExitCode {
     print_liburcu_notice();
-    let results = run(opts, !json_out);
+    let (results, reports) = run(opts, !json_out);
     if json_out {
         ui::out(&format!("{}\n", json(&results, opts)));
     } else {
         ui::out(&table(&results));
+        for r in reports {
+            ui::out(&format!("\n{r}"));
+        }
     }
     ExitCode::SUCCESS
 }

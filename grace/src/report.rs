@@ -567,7 +567,7 @@ pub struct GracePeriodReport {
 ///     println!("shard {}: {} waiting in {} segments", s.shard, s.waiting_callbacks, s.segments);
 /// }
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShardReport {
     /// The shard's index (one shard per CPU).
@@ -582,6 +582,31 @@ pub struct ShardReport {
     pub ready_callbacks: u64,
     /// Bytes they free.
     pub ready_bytes: u64,
+    /// The waiting segments, oldest first: callbacks per segment.
+    pub per_segment: Vec<SegmentReport>,
+}
+
+/// One segment of a shard's callbacks in a [`Report`]: the callbacks that wait for the same
+/// grace period (the kernel's `rcu_segcblist` segments).
+///
+/// # Examples
+///
+/// ```
+/// for shard in grace::report().shards {
+///     for seg in shard.per_segment {
+///         println!("{} callbacks wait for grace period {}", seg.callbacks, seg.grace_period);
+///     }
+/// }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SegmentReport {
+    /// The grace period they wait for (its number: it ends when that many have completed).
+    pub grace_period: u64,
+    /// Callbacks in the segment.
+    pub callbacks: u64,
+    /// Bytes they free.
+    pub bytes: u64,
 }
 
 /// Everything that explains memory stranded behind grace periods, from [`report()`]: print
@@ -646,18 +671,34 @@ pub fn report() -> Report {
         age: watch.as_ref().map(|w| w.0),
         waiting_on: watch.and_then(|w| w.3),
     };
-    let shards = crate::rcu::shard_waiting()
+    // Each shard's waiting figures come from one snapshot of its segments (so they add up);
+    // the ready figures from another look.
+    let segments = crate::rcu::shard_segments();
+    let ready = crate::rcu::shard_waiting();
+    let shards = segments
         .into_iter()
         .enumerate()
-        .filter(|(_, w)| w.gp_callbacks + w.ready_callbacks > 0)
-        .map(|(i, w)| ShardReport {
-            shard: i,
-            segments: w.segments,
-            waiting_callbacks: w.gp_callbacks,
-            waiting_bytes: w.gp_bytes,
-            ready_callbacks: w.ready_callbacks,
-            ready_bytes: w.ready_bytes,
+        .map(|(i, segs)| {
+            let w = ready.get(i).copied().unwrap_or_default();
+            let per_segment: Vec<SegmentReport> = segs
+                .into_iter()
+                .map(|(grace_period, callbacks, bytes)| SegmentReport {
+                    grace_period,
+                    callbacks,
+                    bytes,
+                })
+                .collect();
+            ShardReport {
+                shard: i,
+                segments: per_segment.len() as u64,
+                waiting_callbacks: per_segment.iter().map(|g| g.callbacks).sum(),
+                waiting_bytes: per_segment.iter().map(|g| g.bytes).sum(),
+                ready_callbacks: w.ready_callbacks,
+                ready_bytes: w.ready_bytes,
+                per_segment,
+            }
         })
+        .filter(|s| s.waiting_callbacks + s.ready_callbacks > 0)
         .collect();
     Report {
         usage: crate::pressure::usage(),
@@ -718,7 +759,7 @@ impl fmt::Display for Report {
         let row = |f: &mut fmt::Formatter<'_>, name: &str, c: Counts| {
             writeln!(
                 f,
-                "    {name:<22} {:>12} objects {:>12}",
+                "    {name:<24} {:>12} objects {:>12}",
                 c.objects,
                 bytes(c.bytes)
             )
@@ -790,6 +831,15 @@ impl fmt::Display for Report {
                 s.ready_callbacks,
                 bytes(s.ready_bytes)
             )?;
+            for seg in &s.per_segment {
+                writeln!(
+                    f,
+                    "      {} callbacks ({}) wait for grace period {}",
+                    seg.callbacks,
+                    bytes(seg.bytes),
+                    seg.grace_period
+                )?;
+            }
         }
         let p = &self.pressure;
         writeln!(
@@ -1031,6 +1081,13 @@ impl Report {
             j.num("waiting_bytes", s.waiting_bytes);
             j.num("ready_callbacks", s.ready_callbacks);
             j.num("ready_bytes", s.ready_bytes);
+            j.array("segments_waiting", &s.per_segment, |j, seg| {
+                j.open();
+                j.num("grace_period", seg.grace_period);
+                j.num("callbacks", seg.callbacks);
+                j.num("bytes", seg.bytes);
+                j.close();
+            });
             j.close();
         });
         j.close();

@@ -51,7 +51,8 @@ fn report_names_the_reader_and_counts_what_waits() {
     let r = loop {
         let r = grace::report();
         let waiting_on = r.grace_period.waiting_on.as_ref();
-        if waiting_on.and_then(|w| w.thread.as_deref()) == Some(READER) {
+        let in_segments = r.shards.iter().any(|s| !s.per_segment.is_empty());
+        if in_segments && waiting_on.and_then(|w| w.thread.as_deref()) == Some(READER) {
             break r;
         }
         assert!(
@@ -66,6 +67,16 @@ fn report_names_the_reader_and_counts_what_waits() {
     assert!(r.grace_period.running.is_some(), "{r}");
     assert!(r.grace_period.age.is_some(), "{r}");
     assert!(r.readers_inside.iter().any(|n| n == READER), "{r}");
+    // Callbacks per segment: each waiting one is in a segment for a grace period not yet
+    // completed.
+    let seg = r
+        .shards
+        .iter()
+        .flat_map(|s| s.per_segment.iter())
+        .find(|g| g.callbacks > 0)
+        .unwrap_or_else(|| panic!("no waiting segment: {r}"));
+    assert!(seg.grace_period > r.grace_period.completed, "{r}");
+    assert!(text_has_segment(&r.to_string()), "{r}");
 
     let text = r.to_string();
     assert!(
@@ -95,6 +106,11 @@ fn report_names_the_reader_and_counts_what_waits() {
     assert_eq!(after.usage.call_rcu.bytes, 0, "{after}");
     assert!(after.shards.is_empty(), "{after}");
     assert!(!after.readers_inside.iter().any(|n| n == READER), "{after}");
+}
+
+fn text_has_segment(text: &str) -> bool {
+    text.lines()
+        .any(|l| l.contains("callbacks (") && l.contains("wait for grace period"))
 }
 
 #[test]

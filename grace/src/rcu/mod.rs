@@ -654,6 +654,23 @@ mod api {
         ENGINE.get().map(|e| e.waiting()).unwrap_or_default()
     }
 
+    /// For `grace::report()`: each shard's segments waiting for a grace period, as (grace
+    /// period number, callbacks, bytes), oldest first.
+    pub(crate) fn shard_segments() -> Vec<Vec<(u64, u64, u64)>> {
+        let Some(e) = ENGINE.get() else {
+            return Vec::new();
+        };
+        e.segments()
+            .into_iter()
+            .map(|segs| {
+                segs.into_iter()
+                    .flatten()
+                    .map(|(cookie, n, b)| (seq::count(cookie.wrapping_sub(seq::INITIAL)), n, b))
+                    .collect()
+            })
+            .collect()
+    }
+
     /// For `grace::report()`: the names of the threads inside a read-side section now (a
     /// racy snapshot; touches only the registry, never a reader's fast path).
     pub(crate) fn readers_inside() -> Vec<Option<std::sync::Arc<str>>> {
