@@ -105,6 +105,10 @@ fn since(stamp: u64) -> Duration {
 }
 
 /// The calling thread's name, or its id where it has none.
+///
+/// Called at RCU registration while the thread's Rust thread-locals are alive (grace's own
+/// exit hook is), so `thread::current` works: std tears its handle down only in its final
+/// thread clean-up, after every thread-local destructor.
 pub(crate) fn thread_name() -> Arc<str> {
     let t = std::thread::current();
     match t.name() {
@@ -307,7 +311,13 @@ fn warn_stall(stall: Stall) {
     }
     let hook = lock(&HOOK).clone();
     match hook {
-        Some(h) => h(&stall),
+        Some(h) => {
+            // The hook runs on a grace-period thread: a panic must not unwind into it.
+            let run = std::panic::AssertUnwindSafe(|| h(&stall));
+            if std::panic::catch_unwind(run).is_err() {
+                eprintln!("grace: the stall hook panicked; the warning was: {stall}");
+            }
+        }
         None => {
             use std::io::Write;
             let _ = writeln!(std::io::stderr(), "grace: {stall}");
@@ -1262,7 +1272,13 @@ fn report_thread(mut pipe: std::fs::File) {
                 let r = report();
                 let sink = lock(&SINK).clone();
                 match sink {
-                    Some(s) => s(&r),
+                    Some(s) => {
+                        // Keep the thread (and the signal) working after a panicking sink.
+                        let run = std::panic::AssertUnwindSafe(|| s(&r));
+                        if std::panic::catch_unwind(run).is_err() {
+                            eprintln!("grace: the report sink panicked");
+                        }
+                    }
                     None => {
                         use std::io::Write;
                         let _ = write!(std::io::stderr(), "{r}");
