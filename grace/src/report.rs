@@ -1324,6 +1324,64 @@ mod tests {
     }
 
     #[test]
+    fn json_round_trips_through_a_real_parser() {
+        let mut r = report();
+        let odd = "tab\there \"quoted\" back\\slash \u{1b}[0m ünïcode";
+        r.recent_stalls = vec![
+            Stall {
+                flavor: StallFlavor::Rcu,
+                thread: Some(odd.to_string()),
+                held: Duration::from_millis(1500),
+                grace_period: 7,
+                expedited: true,
+            },
+            Stall {
+                flavor: StallFlavor::Srcu { domain: 32 },
+                thread: None,
+                held: Duration::from_secs(11),
+                grace_period: 3,
+                expedited: false,
+            },
+        ];
+        r.grace_period.waiting_on = Some(WaitedReader {
+            thread: Some(odd.to_string()),
+            waited: Duration::from_millis(2),
+        });
+        r.shards = vec![ShardReport {
+            shard: 3,
+            segments: 1,
+            waiting_callbacks: 5,
+            waiting_bytes: 320,
+            ready_callbacks: 0,
+            ready_bytes: 0,
+            per_segment: vec![SegmentReport {
+                grace_period: 9,
+                callbacks: 5,
+                bytes: 320,
+            }],
+        }];
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).expect("valid JSON");
+        assert_eq!(v["stalls"]["recent"][0]["thread"].as_str(), Some(odd));
+        assert_eq!(v["stalls"]["recent"][0]["expedited"], true);
+        assert_eq!(v["stalls"]["recent"][1]["domain"], 32);
+        assert!(v["stalls"]["recent"][1]["thread"].is_null());
+        assert_eq!(
+            v["grace_period"]["waiting_on"]["thread"].as_str(),
+            Some(odd)
+        );
+        assert_eq!(
+            v["rcu_callbacks"]["shards"][0]["segments_waiting"][0]["grace_period"],
+            9
+        );
+        let text = r.to_string();
+        assert!(text.contains("SRCU domain #32"), "{text}");
+        assert!(
+            text.contains("5 callbacks (320 B) wait for grace period 9"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn stall_ms_parses() {
         assert_eq!(parse_stall_ms("250"), Ok(250));
         assert_eq!(parse_stall_ms("off"), Ok(0));
