@@ -397,7 +397,7 @@ impl GpWatch {
 pub(crate) struct SlotWait<'a> {
     watch: &'a GpWatch,
     slot: &'a Slot,
-    ticks: u32,
+    ticks: u64,
     warned: bool,
 }
 
@@ -415,7 +415,7 @@ impl<'a> SlotWait<'a> {
     /// One more look found the slot reading.
     #[inline]
     pub(crate) fn tick(&mut self) {
-        self.ticks = self.ticks.wrapping_add(1);
+        self.ticks += 1;
         if self.ticks == 1 {
             self.first();
         } else if self.ticks % 16 == 0 && !self.warned {
