@@ -7,10 +7,14 @@ use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
 static STALLS: Mutex<Vec<Stall>> = Mutex::new(Vec::new());
+/// The hook is process-wide: one test at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
 
-fn setup() {
+fn setup() -> std::sync::MutexGuard<'static, ()> {
+    let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     grace::report::set_stall_threshold(Some(Duration::from_millis(50)));
     grace::report::set_stall_hook(|s| STALLS.lock().unwrap().push(s.clone()));
+    serial
 }
 
 /// Hold a section (entered through `enter`) on a thread named `name` for `hold`, and run
@@ -39,7 +43,7 @@ fn hold_while<G>(
 
 #[test]
 fn an_rcu_reader_held_too_long_is_reported_once_by_name() {
-    setup();
+    let _serial = setup();
     hold_while(
         "stalling-reader",
         Duration::from_millis(400),
@@ -70,7 +74,7 @@ fn an_rcu_reader_held_too_long_is_reported_once_by_name() {
 
 #[test]
 fn an_srcu_reader_held_too_long_names_its_domain_once() {
-    setup();
+    let _serial = setup();
     let d = srcu::Srcu::new().unwrap();
     let other = srcu::Srcu::new().unwrap();
     hold_while(
@@ -100,4 +104,23 @@ fn an_srcu_reader_held_too_long_names_its_domain_once() {
         "{}",
         mine[0]
     );
+}
+
+#[test]
+fn a_panicking_stall_hook_does_not_break_grace_periods() {
+    let _serial = setup();
+    grace::report::set_stall_hook(|_| panic!("a stall hook that panics (expected by this test)"));
+    hold_while(
+        "reader-for-a-bad-hook",
+        Duration::from_millis(200),
+        rcu::read_lock,
+        rcu::synchronize,
+    );
+    // The grace-period machinery still works: callbacks run, grace periods end.
+    let before = rcu::stats().grace_periods;
+    rcu::call_hurry(|| ());
+    rcu::barrier();
+    rcu::synchronize();
+    assert!(rcu::stats().grace_periods > before);
+    grace::report::reset_stall_hook();
 }
