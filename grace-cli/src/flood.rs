@@ -70,18 +70,22 @@ impl FloodOptions {
     }
 }
 
-/// Run one flood in a child process (see the module docs), or here if that fails.
+/// The line a flood child writes to standard error before its `grace::report()`.
+const REPORT_MARK: &str = "--- grace report ---";
+
+/// Run one flood in a child process (see the module docs), or here if that fails. Also
+/// returns the child's `grace::report()` text for grace's implementations.
 pub fn run_isolated(
     name: &str,
     threads: usize,
     readers: usize,
     duration: Duration,
     budget: Option<u64>,
-) -> FloodResult {
+) -> (FloodResult, Option<String>) {
     match child(name, threads, readers, duration, budget) {
-        Ok(mut r) => {
+        Ok((mut r, report)) => {
             r.isolated = true;
-            r
+            (r, report)
         }
         Err(why) => {
             let setup = match budget {
@@ -94,7 +98,10 @@ pub fn run_isolated(
                 Some(n) => format!("{note}; {n}"),
                 None => note,
             });
-            r
+            let report = name
+                .starts_with("grace")
+                .then(|| grace::report().to_string());
+            (r, report)
         }
     }
 }
@@ -106,7 +113,7 @@ fn child(
     readers: usize,
     duration: Duration,
     budget: Option<u64>,
-) -> Result<FloodResult, String> {
+) -> Result<(FloodResult, Option<String>), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
     let mut cmd = Command::new(exe);
     cmd.args([
@@ -132,7 +139,13 @@ fn child(
         let tail: String = err.lines().last().unwrap_or("").chars().take(200).collect();
         return Err(format!("the child process failed ({}): {tail}", out.status));
     }
-    serde_json::from_slice(&out.stdout).map_err(|e| format!("unreadable child answer: {e}"))
+    let r =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("unreadable child answer: {e}"))?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    let report = err
+        .split_once(REPORT_MARK)
+        .map(|(_, rest)| rest.trim_start_matches('\n').to_string());
+    Ok((r, report))
 }
 
 /// The hidden child mode: one flood, its result as JSON on standard output.
@@ -144,6 +157,10 @@ pub fn child_main(name: &str, opts: &FloodOptions) -> ExitCode {
         opts.duration,
         &opts.setup(),
     );
+    if name.starts_with("grace") {
+        // For the parent, which prints it after the table (standard output is the answer).
+        eprint!("{REPORT_MARK}\n{}", grace::report());
+    }
     match serde_json::to_string(&r) {
         Ok(text) => {
             ui::out(&format!("{text}\n"));
@@ -157,8 +174,8 @@ pub fn child_main(name: &str, opts: &FloodOptions) -> ExitCode {
 }
 
 /// Every implementation at every thread count, each in its own process, with a progress bar
-/// unless `show` is false.
-pub fn run(opts: &FloodOptions, show: bool) -> Vec<FloodResult> {
+/// unless `show` is false; also each grace run's `grace::report()`, headed.
+pub fn run(opts: &FloodOptions, show: bool) -> (Vec<FloodResult>, Vec<String>) {
     let impls: Vec<String> = match opts.budget {
         Some(_) => grace_bench::pressure_impls(),
         None => grace_bench::flood_impls()
@@ -169,6 +186,7 @@ pub fn run(opts: &FloodOptions, show: bool) -> Vec<FloodResult> {
     let steps = (impls.len() * opts.threads.len()) as u64;
     let bar = ui::bar(steps, "bench flood", show);
     let mut out = Vec::new();
+    let mut reports = Vec::new();
     for &threads in &opts.threads {
         for name in &impls {
             bar.set_message(format!(
@@ -176,18 +194,16 @@ pub fn run(opts: &FloodOptions, show: bool) -> Vec<FloodResult> {
                 out.len() + 1,
                 opts.duration.as_secs_f64()
             ));
-            out.push(run_isolated(
-                name,
-                threads,
-                opts.readers,
-                opts.duration,
-                opts.budget,
-            ));
+            let (r, report) = run_isolated(name, threads, opts.readers, opts.duration, opts.budget);
+            out.push(r);
+            if let Some(text) = report {
+                reports.push(format!("after flood {name} t={threads}: {text}"));
+            }
             bar.set_position(out.len() as u64);
         }
     }
     bar.finish_and_clear();
-    out
+    (out, reports)
 }
 
 /// grace-kvfree's time per object divided by `r`'s (that is, `r`'s objects/s over grace's),
@@ -451,11 +467,14 @@ pub fn json(results: &[FloodResult], opts: &FloodOptions) -> String {
 /// `grace bench flood`: run it, print the table (or the JSON object).
 pub fn main(opts: &FloodOptions, json_out: bool) -> ExitCode {
     print_liburcu_notice();
-    let results = run(opts, !json_out);
+    let (results, reports) = run(opts, !json_out);
     if json_out {
         ui::out(&format!("{}\n", json(&results, opts)));
     } else {
         ui::out(&table(&results));
+        for r in reports {
+            ui::out(&format!("\n{r}"));
+        }
     }
     if let Some(path) = &opts.plot {
         if let Err(e) = std::fs::write(path, crate::plot::svg(&chart(&results, opts))) {

@@ -174,17 +174,33 @@ impl TortureArgs {
         let bar = torture::progress_bar(flavor, opts, !self.json);
         let report = run(opts, &bar);
         bar.finish_and_clear();
+        // What grace holds back at the end of the run, and why (`grace::report()`).
+        let grace_report = grace::report();
         if self.json {
             let text = serde_json::to_string_pretty(&report).unwrap_or_else(|_| "null".into());
-            ui::out(&format!("{text}\n"));
+            ui::out(&format!("{}\n", with_grace_report(&text, &grace_report)));
         } else {
             ui::out(&report.human());
+            ui::out(&format!("\n{grace_report}"));
         }
         if report.passed() {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(1)
         }
+    }
+}
+
+/// `json`, a pretty-printed object, with `grace_report` (the library's own JSON) added as
+/// its last field; the fields before it keep their order. Anything else is left as it is.
+fn with_grace_report(json: &str, report: &grace::report::Report) -> String {
+    match json.trim_end().strip_suffix('}') {
+        Some(head) if head.trim_end() != "{" => format!(
+            "{},\n  \"grace_report\": {}\n}}",
+            head.trim_end(),
+            report.to_json()
+        ),
+        _ => json.to_string(),
     }
 }
 
@@ -393,6 +409,18 @@ mod tests {
     #[test]
     fn the_cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_grace_report_joins_the_json_object_last() {
+        let r = grace::report();
+        let text = with_grace_report("{\n  \"b\": 1,\n  \"a\": [2]\n}", &r);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["b"], 1);
+        assert!(v["grace_report"]["grace_period"].is_object());
+        assert!(text.find("\"b\"").unwrap() < text.find("\"a\"").unwrap());
+        assert_eq!(with_grace_report("{}", &r), "{}");
+        assert_eq!(with_grace_report("null", &r), "null");
     }
 
     #[test]

@@ -139,6 +139,8 @@ pub fn run() -> ExitCode {
         pending: &pending,
         kvfree: &kvfree,
     };
+    // What grace holds back after the four tortures, and why.
+    ui::out(&format!("{}\n", grace::report()));
 
     bench::print_liburcu_notice();
     let threads = thread_counts(cpus);

@@ -10,6 +10,8 @@
 //! | `GRACE_FLOOD_BYTES` | waiting bytes per shard that start flood mode | `8MiB` |
 //! | `GRACE_FLOOD_RATE` | callbacks queued per second on one flavor that start flood mode | `10000000` |
 //! | `GRACE_PENDING` | `off`: the chicken switch, every `Pending` object and every `kvfree` goes through its own RCU callback, no batching (see [`crate::pending::set_batching`]); `on`: batched | `on` |
+//! | `GRACE_STALL_MS` | stall-warning threshold in milliseconds (`0`/`off`: none), see [`crate::report`](mod@crate::report) | `10000` |
+//! | `GRACE_REPORT_SIGNAL` | `USR1`/`USR2`: print [`crate::report()`] on that signal, see [`crate::report`](mod@crate::report) | none |
 //! | `GRACE_CB_OFFLOAD` | `1`: RCU callbacks run only on worker threads ([`Invocation::Offloaded`](crate::rcu::Invocation)); `0`: on the threads that queued them ([`Invocation::Local`](crate::rcu::Invocation)) | `0` |
 //!
 //! The library reads them once, when a flavor first initializes. A malformed value (a value

@@ -27,6 +27,7 @@
 //! | [`kvfree`](mod@kvfree) | headless deferred free (`kvfree_rcu`): `Box`es freed in bulk after a grace period |
 //! | [`alloc`] | fallible allocation and allocation-failure injection |
 //! | [`pending`] | [`Pending<T>`](pending::Pending): objects waiting for a grace period, processed in bulk or taken back for reuse |
+//! | [`report`](mod@report) | diagnostics: [`report()`] (text and JSON), stall warnings, the report signal (`GRACE_REPORT_SIGNAL`) |
 //! | [`pressure`] | memory stranded behind grace periods: accounting, flood heuristics, a budget, the shrinker, a PSI monitor (`/proc/pressure/memory`, cgroup v2 `memory.pressure`) |
 //! | [`sys`] | everything platform-specific: `membarrier`, CPU hint |
 //! | `reader` (internal) | reader slots and their registry: what a grace period walks |
@@ -65,6 +66,8 @@ pub mod pending;
 pub mod pressure;
 pub mod rcu;
 pub(crate) mod reader;
+#[cfg(not(loom))]
+pub mod report;
 pub mod srcu;
 pub(crate) mod sync;
 pub mod sys;
@@ -85,6 +88,8 @@ pub use gp::GpPhase;
 pub use kvfree::{kvfree, kvfree_barrier};
 #[cfg(not(loom))]
 pub use pending::Pending;
+#[cfg(not(loom))]
+pub use report::report;
 pub use sys::BarrierMode;
 
 /// The README's example, compiled and run as a doctest.

@@ -99,6 +99,10 @@ pub(crate) struct Slot {
     next: AtomicPtr<Slot>,
     /// The owner's callback ring, created on its first `call` (see `callback::ring`).
     pub(crate) ring: AtomicPtr<crate::callback::ring::Ring>,
+    /// The owner's thread name, for stall warnings and `grace::report()`: set at
+    /// registration (a cold path), read only by diagnostics, never by the read side.
+    #[cfg(not(loom))]
+    name: crate::sync::Mutex<Option<std::sync::Arc<str>>>,
 }
 
 impl Slot {
@@ -108,7 +112,28 @@ impl Slot {
             state: AtomicU8::new(state),
             next: AtomicPtr::new(ptr::null_mut()),
             ring: AtomicPtr::new(ptr::null_mut()),
+            #[cfg(not(loom))]
+            name: crate::sync::Mutex::new(None),
         }
+    }
+
+    /// Record the name of the thread that owns the slot now (registration only).
+    #[cfg(not(loom))]
+    pub(crate) fn set_name(&self, name: std::sync::Arc<str>) {
+        *crate::sync::lock(&self.name) = Some(name);
+    }
+
+    /// The name recorded by the last owner's registration, if any.
+    #[cfg(not(loom))]
+    pub(crate) fn name(&self) -> Option<std::sync::Arc<str>> {
+        crate::sync::lock(&self.name).clone()
+    }
+
+    /// Is the owner inside a read-side section now? (For diagnostics: a racy snapshot.)
+    #[cfg(not(loom))]
+    pub(crate) fn reading(&self) -> bool {
+        // Relaxed: a snapshot for a report; nothing is ordered by it.
+        self.ctr.load(Ordering::Relaxed) & NEST_MASK != 0
     }
 
     /// Enter a read-side critical section (outermost or nested). Owner thread only.

@@ -862,6 +862,18 @@ impl Engine {
             .map(|s| lock(&s.list).waiting())
             .collect()
     }
+
+    /// Each shard's segments waiting for a grace period (see `SegList::segments`), for
+    /// `grace::report()`. The vector is sized before any shard lock is taken.
+    #[cfg(not(loom))]
+    pub(crate) fn segments(
+        &self,
+    ) -> Vec<[Option<(u64, u64, u64)>; crate::cookie::NUM_ACTIVE_POLL_OLDSTATE]> {
+        self.shards
+            .iter()
+            .map(|s| lock(&s.list).segments())
+            .collect()
+    }
 }
 
 /// How thoroughly `Engine::drain_all` drains.

@@ -238,6 +238,17 @@ impl SegList {
         w
     }
 
+    /// The segments waiting for a grace period, oldest first, as (cookie, callbacks, bytes),
+    /// for `grace::report()`. Allocates nothing (it runs under the shard lock).
+    #[cfg(not(loom))]
+    pub(crate) fn segments(&self) -> [Option<(u64, u64, u64)>; NUM_ACTIVE_POLL_OLDSTATE] {
+        let mut out = [None; NUM_ACTIVE_POLL_OLDSTATE];
+        for (o, (cookie, b)) in out.iter_mut().zip(self.pending.iter().flatten()) {
+            *o = Some((*cookie, b.len() as u64, b.bytes));
+        }
+        out
+    }
+
     /// Nothing queued and nothing being invoked.
     pub(crate) fn is_idle(&self) -> bool {
         !self.busy && self.done.is_empty() && self.pending.iter().all(Option::is_none)

@@ -82,6 +82,10 @@ pub(crate) struct GpEngine {
     /// Number of threads waiting in `synchronize_expedited`; a normal grace period that sees
     /// one stops sleeping between polls and spins instead, so it does not delay them.
     expedite_waiters: AtomicUsize,
+    /// When the running grace period started and which reader it waits on, for
+    /// `grace::report()` and stall warnings. Written by the grace period only.
+    #[cfg(not(loom))]
+    watch: crate::report::GpWatch,
 }
 
 impl GpEngine {
@@ -94,6 +98,7 @@ impl GpEngine {
             lock: Mutex::new(()),
             phase: AtomicU8::new(0),
             expedite_waiters: AtomicUsize::new(0),
+            watch: crate::report::GpWatch::new(),
         }
     }
 
@@ -141,6 +146,12 @@ impl GpEngine {
     #[inline]
     pub(crate) fn done(&self, kind: GpKind, snap: u64) -> bool {
         seq::done(self.current(kind), snap)
+    }
+
+    /// What `grace::report()` and stall warnings read about the running grace period.
+    #[cfg(not(loom))]
+    pub(crate) fn watch(&self) -> &crate::report::GpWatch {
+        &self.watch
     }
 
     /// The phase of the grace period in progress.
@@ -200,6 +211,9 @@ impl GpEngine {
     /// Phase 1. Returns the epoch word readers must reach.
     fn gp_init(&self, readers: &Readers, mode: BarrierMode, kind: GpKind) -> u64 {
         self.phase.store(GpPhase::Init as u8, Ordering::Relaxed);
+        #[cfg(not(loom))]
+        self.watch
+            .started(self.completed(kind) + 1, kind == GpKind::Expedited);
         let s = self.seq_of(kind);
         // Relaxed: only this thread (holding `lock`) writes the sequence; the SeqCst fence in
         // heavy_barrier() below orders it before the epoch advance and the registry walk.
@@ -231,12 +245,18 @@ impl GpEngine {
 
     fn wait_slot(&self, slot: &Slot, target: u64, kind: GpKind) {
         let mut backoff = Backoff::new();
+        // Records the slot we wait on and warns once if it stalls; costs nothing when the
+        // slot is quiescent at the first look (the loop body never runs).
+        #[cfg(not(loom))]
+        let mut stall = crate::report::SlotWait::new(&self.watch, slot);
         // Acquire: pairs with the Release stores in Slot::unlock and Slot::lock, so every
         // access of the section we waited out happens-before the caller's reclamation.
         while !quiescent(slot.ctr.load(Ordering::Acquire), target) {
             let hurry = kind == GpKind::Expedited
                 // Relaxed: a hint only.
                 || self.expedite_waiters.load(Ordering::Relaxed) > 0;
+            #[cfg(not(loom))]
+            stall.tick();
             backoff.wait(hurry);
         }
     }
@@ -248,6 +268,8 @@ impl GpEngine {
         // Release: pairs with the Acquire in `current`: whoever sees the new value sees the
         // readers' sections as ended.
         s.store(seq::ended(s.load(Ordering::Relaxed)), Ordering::Release);
+        #[cfg(not(loom))]
+        self.watch.ended();
         self.phase.store(GpPhase::Idle as u8, Ordering::Relaxed);
     }
 }

@@ -149,6 +149,8 @@ mod api {
             if sys::init(cfg.no_membarrier) == BarrierMode::Fence {
                 READERS.set_fence_mode();
             }
+            // GRACE_STALL_MS, and GRACE_REPORT_SIGNAL's handler and thread (opt-in).
+            crate::report::init_from_env();
             cfg
         })
     }
@@ -183,6 +185,9 @@ mod api {
         let slot = if EXIT_HOOK.try_with(|_| ()).is_ok() {
             let slot = READERS.acquire();
             let _ = EXIT_HOOK.try_with(|h| h.0.set(slot));
+            // The thread's name, for stall warnings and `grace::report()` (here only: during
+            // thread-local teardown below, `thread::current` may be gone).
+            slot.set_name(crate::report::thread_name());
             // In case EXIT_HOOK's destructor never runs: a thread whose first read is in a
             // pthread-key destructor, after Rust's thread-local destructors ran (registering
             // one then is too late). ExitHook disarms it when it gives the slot back itself.
@@ -194,6 +199,7 @@ mod api {
             // thread's very last hook; where there is none, abandon it rather than risk two
             // owners.
             let slot = READERS.acquire();
+            slot.set_name(std::sync::Arc::from("(a thread during its exit)"));
             let arg = slot as *const Slot as *mut std::ffi::c_void;
             if !FINAL.arm(arg) {
                 READERS.release_abandoned(slot);
@@ -726,6 +732,44 @@ mod api {
         if let Some(e) = ENGINE.get() {
             e.expedite_now();
         }
+    }
+
+    /// For `grace::report()`: the grace-period engine's watch.
+    pub(crate) fn gp_watch() -> &'static crate::report::GpWatch {
+        GP.watch()
+    }
+
+    /// For `grace::report()`: what waits in each callback shard (empty before the first
+    /// `call`).
+    pub(crate) fn shard_waiting() -> Vec<crate::callback::seglist::Waiting> {
+        ENGINE.get().map(|e| e.waiting()).unwrap_or_default()
+    }
+
+    /// For `grace::report()`: each shard's segments waiting for a grace period, as (grace
+    /// period number, callbacks, bytes), oldest first.
+    pub(crate) fn shard_segments() -> Vec<Vec<(u64, u64, u64)>> {
+        let Some(e) = ENGINE.get() else {
+            return Vec::new();
+        };
+        e.segments()
+            .into_iter()
+            .map(|segs| {
+                segs.into_iter()
+                    .flatten()
+                    .map(|(cookie, n, b)| (seq::count(cookie.wrapping_sub(seq::INITIAL)), n, b))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// For `grace::report()`: the names of the threads inside a read-side section now (a
+    /// racy snapshot; touches only the registry, never a reader's fast path).
+    pub(crate) fn readers_inside() -> Vec<Option<std::sync::Arc<str>>> {
+        READERS
+            .iter()
+            .filter(|s| s.reading())
+            .map(|s| s.name())
+            .collect()
     }
 
     /// The shrinker's part for RCU callbacks (see `crate::pressure::scan`).

@@ -409,6 +409,8 @@ mod api {
         expedite_waiters: AtomicUsize,
         invoked: AtomicU64,
         panics: AtomicU64,
+        /// How long the running grace period has waited for readers: stall warnings.
+        watch: crate::report::SrcuWatch,
     }
 
     /// Ids are multiples of [`super::shard::ID_STEP`] (see there); 0 is never used.
@@ -534,6 +536,7 @@ mod api {
                 if lock(&cold.machine).advance(&readers, &cold.seq, snap, self.fences) {
                     break;
                 }
+                self.note_wait(cold);
                 // Relaxed: a hint.
                 let hurry = expedited || cold.expedite_waiters.load(Ordering::Relaxed) > 0;
                 backoff.wait(hurry);
@@ -714,6 +717,9 @@ mod api {
                     Err(std::sync::TryLockError::WouldBlock) => false,
                 },
             };
+            if !reached {
+                self.note_wait(cold);
+            }
             let cur = cold.current();
             {
                 let mut needed = lock(&cold.needed);
@@ -754,6 +760,18 @@ mod api {
                 *due = Some(due.map_or(n, |d| d.min(n)));
             }
             *due
+        }
+
+        /// Readers still hold the running grace period: warn once if they have for longer
+        /// than the stall threshold (called with no lock held).
+        fn note_wait(&self, cold: &Cold) {
+            // Relaxed: a snapshot for the stall clock, which keys on the value.
+            let seq_now = cold.seq.load(Ordering::Relaxed);
+            cold.watch.waiting(
+                self.hot.id & !FENCE_READERS,
+                seq::count(seq_now.wrapping_sub(seq::INITIAL)) + 1,
+                seq_now,
+            );
         }
 
         /// Invoke shard `idx`'s ready callbacks (a worker claimed it).
@@ -833,6 +851,7 @@ mod api {
                     expedite_waiters: AtomicUsize::new(0),
                     invoked: AtomicU64::new(0),
                     panics: AtomicU64::new(0),
+                    watch: crate::report::SrcuWatch::new(),
                 },
                 "the SRCU updater state",
             )
@@ -1099,6 +1118,20 @@ mod api {
     }
 
     impl<K: ReaderKind> Srcu<K> {
+        /// The domain's number: unique in the process, never reused, and the one stall
+        /// warnings and `grace::report()` name (`SRCU domain #N`).
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let a = grace::srcu::Srcu::new().unwrap();
+        /// let b = grace::srcu::Srcu::new().unwrap();
+        /// assert_ne!(a.id(), b.id());
+        /// ```
+        pub fn id(&self) -> u64 {
+            self.block().hot.id & !FENCE_READERS
+        }
+
         fn create() -> Result<Srcu<K>, SrcuError> {
             let mut block = Block::new(K::LITE)?;
             let cold = Cold::new()?;

@@ -40,3 +40,8 @@ impl FinalHook {
 
     pub(crate) fn disarm(&self) {}
 }
+
+/// No portable way to read a thread's name from any point of its life: none.
+pub(super) fn thread_name() -> Option<String> {
+    None
+}

@@ -105,3 +105,21 @@ impl FinalHook {
         }
     }
 }
+
+/// The calling thread's name as the kernel knows it (`pthread_getname_np`; Rust sets it from
+/// the thread's name, cut to 15 bytes), or `None`. Works at any point of the thread's life,
+/// also in its last thread-exit destructors, where `std::thread::current` is gone.
+pub(super) fn thread_name() -> Option<String> {
+    let mut buf = [0 as libc::c_char; 64];
+    // SAFETY: `pthread_self` is always a valid handle for the calling thread; the buffer is
+    // writable for its whole length, which is passed, and is at least the 16 bytes the call
+    // needs.
+    let r = unsafe { libc::pthread_getname_np(libc::pthread_self(), buf.as_mut_ptr(), buf.len()) };
+    if r != 0 {
+        return None;
+    }
+    // SAFETY: on success the buffer holds a NUL-terminated string within its length.
+    let s = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    let s = s.to_string_lossy().into_owned();
+    (!s.is_empty()).then_some(s)
+}

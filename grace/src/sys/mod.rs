@@ -49,6 +49,8 @@ mod fallback;
 
 #[cfg(not(loom))] // its user, the pressure layer, is compiled out under loom
 pub(crate) mod psi;
+#[cfg(not(loom))]
+pub(crate) mod signal;
 #[cfg(not(all(target_os = "linux", not(miri), not(loom))))]
 use fallback as imp;
 
@@ -148,6 +150,12 @@ pub(crate) fn heavy_barrier(mode: BarrierMode) {
         // SeqCst: and this thread's later accesses after the call.
         fence(Ordering::SeqCst);
     }
+}
+
+/// The calling thread's name as the operating system knows it (on Linux, Rust's thread name
+/// cut to 15 bytes), usable at any point of the thread's life; `None` where unknown.
+pub(crate) fn thread_name() -> Option<String> {
+    imp::thread_name()
 }
 
 /// A hint of the CPU the calling thread runs on, in `0..num_cpus()`. It may be stale by the
