@@ -47,7 +47,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use crate::call::Phases;
-use crate::harness::{median_ns_per_op, run_each, Counter, CounterPtr};
+use crate::harness::{median_ns_per_op, run_each, Counter, CounterPtr, Rounds};
 use crate::{liburcu, BenchResult, Options};
 
 const SUITE: &str = "free";
@@ -403,7 +403,7 @@ fn round_of(name: &str, threads: usize, n: u64, duration: Duration) -> Result<Du
 }
 
 /// [`median_ns_per_op`] of `name`'s rounds.
-fn measure_impl(name: &str, threads: usize, duration: Duration) -> Result<f64, String> {
+fn measure_impl(name: &str, threads: usize, duration: Duration) -> Result<Rounds, String> {
     let n = objects_per_thread(duration);
     median_ns_per_op(threads, n, || round_of(name, threads, n, duration))
 }

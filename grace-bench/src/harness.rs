@@ -148,6 +148,7 @@ pub(crate) fn row(
         threads,
         ns_per_op,
         ops_per_s,
+        spread: None,
         note,
     }
 }
@@ -167,11 +168,32 @@ pub(crate) fn ns(d: Duration) -> f64 {
     d.as_secs_f64() * 1e9
 }
 
-/// Timed rounds per measurement of the round-based suites; the median is reported.
+/// Timed rounds per measurement of the round-based suites; the median is reported, with the
+/// fastest and slowest round as the spread.
 pub(crate) const TIMED_ROUNDS: usize = 3;
 
-/// A full-size untimed `round` first, then the median of [`TIMED_ROUNDS`] timed ones, in ns
-/// per operation: each round does `n` operations on each of `threads` threads.
+/// A measurement's timed rounds in ns per operation: the median, and the fastest and slowest.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Rounds {
+    pub(crate) median: f64,
+    pub(crate) min: f64,
+    pub(crate) max: f64,
+}
+
+impl Rounds {
+    /// The median, fastest and slowest of `per_op` (not empty).
+    pub(crate) fn of(mut per_op: Vec<f64>) -> Rounds {
+        per_op.sort_by(f64::total_cmp);
+        Rounds {
+            median: per_op[per_op.len() / 2],
+            min: per_op[0],
+            max: per_op[per_op.len() - 1],
+        }
+    }
+}
+
+/// A full-size untimed `round` first, then [`TIMED_ROUNDS`] timed ones, in ns per operation
+/// (median and spread): each round does `n` operations on each of `threads` threads.
 ///
 /// The untimed round lets every implementation reach its steady state (pools filled, memory
 /// faulted in, helper threads started) before the clock runs. A tiny warm-up left the first
@@ -181,32 +203,35 @@ pub(crate) fn median_ns_per_op(
     threads: usize,
     n: u64,
     mut round: impl FnMut() -> Result<Duration, String>,
-) -> Result<f64, String> {
+) -> Result<Rounds, String> {
     round()?;
     let mut per_op = Vec::with_capacity(TIMED_ROUNDS);
     for _ in 0..TIMED_ROUNDS {
         let elapsed = round()?;
         per_op.push(ns(elapsed) / (n * threads as u64) as f64);
     }
-    per_op.sort_by(f64::total_cmp);
-    Ok(per_op[TIMED_ROUNDS / 2])
+    Ok(Rounds::of(per_op))
 }
 
 /// The rows of `suite`: each of `impls` at each of the thread counts of `opts`, measured by
-/// `measure` (ns per operation, or why it could not be) and announced on `progress` first.
+/// `measure` (ns per operation over the timed rounds, or why it could not be) and announced
+/// on `progress` first. A row's figures are the median round's; its spread the others'.
 pub(crate) fn run_each(
     suite: &'static str,
     impls: &[&str],
     opts: &Options,
     progress: &mut dyn FnMut(&str),
-    measure: impl Fn(&str, usize, Duration) -> Result<f64, String>,
+    measure: impl Fn(&str, usize, Duration) -> Result<Rounds, String>,
 ) -> Vec<BenchResult> {
     let mut out = Vec::new();
     for threads in opts.thread_counts() {
         for &name in impls {
             progress(&format!("{suite} {name} t={threads}"));
             out.push(match measure(name, threads, opts.duration) {
-                Ok(ns_per_op) => row(suite, name, threads, ns_per_op, 1e9 / ns_per_op, None),
+                Ok(r) => BenchResult {
+                    spread: Some((r.min, r.max)),
+                    ..row(suite, name, threads, r.median, 1e9 / r.median, None)
+                },
                 Err(e) => skipped(suite, name, threads, e),
             });
         }
@@ -227,6 +252,12 @@ mod tests {
             .collect();
         handles.into_iter().for_each(|h| h.join().unwrap());
         assert_eq!(c.finish(4000), 4000);
+    }
+
+    #[test]
+    fn rounds_give_the_median_and_the_extremes() {
+        let r = Rounds::of(vec![3.0, 1.0, 2.0]);
+        assert_eq!((r.median, r.min, r.max), (2.0, 1.0, 3.0));
     }
 
     #[test]

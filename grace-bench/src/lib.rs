@@ -78,11 +78,15 @@ pub mod flood;
 mod free;
 mod harness;
 pub mod liburcu;
+mod list;
 mod read;
 mod reuse;
 mod sync;
 
 pub use flood::{flood_impls, run_flood_one, FloodResult};
+pub use list::{
+    list_impls, run_list_one, ListParams, ListResult, LIST_KEYS, LIST_READS, LIST_REFERENCE,
+};
 
 /// The suites, by the names used in [`BenchResult::suite`] (the flood, whose
 /// results are [`FloodResult`]s, is not one of them).
@@ -108,6 +112,9 @@ pub struct BenchResult {
     /// waits per second for `sync`; callbacks per second, all threads
     /// together, for `call`. `NaN` when not measured.
     pub ops_per_s: f64,
+    /// For the suites timed in rounds (`call`, `free`), the fastest and the slowest timed
+    /// round, in ns per operation (`ns_per_op` is the median round's); `None` otherwise.
+    pub spread: Option<(f64, f64)>,
     /// A caveat, or why the row was not measured.
     pub note: Option<String>,
 }
@@ -256,6 +263,14 @@ pub fn run_sync(opts: &Options, progress: &mut dyn FnMut(&str)) -> Vec<BenchResu
 /// * `seize`: `collector.retire(boxed, reclaimer)` ×N (seize retires
 ///   pointers, so the box is part of the cost), in guards re-entered every
 ///   64, then `Collector::reclaim_all()` once no thread is active.
+///
+/// The rows named `<impl>/free64` (`grace-rcu/free64`, ...) run a second
+/// workload: each callback frees a 64-byte `Box` allocated just before it is
+/// queued (`move || drop(b)` for every peer; liburcu's C callback hands the
+/// same Rust box back to Rust to drop), the allocation inside the timing.
+/// They are compared with `grace-rcu/free64` ([`reference_row`]). Every row
+/// also reports its fastest and slowest timed round
+/// ([`BenchResult::spread`]).
 ///
 /// # Examples
 ///
@@ -457,6 +472,7 @@ impl TargetCheck {
 ///     threads: 1,
 ///     ns_per_op: ns,
 ///     ops_per_s: 1e9 / ns,
+///     spread: None,
 ///     note: None,
 /// };
 /// let rows = [row("grace-rcu", 1.0), row("grace-srcu-lite", 1.25), row("grace-srcu", 4.0)];
@@ -528,6 +544,22 @@ pub fn reference_impl(suite: &str) -> &'static str {
     }
 }
 
+/// The row that `impl_name` of `suite` is compared with: [`reference_impl`]
+/// with the row's workload suffix, so that a second workload of a suite (the
+/// `call` suite's `/free64` rows) is compared within itself.
+///
+/// # Examples
+///
+/// ```
+/// use grace_bench::reference_row;
+/// assert_eq!(reference_row("call", "seize"), "grace-rcu");
+/// assert_eq!(reference_row("call", "seize/free64"), "grace-rcu/free64");
+/// ```
+pub fn reference_row(suite: &str, impl_name: &str) -> String {
+    let workload = impl_name.find('/').map_or("", |i| &impl_name[i..]);
+    format!("{}{workload}", reference_impl(suite))
+}
+
 /// The implementations `suite` reports, in run order, given whether liburcu
 /// is available in this build; empty for an unknown suite.
 pub fn expected_impls(suite: &str) -> Vec<&'static str> {
@@ -571,7 +603,7 @@ mod tests {
         let extra = usize::from(liburcu::available());
         assert_eq!(planned_steps("read", &opts), (6 + 2 * extra) * 2);
         assert_eq!(planned_steps("sync", &opts), (6 + extra) * 2);
-        assert_eq!(planned_steps("call", &opts), (3 + extra) * 2);
+        assert_eq!(planned_steps("call", &opts), (6 + 2 * extra) * 2);
         assert_eq!(planned_steps("free", &opts), (5 + extra) * 2);
         assert_eq!(planned_steps("reuse", &opts), 4 * 2);
         assert_eq!(planned_steps("nope", &opts), 0);

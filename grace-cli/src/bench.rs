@@ -7,9 +7,12 @@
 //! `threads`, `ns_per_op`, `ops_per_s`, `note`, then `machine` and `date`; keep those names).
 //!
 //! Every row is compared with the suite's grace row ([`grace_bench::reference_impl`]:
-//! `grace-rcu`, `grace-kvfree` for `free`, `grace-pending-reuse` for `reuse`) at the same
-//! thread count as `grace's ns/op ÷ the row's ns/op`: `0.52x` means grace takes 0.52 times
-//! the peer's time per operation (grace is faster); above `1.00x` the peer is faster.
+//! `grace-rcu`, `grace-kvfree` for `free`, `grace-pending-reuse` for `reuse`; for a second
+//! workload of a suite, such as `call`'s `/free64` rows, the grace row of that workload,
+//! [`grace_bench::reference_row`]) at the same thread count as `grace's ns/op ÷ the row's
+//! ns/op`: `0.52x` means grace takes 0.52 times the peer's time per operation (grace is
+//! faster); above `1.00x` the peer is faster. The suites timed in rounds (`call`, `free`) also
+//! show the fastest and slowest round (`min-max`; `ns_per_op_min`, `ns_per_op_max` in JSON).
 //!
 //! Rows with a target ([`grace_bench::TARGETS`]: the SRCU read sections against grace-rcu's,
 //! the cross-domain `synchronize` against the same without a blocked reader, `kvfree` against
@@ -97,7 +100,7 @@ pub fn run(suite: Suite, opts: &Options, show: bool) -> Vec<BenchResult> {
 /// The suite's grace row's ns/op divided by `r`'s, at `r`'s thread count; `None` when either
 /// figure is missing.
 pub fn ratio_to_grace(results: &[BenchResult], r: &BenchResult) -> Option<f64> {
-    let reference = grace_bench::reference_impl(r.suite);
+    let reference = grace_bench::reference_row(r.suite, &r.impl_name);
     let grace = results.iter().find(|g| {
         g.suite == r.suite && g.impl_name == reference && g.threads == r.threads && g.is_measured()
     })?;
@@ -106,8 +109,13 @@ pub fn ratio_to_grace(results: &[BenchResult], r: &BenchResult) -> Option<f64> {
 
 /// What the ratio column means for `suite`.
 pub fn ratio_legend(suite: Suite) -> String {
+    let workloads = if suite == Suite::Call {
+        " (grace-rcu/free64's for the /free64 rows)"
+    } else {
+        ""
+    };
     format!(
-        "grace/peer = {}'s ns/op divided by the row's, at the same thread count: \
+        "grace/peer = {}'s ns/op{workloads} divided by the row's, at the same thread count: \
          below 1.00x grace is faster, above it the peer is",
         suite.grace_impl()
     )
@@ -149,9 +157,12 @@ pub fn table(suite: Suite, results: &[BenchResult]) -> String {
         ("impl", Align::Left),
         ("threads", Align::Right),
         ("ns/op", Align::Right),
-        ("ops/s", Align::Right),
-        ("grace/peer", Align::Right),
     ];
+    let with_spread = results.iter().any(|r| r.spread.is_some());
+    if with_spread {
+        columns.push(("min-max", Align::Right));
+    }
+    columns.extend([("ops/s", Align::Right), ("grace/peer", Align::Right)]);
     if with_targets {
         columns.push(("vs ref", Align::Left));
     }
@@ -172,7 +183,7 @@ pub fn table(suite: Suite, results: &[BenchResult]) -> String {
             }
             None => String::new(),
         };
-        let ratio = if r.impl_name == suite.grace_impl() {
+        let ratio = if r.impl_name == grace_bench::reference_row(r.suite, &r.impl_name) {
             "(ref)".to_string()
         } else {
             ui::ratio(ratio_to_grace(results, r))
@@ -181,9 +192,14 @@ pub fn table(suite: Suite, results: &[BenchResult]) -> String {
             r.impl_name.clone(),
             r.threads.to_string(),
             ui::ns(r.ns_per_op),
-            ui::si(r.ops_per_s),
-            ratio,
         ];
+        if with_spread {
+            cells.push(match r.spread {
+                Some((lo, hi)) if r.is_measured() => format!("{}-{}", ui::ns(lo), ui::ns(hi)),
+                _ => "-".into(),
+            });
+        }
+        cells.extend([ui::si(r.ops_per_s), ratio]);
         if with_targets {
             cells.push(
                 checks
@@ -199,6 +215,11 @@ pub fn table(suite: Suite, results: &[BenchResult]) -> String {
     o.push_str(&t.render(2));
     for (i, n) in notes.iter().enumerate() {
         o.push_str(&format!("  [{}] {n}\n", i + 1));
+    }
+    if with_spread {
+        o.push_str(
+            "  ns/op is the median timed round's; min-max the fastest and slowest round's\n",
+        );
     }
     o.push_str(&format!("  {}\n", ratio_legend(suite)));
     if let Some(legend) = targets_legend(suite) {
@@ -238,6 +259,9 @@ struct JsonRow<'a> {
     ns_per_op: f64,
     ops_per_s: f64,
     note: Option<&'a str>,
+    /// The fastest and slowest timed round (`call`, `free`); `null` otherwise.
+    ns_per_op_min: Option<f64>,
+    ns_per_op_max: Option<f64>,
 }
 
 /// The machine the figures were taken on.
@@ -322,6 +346,8 @@ pub fn json(suite: Suite, results: &[BenchResult], duration: Duration) -> String
                 ns_per_op: r.ns_per_op,
                 ops_per_s: r.ops_per_s,
                 note: r.note.as_deref(),
+                ns_per_op_min: r.spread.map(|s| s.0),
+                ns_per_op_max: r.spread.map(|s| s.1),
             })
             .collect(),
         machine: Machine::this(),
@@ -402,6 +428,7 @@ mod tests {
             threads,
             ns_per_op: ns,
             ops_per_s: 1e9 / ns,
+            spread: None,
             note: None,
         }
     }
