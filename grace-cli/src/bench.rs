@@ -1,5 +1,6 @@
 //! `grace bench read|sync|call|free|reuse`: run one `grace-bench` suite and present it (the
-//! `flood` suite, whose figures are of another kind, is [`crate::flood`]'s).
+//! `flood` and `list` suites, whose figures are of another kind, are [`crate::flood`]'s and
+//! [`crate::list`]'s).
 //!
 //! The measuring is `grace-bench`'s (same harness for grace and every peer, in one process);
 //! this module only drives it with a progress bar and turns its rows into a table for a
@@ -43,6 +44,9 @@ pub enum Suite {
     Flood,
     /// An object cache recycling through Pending::dequeue vs allocating fresh.
     Reuse,
+    /// A Harris-Michael list over kvfree_raw, rcu::call, crossbeam-epoch, seize and haphazard:
+    /// ops/s and peak unreclaimed nodes (one child process per measurement).
+    List,
 }
 
 impl Suite {
@@ -58,6 +62,7 @@ impl Suite {
             Suite::Free => "free",
             Suite::Flood => "flood",
             Suite::Reuse => "reuse",
+            Suite::List => "list",
         }
     }
 
@@ -75,6 +80,7 @@ impl Suite {
             Suite::Free => "allocate a 64-byte object and free it through the API",
             Suite::Flood => "one object freed during the flood",
             Suite::Reuse => "replace one cache entry (take, write, publish, retire the old)",
+            Suite::List => "one list operation (get, insert or remove)",
         }
     }
 

@@ -9,9 +9,9 @@
 //!
 //! Peak RSS (`VmHWM`) is a property of a process, and the allocator keeps memory it was given
 //! back, so measured in one process the second implementation would inherit the first one's
-//! high-water mark and heap. Each run is therefore made by a child process: this binary
-//! re-executed as `grace bench flood --flood-child IMPL --threads N --readers R --duration D`
-//! (a hidden flag), which runs that one flood and prints its result as one JSON object. If
+//! high-water mark and heap. Each run is therefore made by a child process ([`crate::child`]):
+//! this binary re-executed as `grace bench flood --child IMPL --threads N --readers R
+//! --duration D`, which runs that one flood and prints its result as one JSON object. If
 //! the child cannot be started or its answer cannot be read, the run is made in this process
 //! instead (which resets `VmHWM` first) and its note says so.
 //!
@@ -23,7 +23,7 @@ use crate::bench::{print_liburcu_notice, utc_now, Machine};
 use crate::ui::{self, Align, Table};
 use grace_bench::FloodResult;
 use serde::Serialize;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::Duration;
 
 /// The default flood length per implementation and thread count.
@@ -69,43 +69,24 @@ fn child(
     readers: usize,
     duration: Duration,
 ) -> Result<FloodResult, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
-    let out = Command::new(exe)
-        .args([
-            "bench",
-            "flood",
-            "--flood-child",
-            name,
-            "--threads",
-            &threads.to_string(),
-            "--readers",
-            &readers.to_string(),
-            "--duration",
-            &format!("{}ms", duration.as_millis().max(1)),
-        ])
-        .output()
-        .map_err(|e| format!("cannot start the child process: {e}"))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let tail: String = err.lines().last().unwrap_or("").chars().take(200).collect();
-        return Err(format!("the child process failed ({}): {tail}", out.status));
-    }
-    serde_json::from_slice(&out.stdout).map_err(|e| format!("unreadable child answer: {e}"))
+    crate::child::run(&[
+        "bench".into(),
+        "flood".into(),
+        "--child".into(),
+        name.into(),
+        "--threads".into(),
+        threads.to_string(),
+        "--readers".into(),
+        readers.to_string(),
+        "--duration".into(),
+        format!("{}ms", duration.as_millis().max(1)),
+    ])
 }
 
 /// The hidden child mode: one flood, its result as JSON on standard output.
 pub fn child_main(name: &str, threads: usize, readers: usize, duration: Duration) -> ExitCode {
     let r = grace_bench::run_flood_one(name, threads, readers, duration);
-    match serde_json::to_string(&r) {
-        Ok(text) => {
-            ui::out(&format!("{text}\n"));
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("grace: cannot serialize the flood result: {e}");
-            ExitCode::from(3)
-        }
-    }
+    crate::child::answer("flood", &r)
 }
 
 /// Every implementation at every thread count, each in its own process, with a progress bar

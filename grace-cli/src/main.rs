@@ -8,7 +8,7 @@
 //! * `grace torture pending` runs it through `Pending` (on RCU and on an SRCU domain), with
 //!   `dequeue` reuse racing readers, and `grace torture kvfree` through `kvfree`, both under
 //!   allocation-failure injection;
-//! * `grace bench read|sync|call|free|flood|reuse` compares grace with its peers.
+//! * `grace bench read|sync|call|free|flood|reuse|list` compares grace with its peers.
 //!
 //! The binary's global allocator is the system allocator behind [`torture::kvfree::CanaryWatch`],
 //! which lets `torture kvfree` see objects without drop glue being freed (one comparison per
@@ -23,7 +23,9 @@
 //! setting; 3 the torture test could not run (a thread failed to start or panicked).
 
 mod bench;
+mod child;
 mod flood;
+mod list;
 mod torture;
 mod tour;
 mod ui;
@@ -199,13 +201,21 @@ struct BenchArgs {
     /// flood: reader threads running read-side sections beside the flooders [default: 1]
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=256))]
     readers: Option<u32>,
+    /// list: key ranges, comma-separated [default: 1000,10000]
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u64).range(2..=100_000_000))]
+    keys: Vec<u64>,
+    /// list: read shares in percent, comma-separated; the rest are half inserts, half removes
+    /// [default: 0,50,90]
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(0..=100))]
+    reads: Vec<u32>,
     /// Print one JSON object on standard output instead of the table
     #[arg(long)]
     json: bool,
-    /// flood: run this one implementation in this process and print its result as JSON (the
-    /// parent runs each implementation in a child process this way)
-    #[arg(long, hide = true, value_name = "IMPL")]
-    flood_child: Option<String>,
+    /// flood, list: run this one implementation (first thread count, key range, read share) in
+    /// this process and print its result as JSON (the parent runs each measurement in a child
+    /// process this way)
+    #[arg(long, hide = true, value_name = "IMPL", alias = "flood-child")]
+    child: Option<String>,
 }
 
 /// The longest `--duration` accepted: one day.
@@ -300,11 +310,43 @@ fn main() -> ExitCode {
                     readers: a.readers.map_or(flood::DEFAULT_READERS, |n| n as usize),
                     duration: duration.unwrap_or(flood::DEFAULT_DURATION),
                 };
-                return match a.flood_child {
+                return match a.child {
                     Some(name) => {
                         flood::child_main(&name, opts.threads[0], opts.readers, opts.duration)
                     }
                     None => flood::main(&opts, a.json),
+                };
+            }
+            if a.suite == bench::Suite::List {
+                let opts = list::ListOptions {
+                    threads: if threads.is_empty() {
+                        grace_bench::Options::default().threads
+                    } else {
+                        threads
+                    },
+                    keys: if a.keys.is_empty() {
+                        grace_bench::LIST_KEYS.to_vec()
+                    } else {
+                        a.keys.clone()
+                    },
+                    reads: if a.reads.is_empty() {
+                        grace_bench::LIST_READS.to_vec()
+                    } else {
+                        a.reads.clone()
+                    },
+                    duration: duration.unwrap_or(grace_bench::Options::default().duration),
+                };
+                return match a.child {
+                    Some(name) => list::child_main(
+                        &name,
+                        &grace_bench::ListParams {
+                            threads: opts.threads[0],
+                            keys: opts.keys[0],
+                            read_pct: opts.reads[0],
+                            duration: opts.duration,
+                        },
+                    ),
+                    None => list::main(&opts, a.json),
                 };
             }
             let defaults = grace_bench::Options::default();
