@@ -2,8 +2,9 @@
 //! run and returned as data.
 //!
 //! Five suites, each a function returning one [`BenchResult`] per
-//! implementation and thread count, and a flood ([`run_flood_one`], one
-//! [`FloodResult`] per run):
+//! implementation and thread count, a flood ([`run_flood_one`], one
+//! [`FloodResult`] per run) and a list ([`run_list_one`], one [`ListResult`]
+//! per measurement):
 //!
 //! * [`run_read`]: one outermost read-side critical section (enter + exit)
 //!   for grace (RCU, SRCU regular and lite), liburcu (inline C and FFI),
@@ -22,7 +23,12 @@
 //!   `Pending::dequeue` against allocating fresh entries;
 //! * [`run_flood_one`]: every thread frees 64-byte objects as fast as it can
 //!   for a duration beside readers: objects per second, peak bytes pending
-//!   and peak RSS (see the [`flood`] module).
+//!   and peak RSS (see the [`flood`] module);
+//! * [`run_list_one`]: a Harris–Michael sorted list written once over a
+//!   small reclaimer trait, retiring through grace's `kvfree_raw` and
+//!   `rcu::call`, crossbeam-epoch, seize and haphazard (hazard pointers):
+//!   operations per second and peak unreclaimed nodes for a key range, a
+//!   read share and a thread count.
 //!
 //! # Fairness
 //!
@@ -54,7 +60,9 @@
 //! `grace-kvfree-drop`, `grace-pending-reuse`, `grace-pending-fresh`,
 //! `grace-kvfree-fresh`, `box-drop`, `box-drop-no-gp`,
 //! `liburcu-memb-inline-c`, `liburcu-memb-ffi`, `liburcu-memb`,
-//! `crossbeam-epoch`, `seize`, `haphazard`, `membarrier-syscall`; other tools
+//! `crossbeam-epoch`, `seize`, `haphazard`, `membarrier-syscall`, the list
+//! suite's `grace-call`, and the `call` suite's second workload, the same
+//! names with `/free64` appended (`grace-rcu/free64`, ...); other tools
 //! parse these exactly. [`expected_impls`] lists them per suite, and
 //! [`reference_impl`] names each suite's grace row, the one the others are
 //! compared with.

@@ -344,7 +344,10 @@ mod tests {
         assert_eq!(ops_ratio(&rs, &rs[0]), Some(1.5));
         assert_eq!(unreclaimed_ratio(&rs, &rs[0]), Some(0.25));
         let t = table(&rs);
-        assert!(t.contains("1.50x") && t.contains("0.25x") && t.contains("(ref)"), "{t}");
+        assert!(
+            t.contains("1.50x") && t.contains("0.25x") && t.contains("(ref)"),
+            "{t}"
+        );
         let opts = ListOptions {
             threads: vec![1],
             keys: vec![1000],
