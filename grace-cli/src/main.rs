@@ -45,8 +45,8 @@ static ALLOCATOR: torture::kvfree::CanaryWatch = torture::kvfree::CanaryWatch;
     long_about = "Torture tests and peer benchmarks for the grace RCU library.\n\n\
         Run with no subcommand for the tour: 15 s of RCU torture, 5 s of SRCU torture, 3 s of \
         Pending and 2 s of kvfree torture (with allocation failures injected), then the \
-        headline benchmarks against liburcu, crossbeam-epoch, seize and haphazard, about a \
-        minute and a quarter in all.\n\n\
+        headline benchmarks against liburcu, crossbeam-epoch, seize and haphazard (with a short \
+        run of the list benchmark), about a minute and a quarter in all.\n\n\
         Environment: GRACE_NO_MEMBARRIER=1 (fence fallback), GRACE_LAZY_MS (call batching \
         delay, 1..=60000), GRACE_CB_WORKERS (1..=256)."
 )]
