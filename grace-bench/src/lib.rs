@@ -578,6 +578,7 @@ pub fn expected_impls(suite: &str) -> Vec<&'static str> {
         "free" => free::impls(),
         "reuse" => reuse::impls(),
         "flood" => flood::flood_impls(),
+        "list" => list::list_impls(),
         _ => Vec::new(),
     }
 }

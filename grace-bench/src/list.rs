@@ -1239,6 +1239,7 @@ mod tests {
     /// changes the set by one, and every retired node is freed once.
     fn concurrent<R: Reclaimer>(r: R) {
         let list = List::new(r);
+        let library_before = list.reclaimer().library_counts();
         let per_thread = if cfg!(miri) { 200 } else { 20_000 };
         let deltas: Vec<i64> = std::thread::scope(|s| {
             let hs: Vec<_> = (0..2u64)
@@ -1280,6 +1281,16 @@ mod tests {
         assert!(retired > 0);
         if R::Tag::COUNTED {
             assert_eq!(retired, freed);
+        }
+        if let (Some((_, before)), Some((_, after))) =
+            (library_before, list.reclaimer().library_counts())
+        {
+            // Other tests may kvfree too: they can only add to the freed count.
+            assert!(
+                after - before >= retired,
+                "{retired} retired, {} freed",
+                after - before
+            );
         }
     }
 
