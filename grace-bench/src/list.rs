@@ -368,15 +368,17 @@ fn is_marked<T>(p: *mut T) -> bool {
     p as usize & MARK != 0
 }
 
-// Integer casts rather than `map_addr` (Rust 1.84; the workspace supports 1.80).
+// Byte offsets rather than `map_addr` (Rust 1.84; the workspace supports 1.80), so that the
+// pointers keep their provenance (Miri's strict provenance accepts them).
 #[inline]
 fn marked<T>(p: *mut T) -> *mut T {
-    (p as usize | MARK) as *mut T
+    debug_assert!(!is_marked(p));
+    p.cast::<u8>().wrapping_add(MARK).cast()
 }
 
 #[inline]
 fn unmarked<T>(p: *mut T) -> *mut T {
-    (p as usize & !MARK) as *mut T
+    p.cast::<u8>().wrapping_sub(p as usize & MARK).cast()
 }
 
 // ---------------------------------------------------------------------------

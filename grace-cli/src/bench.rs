@@ -35,7 +35,8 @@ pub enum Suite {
     Read,
     /// The latency of one grace-period wait, idle readers.
     Sync,
-    /// Deferred-callback throughput, end to end.
+    /// Deferred-callback throughput, end to end: a one-word callback, and one that frees a
+    /// 64-byte box (the /free64 rows).
     Call,
     /// Deferred free of a 64-byte box (kvfree), allocation and final free included.
     Free,

@@ -195,7 +195,8 @@ struct BenchArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=600_000), conflicts_with = "duration")]
     duration_ms: Option<u64>,
     /// Per measurement, as a duration: 300ms, 2s, 10 (seconds) [default: 300ms; flood: 10s per
-    /// implementation and thread count]
+    /// implementation and thread count; list: per round, one warm-up and three timed rounds
+    /// per measurement]
     #[arg(long, value_parser = parse_duration)]
     duration: Option<Duration>,
     /// flood: reader threads running read-side sections beside the flooders [default: 1]
