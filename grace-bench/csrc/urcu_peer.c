@@ -204,3 +204,63 @@ uint64_t grace_urcu_free_loop(uint64_t n, uint64_t *counter)
 	}
 	return n;
 }
+
+/*
+ * A preallocated callback whose work is to free one object allocated by the
+ * caller (the `call` suite's free64 rows: a 64-byte Rust Box): the rcu_head,
+ * the object, and the caller's function that frees it.
+ */
+struct peer_box_head {
+	struct rcu_head head;
+	void *box;
+	void (*free_box)(void *box);
+};
+
+struct grace_urcu_box_heads {
+	uint64_t n;
+	struct peer_box_head heads[];
+};
+
+static void peer_box_cb(struct rcu_head *head)
+{
+	struct peer_box_head *p = caa_container_of(head, struct peer_box_head, head);
+
+	p->free_box(p->box);
+}
+
+/*
+ * Allocates (and touches) `n` heads whose callbacks free their object with
+ * `free_box`. Returns NULL on allocation failure.
+ */
+struct grace_urcu_box_heads *grace_urcu_box_heads_new(uint64_t n, void (*free_box)(void *))
+{
+	struct grace_urcu_box_heads *h;
+
+	h = malloc(sizeof(*h) + n * sizeof(struct peer_box_head));
+	if (!h)
+		return NULL;
+	h->n = n;
+	for (uint64_t i = 0; i < n; i++) {
+		memset(&h->heads[i].head, 0, sizeof(h->heads[i].head));
+		h->heads[i].box = NULL;
+		h->heads[i].free_box = free_box;
+	}
+	return h;
+}
+
+/*
+ * Queues head `i` of `h` (i < h->n, each head at most once before a barrier)
+ * with call_rcu(); its callback passes `box` to the heads' free function. The
+ * calling thread must be registered.
+ */
+void grace_urcu_box_call(struct grace_urcu_box_heads *h, uint64_t i, void *box)
+{
+	h->heads[i].box = box;
+	urcu_memb_call_rcu(&h->heads[i].head, peer_box_cb);
+}
+
+/* Frees heads whose callbacks have all run (after grace_urcu_barrier()). */
+void grace_urcu_box_heads_free(struct grace_urcu_box_heads *h)
+{
+	free(h);
+}

@@ -36,10 +36,33 @@
 //!   the cost), inside guards re-entered every 64 retires, on one collector
 //!   shared by the workers; drained by `Collector::reclaim_all`, seize's
 //!   documented way to run everything retired once no thread is active.
+//!
+//! # The free64 workload
+//!
+//! The rows named `<impl>/free64` run a second workload: each callback frees a
+//! 64-byte `Box` allocated just before it is queued, inside the timed loop (the
+//! peers' 64-byte `Counted` object, whose `Drop` increments the round's
+//! counter, so the exactly-once check holds as above). The same closure for
+//! every peer, `move || drop(b)`, one word:
+//!
+//! * `grace-rcu/free64`: `grace::rcu::call(move || drop(b))`;
+//! * `liburcu-memb/free64`: the same Rust `Box`, stored in a preallocated head
+//!   beside its `rcu_head` (liburcu has no headless form) and queued with
+//!   `call_rcu`; the C callback hands it back to a Rust `extern "C"` function
+//!   that drops it;
+//! * `crossbeam-epoch/free64`: `guard.defer(move || drop(b))`, re-pinning every
+//!   64 as above;
+//! * `seize/free64`: `collector.retire(Box::into_raw(b), reclaim::boxed)`, in
+//!   guards re-entered every 64 as above.
+//!
+//! Each workload's rows are compared with its own grace row (`grace-rcu`,
+//! `grace-rcu/free64`).
 
+use std::ffi::c_void;
 use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::free::Counted;
 use crate::harness::{median_ns_per_op, run_each, Counter, CounterPtr};
 use crate::{liburcu, BenchResult, Options};
 
@@ -54,7 +77,11 @@ pub(crate) fn impls() -> Vec<&'static str> {
     if liburcu::available() {
         v.push("liburcu-memb");
     }
-    v.extend(["crossbeam-epoch", "seize"]);
+    v.extend(["crossbeam-epoch", "seize", "grace-rcu/free64"]);
+    if liburcu::available() {
+        v.push("liburcu-memb/free64");
+    }
+    v.extend(["crossbeam-epoch/free64", "seize/free64"]);
     v
 }
 
@@ -179,6 +206,15 @@ fn grace_worker(ph: &Phases, n: u64, c: CounterPtr, _: &Counter) {
     ph.finish();
 }
 
+fn grace_free64_worker(ph: &Phases, n: u64, c: CounterPtr, _: &Counter) {
+    ph.start();
+    for i in 0..n {
+        let b = Box::new(Counted::new(c, i));
+        grace::rcu::call(move || drop(b));
+    }
+    ph.finish();
+}
+
 fn no_prep() -> Result<(), String> {
     Ok(())
 }
@@ -214,6 +250,50 @@ fn liburcu_worker(ph: &Phases, n: u64, c: CounterPtr, counter: &Counter) {
     // `reg` drops last (unregistering the thread), after the heads are gone.
 }
 
+/// The free64 rows' liburcu callback: frees one [`Counted`] box.
+///
+/// # Safety
+///
+/// `p` must come from `Box::into_raw` of a `Counted` and be passed here once.
+unsafe extern "C" fn free_counted(p: *mut c_void) {
+    // SAFETY: guaranteed by the caller (each head's callback runs once, with
+    // the box stored in it by `liburcu_free64_worker`). `Counted::drop` only
+    // increments a counter, so no panic unwinds into C.
+    drop(unsafe { Box::from_raw(p.cast::<Counted>()) });
+}
+
+fn liburcu_free64_worker(ph: &Phases, n: u64, c: CounterPtr, counter: &Counter) {
+    let reg = liburcu::Registration::new();
+    let heads = reg
+        .as_ref()
+        .and_then(|reg| liburcu::BoxHeads::new(reg, n, free_counted));
+    ph.start();
+    let heads = match (reg.as_ref(), heads) {
+        (Some(reg), Some(mut heads)) => {
+            for i in 0..n {
+                let b = Box::into_raw(Box::new(Counted::new(c, i)));
+                // SAFETY: `b` is a fresh `Box<Counted>` that only this head
+                // holds; `free_counted` frees it once, on liburcu's thread
+                // (`Counted` is `Send`).
+                if !unsafe { heads.call(reg, b.cast()) } {
+                    // More calls than heads cannot happen (n of each); were it
+                    // to, the box is freed here and the count check reports it.
+                    // SAFETY: liburcu never saw `b`.
+                    drop(unsafe { Box::from_raw(b) });
+                }
+            }
+            Some(heads)
+        }
+        // No registration or no memory: queue nothing, and the count check
+        // in `round` reports the shortfall.
+        _ => None,
+    };
+    ph.finish();
+    if let Some(heads) = heads {
+        heads.free_after_barrier(ph.all_ran(counter));
+    }
+}
+
 fn liburcu_prep() -> Result<liburcu::Registration, String> {
     liburcu::register()
 }
@@ -224,10 +304,23 @@ fn liburcu_drain(reg: &liburcu::Registration, _: &Counter, _: u64) -> Result<(),
 }
 
 fn crossbeam_worker(ph: &Phases, n: u64, c: CounterPtr, _: &Counter) {
+    crossbeam_loop(ph, n, |guard, _| guard.defer(move || c.bump()));
+}
+
+fn crossbeam_free64_worker(ph: &Phases, n: u64, c: CounterPtr, _: &Counter) {
+    crossbeam_loop(ph, n, |guard, i| {
+        let b = Box::new(Counted::new(c, i));
+        guard.defer(move || drop(b));
+    });
+}
+
+/// `defer_one(guard, i)` for i in 1..=n, re-pinning every [`PER_GUARD`], then a flush.
+#[inline]
+fn crossbeam_loop(ph: &Phases, n: u64, defer_one: impl Fn(&crossbeam_epoch::Guard, u64)) {
     ph.start();
     let mut guard = crossbeam_epoch::pin();
     for i in 1..=n {
-        guard.defer(move || c.bump());
+        defer_one(&guard, i);
         if i % PER_GUARD == 0 {
             drop(guard);
             guard = crossbeam_epoch::pin();
@@ -275,13 +368,30 @@ unsafe fn seize_reclaim(node: *mut SeizeNode, _: &seize::Collector) {
 }
 
 fn seize_worker(collector: &seize::Collector, ph: &Phases, n: u64, c: CounterPtr) {
-    ph.start();
-    let mut guard = collector.enter();
-    for i in 1..=n {
+    seize_loop(collector, ph, n, |_| {
         let node = Box::into_raw(Box::new(SeizeNode(c)));
         // SAFETY: the node was never shared, so no thread can reach it after
         // this call, and `seize_reclaim` matches its `Box` allocation.
         unsafe { collector.retire(node, seize_reclaim) };
+    });
+}
+
+fn seize_free64_worker(collector: &seize::Collector, ph: &Phases, n: u64, c: CounterPtr) {
+    seize_loop(collector, ph, n, |i| {
+        let b = Box::into_raw(Box::new(Counted::new(c, i)));
+        // SAFETY: the box was never shared, so no thread can reach it after
+        // this call, and `reclaim::boxed` matches its `Box` allocation.
+        unsafe { collector.retire(b, seize::reclaim::boxed) };
+    });
+}
+
+/// `retire_one(i)` for i in 1..=n inside guards re-entered every [`PER_GUARD`].
+#[inline]
+fn seize_loop(collector: &seize::Collector, ph: &Phases, n: u64, retire_one: impl Fn(u64)) {
+    ph.start();
+    let mut guard = collector.enter();
+    for i in 1..=n {
+        retire_one(i);
         if i % PER_GUARD == 0 {
             drop(guard);
             guard = collector.enter();
@@ -319,6 +429,36 @@ fn round_of(name: &str, threads: usize, n: u64, duration: Duration) -> Result<Du
                 threads,
                 n,
                 &|ph, n, c, _| seize_worker(&collector, ph, n, c),
+                no_prep,
+                |_, _, _| seize_drain(&collector),
+            )
+        }
+        "grace-rcu/free64" => round(threads, n, &grace_free64_worker, no_prep, grace_drain),
+        "liburcu-memb/free64" => {
+            if !liburcu::available() {
+                return Err(liburcu::unavailable_reason().into());
+            }
+            round(
+                threads,
+                n,
+                &liburcu_free64_worker,
+                liburcu_prep,
+                liburcu_drain,
+            )
+        }
+        "crossbeam-epoch/free64" => round(
+            threads,
+            n,
+            &crossbeam_free64_worker,
+            no_prep,
+            |_, c, total| crossbeam_drain(c, total, crossbeam_timeout(duration)),
+        ),
+        "seize/free64" => {
+            let collector = seize::Collector::new();
+            round(
+                threads,
+                n,
+                &|ph, n, c, _| seize_free64_worker(&collector, ph, n, c),
                 no_prep,
                 |_, _, _| seize_drain(&collector),
             )

@@ -199,11 +199,12 @@ pub(crate) fn ns(d: Duration) -> f64 {
     d.as_secs_f64() * 1e9
 }
 
-/// Timed rounds per measurement of the round-based suites; the median is reported.
+/// Timed rounds per measurement of the round-based suites; the median is reported, with the
+/// fastest and slowest round as the spread.
 pub(crate) const TIMED_ROUNDS: usize = 3;
 
-/// A full-size untimed `round` first, then the median of [`TIMED_ROUNDS`] timed ones, in ns
-/// per operation: each round does `n` operations on each of `threads` threads.
+/// A full-size untimed `round` first, then [`TIMED_ROUNDS`] timed ones, in ns per operation
+/// (median and spread): each round does `n` operations on each of `threads` threads.
 ///
 /// The untimed round lets every implementation reach its steady state (pools filled, memory
 /// faulted in, helper threads started) before the clock runs. A tiny warm-up left the first
@@ -226,7 +227,8 @@ pub(crate) fn median_ns_per_op(
 }
 
 /// The rows of `suite`: each of `impls` at each of the thread counts of `opts`, measured by
-/// `measure` (ns per operation, or why it could not be) and announced on `progress` first.
+/// `measure` (ns per operation over the timed rounds, or why it could not be) and announced
+/// on `progress` first. A row's figures are the median round's; its spread the others'.
 pub(crate) fn run_each(
     suite: &'static str,
     impls: &[&str],
@@ -239,7 +241,7 @@ pub(crate) fn run_each(
         for &name in impls {
             progress(&format!("{suite} {name} t={threads}"));
             out.push(match measure(name, threads, opts.duration) {
-                Ok(ns_per_op) => row(suite, name, threads, ns_per_op, 1e9 / ns_per_op, None),
+                Ok(ns) => row(suite, name, threads, ns, 1e9 / ns, None),
                 Err(e) => skipped(suite, name, threads, e),
             });
         }

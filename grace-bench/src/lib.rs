@@ -2,8 +2,9 @@
 //! run and returned as data.
 //!
 //! Five suites, each a function returning one [`BenchResult`] per
-//! implementation and thread count, and a flood ([`run_flood_one`], one
-//! [`FloodResult`] per run):
+//! implementation and thread count, a flood ([`run_flood_one`], one
+//! [`FloodResult`] per run) and a list ([`run_list_one`], one [`ListResult`]
+//! per measurement):
 //!
 //! * [`run_read`]: one outermost read-side critical section (enter + exit)
 //!   for grace (RCU, SRCU regular and lite), liburcu (inline C and FFI),
@@ -22,7 +23,12 @@
 //!   `Pending::dequeue` against allocating fresh entries;
 //! * [`run_flood_one`]: every thread frees 64-byte objects as fast as it can
 //!   for a duration beside readers: objects per second, peak bytes pending
-//!   and peak RSS (see the [`flood`] module).
+//!   and peak RSS (see the [`flood`] module);
+//! * [`run_list_one`]: a Harris–Michael sorted list written once over a
+//!   small reclaimer trait, retiring through grace's `kvfree_raw` and
+//!   `rcu::call`, crossbeam-epoch, seize and haphazard (hazard pointers):
+//!   operations per second and peak unreclaimed nodes for a key range, a
+//!   read share and a thread count.
 //!
 //! # Fairness
 //!
@@ -54,7 +60,9 @@
 //! `grace-kvfree-drop`, `grace-pending-reuse`, `grace-pending-fresh`,
 //! `grace-kvfree-fresh`, `box-drop`, `box-drop-no-gp`,
 //! `liburcu-memb-inline-c`, `liburcu-memb-ffi`, `liburcu-memb`,
-//! `crossbeam-epoch`, `seize`, `haphazard`, `membarrier-syscall`; other tools
+//! `crossbeam-epoch`, `seize`, `haphazard`, `membarrier-syscall`, the list
+//! suite's `grace-call`, and the `call` suite's second workload, the same
+//! names with `/free64` appended (`grace-rcu/free64`, ...); other tools
 //! parse these exactly. [`expected_impls`] lists them per suite, and
 //! [`reference_impl`] names each suite's grace row, the one the others are
 //! compared with.
@@ -78,12 +86,16 @@ pub mod flood;
 mod free;
 mod harness;
 pub mod liburcu;
+mod list;
 mod read;
 mod reuse;
 mod sync;
 
 pub use flood::{
     flood_impls, pressure_impls, run_flood_one, run_flood_with, FloodResult, FloodSetup,
+};
+pub use list::{
+    list_impls, run_list_one, ListParams, ListResult, LIST_KEYS, LIST_READS, LIST_REFERENCE,
 };
 
 /// The suites, by the names used in [`BenchResult::suite`] (the flood, whose
@@ -275,6 +287,14 @@ pub fn run_sync(opts: &Options, progress: &mut dyn FnMut(&str)) -> Vec<BenchResu
 /// * `seize`: `collector.retire(boxed, reclaimer)` ×N (seize retires
 ///   pointers, so the box is part of the cost), in guards re-entered every
 ///   64, then `Collector::reclaim_all()` once no thread is active.
+///
+/// The rows named `<impl>/free64` (`grace-rcu/free64`, ...) run a second
+/// workload: each callback frees a 64-byte `Box` allocated just before it is
+/// queued (`move || drop(b)` for every peer; liburcu's C callback hands the
+/// same Rust box back to Rust to drop), the allocation inside the timing.
+/// They are compared with `grace-rcu/free64` ([`reference_row`]). Every row
+/// also reports its fastest and slowest timed round
+/// ([`BenchResult::spread`]).
 ///
 /// # Examples
 ///
@@ -549,6 +569,22 @@ pub fn reference_impl(suite: &str) -> &'static str {
     }
 }
 
+/// The row that `impl_name` of `suite` is compared with: [`reference_impl`]
+/// with the row's workload suffix, so that a second workload of a suite (the
+/// `call` suite's `/free64` rows) is compared within itself.
+///
+/// # Examples
+///
+/// ```
+/// use grace_bench::reference_row;
+/// assert_eq!(reference_row("call", "seize"), "grace-rcu");
+/// assert_eq!(reference_row("call", "seize/free64"), "grace-rcu/free64");
+/// ```
+pub fn reference_row(suite: &str, impl_name: &str) -> String {
+    let workload = impl_name.find('/').map_or("", |i| &impl_name[i..]);
+    format!("{}{workload}", reference_impl(suite))
+}
+
 /// The implementations `suite` reports, in run order, given whether liburcu
 /// is available in this build; empty for an unknown suite.
 pub fn expected_impls(suite: &str) -> Vec<&'static str> {
@@ -559,6 +595,7 @@ pub fn expected_impls(suite: &str) -> Vec<&'static str> {
         "free" => free::impls(),
         "reuse" => reuse::impls(),
         "flood" => flood::flood_impls(),
+        "list" => list::list_impls(),
         _ => Vec::new(),
     }
 }
@@ -592,7 +629,7 @@ mod tests {
         let extra = usize::from(liburcu::available());
         assert_eq!(planned_steps("read", &opts), (6 + 2 * extra) * 2);
         assert_eq!(planned_steps("sync", &opts), (6 + extra) * 2);
-        assert_eq!(planned_steps("call", &opts), (3 + extra) * 2);
+        assert_eq!(planned_steps("call", &opts), (6 + 2 * extra) * 2);
         assert_eq!(planned_steps("free", &opts), (5 + extra) * 2);
         assert_eq!(planned_steps("reuse", &opts), 4 * 2);
         assert_eq!(planned_steps("nope", &opts), 0);

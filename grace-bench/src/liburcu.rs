@@ -56,6 +56,12 @@ mod ffi {
         pub fn grace_urcu_call_queue(heads: *mut c_void);
         pub fn grace_urcu_heads_free(heads: *mut c_void);
         pub fn grace_urcu_free_loop(n: u64, counter: *mut u64) -> u64;
+        pub fn grace_urcu_box_heads_new(
+            n: u64,
+            free_box: unsafe extern "C" fn(*mut c_void),
+        ) -> *mut c_void;
+        pub fn grace_urcu_box_call(heads: *mut c_void, i: u64, boxed: *mut c_void);
+        pub fn grace_urcu_box_heads_free(heads: *mut c_void);
     }
 }
 
@@ -336,6 +342,104 @@ impl CallHeads {
 
     pub(crate) fn queue(&mut self, _reg: &Registration) {
         let _ = (self.queued, &self._thread_bound);
+        match self.never {}
+    }
+
+    pub(crate) fn free_after_barrier(self, _all_ran: bool) {
+        match self.never {}
+    }
+}
+
+/// `n` preallocated `call_rcu` heads whose callbacks each free one object the
+/// caller allocated, through the caller's function (the call suite's free64
+/// rows: liburcu has no headless form, so the object travels beside a head).
+pub(crate) struct BoxHeads {
+    #[cfg(grace_liburcu)]
+    ptr: std::ptr::NonNull<std::ffi::c_void>,
+    /// Heads queued so far (each once).
+    queued: u64,
+    /// Heads allocated.
+    n: u64,
+    /// Heads are tied to the registered thread that queues them.
+    _thread_bound: PhantomData<*mut ()>,
+    #[cfg(not(grace_liburcu))]
+    never: std::convert::Infallible,
+}
+
+#[cfg(grace_liburcu)]
+impl BoxHeads {
+    /// Allocates (and touches) `n` heads whose callbacks free their object
+    /// with `free_box`.
+    pub(crate) fn new(
+        _reg: &Registration,
+        n: u64,
+        free_box: unsafe extern "C" fn(*mut std::ffi::c_void),
+    ) -> Option<Self> {
+        // SAFETY: the C side allocates and initialises the heads and only
+        // stores the function pointer, which is called from callbacks with
+        // the objects handed to `call`, whose contract covers it.
+        let ptr = unsafe { ffi::grace_urcu_box_heads_new(n, free_box) };
+        Some(Self {
+            ptr: std::ptr::NonNull::new(ptr)?,
+            queued: 0,
+            n,
+            _thread_bound: PhantomData,
+        })
+    }
+
+    /// Queues the next head with `call_rcu`: after a grace period its
+    /// callback passes `boxed` to the heads' free function. `false` (and
+    /// nothing queued) once every head is used.
+    ///
+    /// # Safety
+    ///
+    /// `boxed` must be valid to pass, once, to the `free_box` given to
+    /// [`BoxHeads::new`], from another thread.
+    #[inline]
+    pub(crate) unsafe fn call(
+        &mut self,
+        _reg: &Registration,
+        boxed: *mut std::ffi::c_void,
+    ) -> bool {
+        if self.queued == self.n {
+            return false;
+        }
+        // SAFETY: `_reg` proves the thread is registered; head `queued` is
+        // in bounds and was never queued (the count only grows); the heads
+        // are not freed before every queued callback has run (see
+        // `free_after_barrier`); `boxed` is the caller's to hand over.
+        unsafe { ffi::grace_urcu_box_call(self.ptr.as_ptr(), self.queued, boxed) };
+        self.queued += 1;
+        true
+    }
+
+    /// Frees the heads; call it only once a barrier has shown that all of
+    /// their callbacks ran (`all_ran`). Otherwise they are leaked.
+    pub(crate) fn free_after_barrier(self, all_ran: bool) {
+        if self.queued == 0 || all_ran {
+            // SAFETY: either liburcu never saw the heads, or every queued
+            // callback has run, so liburcu holds no reference to them.
+            unsafe { ffi::grace_urcu_box_heads_free(self.ptr.as_ptr()) };
+        }
+    }
+}
+
+#[cfg(not(grace_liburcu))]
+impl BoxHeads {
+    pub(crate) fn new(
+        reg: &Registration,
+        _n: u64,
+        _free_box: unsafe extern "C" fn(*mut std::ffi::c_void),
+    ) -> Option<Self> {
+        match reg.never {}
+    }
+
+    pub(crate) unsafe fn call(
+        &mut self,
+        _reg: &Registration,
+        _boxed: *mut std::ffi::c_void,
+    ) -> bool {
+        let _ = (self.queued, self.n, &self._thread_bound);
         match self.never {}
     }
 

@@ -1,5 +1,6 @@
 //! `grace bench read|sync|call|free|reuse`: run one `grace-bench` suite and present it (the
-//! `flood` suite, whose figures are of another kind, is [`crate::flood`]'s).
+//! `flood` and `list` suites, whose figures are of another kind, are [`crate::flood`]'s and
+//! [`crate::list`]'s).
 //!
 //! The measuring is `grace-bench`'s (same harness for grace and every peer, in one process);
 //! this module only drives it with a progress bar and turns its rows into a table for a
@@ -7,9 +8,12 @@
 //! `threads`, `ns_per_op`, `ops_per_s`, `note`, then `machine` and `date`; keep those names).
 //!
 //! Every row is compared with the suite's grace row ([`grace_bench::reference_impl`]:
-//! `grace-rcu`, `grace-kvfree` for `free`, `grace-pending-reuse` for `reuse`) at the same
-//! thread count as `grace's ns/op ÷ the row's ns/op`: `0.52x` means grace takes 0.52 times
-//! the peer's time per operation (grace is faster); above `1.00x` the peer is faster.
+//! `grace-rcu`, `grace-kvfree` for `free`, `grace-pending-reuse` for `reuse`; for a second
+//! workload of a suite, such as `call`'s `/free64` rows, the grace row of that workload,
+//! [`grace_bench::reference_row`]) at the same thread count as `grace's ns/op ÷ the row's
+//! ns/op`: `0.52x` means grace takes 0.52 times the peer's time per operation (grace is
+//! faster); above `1.00x` the peer is faster. The suites timed in rounds (`call`, `free`) also
+//! show the fastest and slowest round (`min-max`; `ns_per_op_min`, `ns_per_op_max` in JSON).
 //!
 //! Rows with a target ([`grace_bench::TARGETS`]: the SRCU read sections against grace-rcu's,
 //! the cross-domain `synchronize` against the same without a blocked reader, `kvfree` against
@@ -31,7 +35,8 @@ pub enum Suite {
     Read,
     /// The latency of one grace-period wait, idle readers.
     Sync,
-    /// Deferred-callback throughput, end to end.
+    /// Deferred-callback throughput, end to end: a one-word callback, and one that frees a
+    /// 64-byte box (the /free64 rows).
     Call,
     /// Deferred free of a 64-byte box (kvfree), allocation and final free included.
     Free,
@@ -40,6 +45,9 @@ pub enum Suite {
     Flood,
     /// An object cache recycling through Pending::dequeue vs allocating fresh.
     Reuse,
+    /// A Harris-Michael list over kvfree_raw, rcu::call, crossbeam-epoch, seize and haphazard:
+    /// ops/s and peak unreclaimed nodes (one child process per measurement).
+    List,
 }
 
 impl Suite {
@@ -55,6 +63,7 @@ impl Suite {
             Suite::Free => "free",
             Suite::Flood => "flood",
             Suite::Reuse => "reuse",
+            Suite::List => "list",
         }
     }
 
@@ -72,6 +81,7 @@ impl Suite {
             Suite::Free => "allocate a 64-byte object and free it through the API",
             Suite::Flood => "one object freed during the flood",
             Suite::Reuse => "replace one cache entry (take, write, publish, retire the old)",
+            Suite::List => "one list operation (get, insert or remove)",
         }
     }
 
@@ -97,7 +107,7 @@ pub fn run(suite: Suite, opts: &Options, show: bool) -> Vec<BenchResult> {
 /// The suite's grace row's ns/op divided by `r`'s, at `r`'s thread count; `None` when either
 /// figure is missing.
 pub fn ratio_to_grace(results: &[BenchResult], r: &BenchResult) -> Option<f64> {
-    let reference = grace_bench::reference_impl(r.suite);
+    let reference = grace_bench::reference_row(r.suite, &r.impl_name);
     let grace = results.iter().find(|g| {
         g.suite == r.suite && g.impl_name == reference && g.threads == r.threads && g.is_measured()
     })?;
@@ -106,8 +116,13 @@ pub fn ratio_to_grace(results: &[BenchResult], r: &BenchResult) -> Option<f64> {
 
 /// What the ratio column means for `suite`.
 pub fn ratio_legend(suite: Suite) -> String {
+    let workloads = if suite == Suite::Call {
+        " (grace-rcu/free64's for the /free64 rows)"
+    } else {
+        ""
+    };
     format!(
-        "grace/peer = {}'s ns/op divided by the row's, at the same thread count: \
+        "grace/peer = {}'s ns/op{workloads} divided by the row's, at the same thread count: \
          below 1.00x grace is faster, above it the peer is",
         suite.grace_impl()
     )
@@ -174,7 +189,7 @@ pub fn table(suite: Suite, results: &[BenchResult]) -> String {
             }
             None => String::new(),
         };
-        let ratio = if r.impl_name == suite.grace_impl() {
+        let ratio = if r.impl_name == grace_bench::reference_row(r.suite, &r.impl_name) {
             "(ref)".to_string()
         } else {
             ui::ratio(ratio_to_grace(results, r))

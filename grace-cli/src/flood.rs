@@ -9,9 +9,9 @@
 //!
 //! Peak RSS (`VmHWM`) is a property of a process, and the allocator keeps memory it was given
 //! back, so measured in one process the second implementation would inherit the first one's
-//! high-water mark and heap. Each run is therefore made by a child process: this binary
-//! re-executed as `grace bench flood --flood-child IMPL --threads N --readers R --duration D`
-//! (a hidden flag), which runs that one flood and prints its result as one JSON object. If
+//! high-water mark and heap. Each run is therefore made by a child process ([`crate::child`]):
+//! this binary re-executed as `grace bench flood --child IMPL --threads N --readers R
+//! --duration D`, which runs that one flood and prints its result as one JSON object. If
 //! the child cannot be started or its answer cannot be read, the run is made in this process
 //! instead (which resets `VmHWM` first) and its note says so.
 //!

@@ -10,7 +10,7 @@
 //! * `grace torture pending` runs it through `Pending` (on RCU and on an SRCU domain), with
 //!   `dequeue` reuse racing readers, and `grace torture kvfree` through `kvfree`, both under
 //!   allocation-failure injection;
-//! * `grace bench read|sync|call|free|flood|reuse` compares grace with its peers.
+//! * `grace bench read|sync|call|free|flood|reuse|list` compares grace with its peers.
 //!
 //! The binary's global allocator is the system allocator behind [`torture::kvfree::CanaryWatch`],
 //! which lets `torture kvfree` see objects without drop glue being freed (one comparison per
@@ -25,7 +25,9 @@
 //! setting; 3 the torture test could not run (a thread failed to start or panicked).
 
 mod bench;
+mod child;
 mod flood;
+mod list;
 mod plot;
 mod torture;
 mod tour;
@@ -46,8 +48,8 @@ static ALLOCATOR: torture::kvfree::CanaryWatch = torture::kvfree::CanaryWatch;
     long_about = "Torture tests and peer benchmarks for the grace RCU library.\n\n\
         `grace tour` runs the tour: 15 s of RCU torture, 5 s of SRCU torture, 3 s of \
         Pending and 2 s of kvfree torture (with allocation failures injected), then the \
-        headline benchmarks against liburcu, crossbeam-epoch, seize and haphazard, about a \
-        minute and a quarter in all (`cargo run --release` with no arguments runs it too). \
+        headline benchmarks against liburcu, crossbeam-epoch, seize and haphazard (with a short \
+        run of the list benchmark), about a minute and a quarter in all (`cargo run --release` with no arguments runs it too). \
         Its targets bound the ratio of two rows (a grace row's ns/op over its reference's); \
         MISSED marks a target not met on this run, which does not change the exit status.\n\n\
         Environment: GRACE_NO_MEMBARRIER=1 (fence fallback), GRACE_LAZY_MS (call batching \
@@ -216,12 +218,20 @@ struct BenchArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=600_000), conflicts_with = "duration")]
     duration_ms: Option<u64>,
     /// Per measurement, as a duration: 300ms, 2s, 10 (seconds) [default: 300ms; flood: 10s per
-    /// implementation and thread count]
+    /// implementation and thread count; list: per round, one warm-up and three timed rounds
+    /// per measurement]
     #[arg(long, value_parser = parse_duration)]
     duration: Option<Duration>,
     /// flood: reader threads running read-side sections beside the flooders [default: 1]
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=256))]
     readers: Option<u32>,
+    /// list: key ranges, comma-separated [default: 1000,10000]
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u64).range(2..=100_000_000))]
+    keys: Vec<u64>,
+    /// list: read shares in percent, comma-separated; the rest are half inserts, half removes
+    /// [default: 0,50,90]
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(0..=100))]
+    reads: Vec<u32>,
     /// Print one JSON object on standard output instead of the table
     #[arg(long)]
     json: bool,
@@ -236,10 +246,11 @@ struct BenchArgs {
     /// [default PATH: flood.svg]
     #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "flood.svg")]
     plot: Option<std::path::PathBuf>,
-    /// flood: run this one implementation in this process and print its result as JSON (the
-    /// parent runs each implementation in a child process this way)
-    #[arg(long, hide = true, value_name = "IMPL")]
-    flood_child: Option<String>,
+    /// flood, list: run this one implementation (first thread count, key range, read share) in
+    /// this process and print its result as JSON (the parent runs each measurement in a child
+    /// process this way)
+    #[arg(long, hide = true, value_name = "IMPL", alias = "flood-child")]
+    child: Option<String>,
 }
 
 /// Parse a size: bytes with an optional unit, `K`/`KB`/`KiB`, `M`/`MB`/`MiB`, `G`/`GB`/`GiB`
@@ -378,7 +389,7 @@ fn main() -> ExitCode {
                     budget: a.budget,
                     plot: a.plot,
                 };
-                return match a.flood_child {
+                return match a.child {
                     Some(name) => flood::child_main(&name, &opts),
                     None => flood::main(&opts, a.json),
                 };
@@ -386,6 +397,38 @@ fn main() -> ExitCode {
             if a.budget.is_some() || a.plot.is_some() {
                 eprintln!("grace: --budget and --plot are options of `grace bench flood` only");
                 return ExitCode::from(2);
+            }
+            if a.suite == bench::Suite::List {
+                let opts = list::ListOptions {
+                    threads: if threads.is_empty() {
+                        grace_bench::Options::default().threads
+                    } else {
+                        threads
+                    },
+                    keys: if a.keys.is_empty() {
+                        grace_bench::LIST_KEYS.to_vec()
+                    } else {
+                        a.keys.clone()
+                    },
+                    reads: if a.reads.is_empty() {
+                        grace_bench::LIST_READS.to_vec()
+                    } else {
+                        a.reads.clone()
+                    },
+                    duration: duration.unwrap_or(grace_bench::Options::default().duration),
+                };
+                return match a.child {
+                    Some(name) => list::child_main(
+                        &name,
+                        &grace_bench::ListParams {
+                            threads: opts.threads[0],
+                            keys: opts.keys[0],
+                            read_pct: opts.reads[0],
+                            duration: opts.duration,
+                        },
+                    ),
+                    None => list::main(&opts, a.json),
+                };
             }
             let defaults = grace_bench::Options::default();
             let opts = grace_bench::Options {

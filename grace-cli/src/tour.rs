@@ -6,15 +6,17 @@
 //! reuse racing readers) and a 2-second `torture kvfree`, both with one in 50 allocations
 //! failing), then the performance story (the headline `read`, `sync`, `call` and `free`
 //! benchmarks against the peers at 1 and 2 threads, and at up to 4 on machines with more
-//! CPUs, with the SRCU rows), then one summary: every torture verdict with the SRCU isolation
-//! figure and the fallbacks taken under allocation failure, per suite and thread count grace's
-//! figure and its ratio to each peer, and the targets. The exit status is the tortures':
-//! non-zero when any found errors.
+//! CPUs, with the SRCU rows, and a short `list` run: one key range and read share at the
+//! largest of those thread counts, a few seconds), then one summary: every torture verdict
+//! with the SRCU isolation figure and the fallbacks taken under allocation failure, per suite
+//! and thread count grace's figure and its ratio to each peer, the list against
+//! crossbeam-epoch, and the targets. The exit status is the tortures': non-zero when any found
+//! errors.
 
 use crate::bench::{self, Suite};
 use crate::torture::{self, Verdict};
 use crate::ui::{self, Align, Table};
-use grace_bench::{BenchResult, Options};
+use grace_bench::{BenchResult, ListResult, Options};
 use indicatif::ProgressBar;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -34,6 +36,12 @@ const KVFREE_TORTURE: Duration = Duration::from_secs(2);
 /// Each `free` measurement's duration in the tour: it sizes the work (half a million objects
 /// per thread), so that the suite takes a few seconds in all.
 const FREE_MEASUREMENT: Duration = Duration::from_millis(50);
+
+/// The tour's `list` run: one key range and read share, at the largest thread count, with
+/// short rounds (one process per implementation, about half a second each).
+const LIST_KEYS: u64 = 1_000;
+const LIST_READS: u32 = 50;
+const LIST_ROUND: Duration = Duration::from_millis(100);
 
 /// The time the tour gives the `read` and `sync` measurements together; each measurement
 /// gets its share, within [`MEASUREMENT_MIN`]..=[`MEASUREMENT_MAX`]. (The `call` suite sizes
@@ -144,6 +152,12 @@ pub fn run() -> ExitCode {
 
     bench::print_liburcu_notice();
     let threads = thread_counts(cpus);
+    let list_opts = crate::list::ListOptions {
+        threads: threads.iter().copied().max().into_iter().collect(),
+        keys: vec![LIST_KEYS],
+        reads: vec![LIST_READS],
+        duration: LIST_ROUND,
+    };
     let opts = Options {
         duration: measurement(&threads),
         threads,
@@ -164,7 +178,11 @@ pub fn run() -> ExitCode {
         suites.push((suite, results));
     }
 
-    ui::out(&summary(&tortures, &suites, started.elapsed()));
+    let list = crate::list::run(&list_opts, true);
+    ui::out(&crate::list::table(&list));
+    ui::out("\n");
+
+    ui::out(&summary(&tortures, &suites, &list, started.elapsed()));
     if tortures.passed() {
         ExitCode::SUCCESS
     } else {
@@ -203,7 +221,12 @@ fn is_grace(r: &BenchResult) -> bool {
 
 /// The closing table: torture verdicts, then grace's figure and its ratio to every peer, then
 /// the targets.
-fn summary(t: &Tortures<'_>, suites: &[(Suite, Vec<BenchResult>)], took: Duration) -> String {
+fn summary(
+    t: &Tortures<'_>,
+    suites: &[(Suite, Vec<BenchResult>)],
+    list: &[ListResult],
+    took: Duration,
+) -> String {
     let (report, srcu) = (t.rcu, t.srcu);
     let mut o = String::from("summary\n");
     o.push_str(&format!(
@@ -283,6 +306,7 @@ fn summary(t: &Tortures<'_>, suites: &[(Suite, Vec<BenchResult>)], took: Duratio
         "  grace/peer = grace's ns/op divided by the peer's, at the same thread count: \
          below 1.00x grace is faster, above it the peer is\n",
     );
+    o.push_str(&list_line(list));
     let checks: Vec<_> = suites
         .iter()
         .flat_map(|(_, results)| grace_bench::check_targets(results))
@@ -302,6 +326,30 @@ fn summary(t: &Tortures<'_>, suites: &[(Suite, Vec<BenchResult>)], took: Duratio
     }
     o.push_str(&format!("  the tour took {:.0} s\n", took.as_secs_f64()));
     o
+}
+
+/// The summary's line for the `list` run: each row's ops/s and peak unreclaimed nodes against
+/// crossbeam-epoch's.
+fn list_line(list: &[ListResult]) -> String {
+    let Some(first) = list.first() else {
+        return String::new();
+    };
+    let versus = |ratio: fn(&[ListResult], &ListResult) -> Option<f64>| {
+        list.iter()
+            .filter(|r| r.impl_name != grace_bench::LIST_REFERENCE)
+            .map(|r| format!("{} {}", r.impl_name, ui::ratio(ratio(list, r))))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "  list ({} keys, {}% reads, {} threads), against {}: ops/s {}; peak unreclaimed nodes {}\n",
+        ui::count(first.keys),
+        first.read_pct,
+        first.threads,
+        grace_bench::LIST_REFERENCE,
+        versus(crate::list::ops_ratio),
+        versus(crate::list::unreclaimed_ratio),
+    )
 }
 
 /// The summary's line for `torture pending`.
@@ -358,6 +406,33 @@ fn kvfree_line(k: &torture::kvfree::Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_list_line_compares_with_crossbeam() {
+        let p = grace_bench::ListParams {
+            threads: 2,
+            keys: LIST_KEYS,
+            read_pct: LIST_READS,
+            duration: LIST_ROUND,
+        };
+        let row = |name: &str, rate: f64, peak: u64| {
+            let mut r = ListResult::failed(name, &p, String::new());
+            (r.note, r.ops_per_s, r.peak_unreclaimed) = (None, rate, peak);
+            r
+        };
+        let list = [
+            row("grace-kvfree", 2e6, 50),
+            row("crossbeam-epoch", 1e6, 100),
+        ];
+        let line = list_line(&list);
+        assert!(line.contains("1,000 keys, 50% reads, 2 threads"), "{line}");
+        assert!(
+            line.contains("grace-kvfree 2.00x") && line.contains("grace-kvfree 0.50x"),
+            "{line}"
+        );
+        assert!(!line.contains("crossbeam-epoch ("), "{line}");
+        assert!(list_line(&[]).is_empty());
+    }
 
     #[test]
     fn tour_threads_grow_with_the_machine_up_to_four() {

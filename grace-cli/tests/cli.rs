@@ -2,8 +2,9 @@
 //! catch an injected early free, work on the fence fallback; the SRCU torture reports its
 //! isolation figure; the deferral tortures inject allocation failures, take every fallback and
 //! (`Pending`) recycle objects through `dequeue`; bad arguments and bad settings exit with
-//! status 2 without a panic; the benchmarks' JSON has the agreed shape, SRCU rows, `free`,
-//! `reuse` and `flood` rows and targets included. About 40 s in all.
+//! status 2 without a panic; the benchmarks' JSON has the agreed shape, SRCU rows, `call`'s
+//! free64 rows, `free`, `reuse`, `flood` and `list` rows and targets included. About 40 s in
+//! all.
 //!
 //! The torture runs take turns ([`torture`]): each one loads the 2-CPU machine fully, and the
 //! SRCU torture measures grace-period latencies that a second torture running beside it
@@ -625,6 +626,95 @@ fn bench_free_reports_kvfree_against_every_peer() {
     assert_eq!(t["max"], 1.5, "{t}");
     assert_eq!(t["threads"], 1, "{t}");
     assert!(t["ratio"].as_f64().is_some_and(|x| x > 0.0), "{t}");
+}
+
+#[test]
+fn bench_call_reports_both_workloads_with_their_spread() {
+    let v = bench_json("call");
+    let mut names = vec![
+        "grace-rcu",
+        "crossbeam-epoch",
+        "seize",
+        "grace-rcu/free64",
+        "crossbeam-epoch/free64",
+        "seize/free64",
+    ];
+    if v["liburcu"]["available"] == true {
+        names.extend(["liburcu-memb", "liburcu-memb/free64"]);
+    }
+    // A free64 row is measured only when every box was freed exactly once.
+    assert_measured(&v, names.iter().copied());
+    for name in names {
+        let r = find(&v, "results", "impl", name);
+        let (lo, mid, hi) = (
+            r["min_ns_per_op"].as_f64().expect("min"),
+            r["ns_per_op"].as_f64().expect("median"),
+            r["max_ns_per_op"].as_f64().expect("max"),
+        );
+        assert!(lo <= mid && mid <= hi, "{r}");
+    }
+}
+
+#[test]
+fn bench_list_measures_every_reclaimer_in_its_own_process() {
+    let o = grace(
+        &[
+            "bench",
+            "list",
+            "--duration",
+            "10ms",
+            "--keys",
+            "100",
+            "--reads",
+            "0,90",
+            "--threads",
+            "1,2",
+            "--json",
+        ],
+        &[],
+    );
+    let v = json(&o);
+    assert_exit(&o, &v, 0);
+    assert_eq!(v["suite"], "list");
+    let results = v["results"].as_array().expect("results is an array");
+    let impls = [
+        "grace-kvfree",
+        "grace-call",
+        "crossbeam-epoch",
+        "seize",
+        "haphazard",
+    ];
+    assert_eq!(results.len(), impls.len() * 2 * 2, "{v}");
+    for reads in [0, 90] {
+        for threads in [1, 2] {
+            for name in impls {
+                let r = results
+                    .iter()
+                    .find(|r| {
+                        r["impl"] == name && r["read_pct"] == reads && r["threads"] == threads
+                    })
+                    .unwrap_or_else(|| panic!("no {name} row at {reads}% t={threads} in {v}"));
+                assert_eq!(r["keys"], 100, "{r}");
+                assert_eq!(r["isolated"], true, "{r}");
+                // Every retired node was freed after the drain: otherwise the row is a BUG.
+                assert_eq!(r["reclaimed_all"], true, "{r}");
+                assert!(r["note"].is_null(), "{r}");
+                for key in ["ops_per_s", "ops_per_s_min", "ops_per_s_max", "ns_per_op"] {
+                    assert!(r[key].as_f64().is_some_and(|x| x > 0.0), "{key} in {r}");
+                }
+                assert!(r["peak_unreclaimed"].is_u64(), "{r}");
+                if reads == 0 {
+                    assert!(r["retired"].as_u64().is_some_and(|x| x > 0), "{r}");
+                }
+                let ratio = &r["ops_vs_crossbeam"];
+                assert!(ratio.as_f64().is_some_and(|x| x > 0.0), "{r}");
+            }
+        }
+    }
+    let kv = find(&v, "results", "impl", "grace-kvfree");
+    assert_eq!(kv["unreclaimed_source"], "library", "{kv}");
+    let hp = find(&v, "results", "impl", "haphazard");
+    assert_eq!(hp["unreclaimed_source"], "counted", "{hp}");
 }
 
 #[test]

@@ -203,6 +203,15 @@ fn switching_modes_during_a_flood_with_barriers() {
             std::thread::spawn(move || {
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
+                    // Bounded: a barrier that takes long on a loaded machine must not let the
+                    // flood take the machine's memory with it.
+                    while queued
+                        .load(Ordering::Relaxed)
+                        .saturating_sub(ran.load(Ordering::Relaxed))
+                        > 1 << 20
+                    {
+                        std::thread::yield_now();
+                    }
                     let r = ran.clone();
                     let p = Box::new([i; 8]);
                     rcu::call(move || {

@@ -751,17 +751,33 @@ impl Engine {
                     q = wait(&self.work_ready, q);
                 }
             };
-            loop {
-                let batch = {
-                    let mut l = lock(&self.shards[idx].list);
-                    let b = l.take_done();
-                    if b.is_empty() {
-                        l.busy = false;
-                        break;
-                    }
-                    b
-                };
-                self.run_batch(batch);
+            // One batch per turn: a shard whose `done` keeps refilling under a flood must not
+            // keep this worker from the other shards queued behind it (a `barrier`'s marker
+            // there would wait, and the flood's memory with it). The shard stays `busy`, and so
+            // FIFO, while it waits for its next turn at the back of the queue.
+            let batch = {
+                let mut l = lock(&self.shards[idx].list);
+                let b = l.take_done();
+                if b.is_empty() {
+                    l.busy = false;
+                    continue;
+                }
+                b
+            };
+            self.run_batch(batch);
+            let more = {
+                let mut l = lock(&self.shards[idx].list);
+                if l.done.is_empty() {
+                    l.busy = false;
+                    false
+                } else {
+                    true
+                }
+            };
+            if more {
+                let mut q = lock(&self.work);
+                q.push_back(idx);
+                self.work_ready.notify_one();
             }
         }
     }

@@ -1,0 +1,40 @@
+//! One measurement in a child process: this binary re-executed as `grace bench <suite>
+//! --child IMPL ...` (a hidden flag), which runs that one measurement and prints its result as
+//! one JSON object. The `flood` and `list` suites measure this way: peak RSS is a property of
+//! a process, the allocator keeps the memory it was given, and some libraries' counters are
+//! process-wide, so a measurement made after another in the same process would inherit them.
+
+use crate::ui;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::process::{Command, ExitCode};
+
+/// Re-execute this binary with `args` and read its answer, one JSON object on standard output.
+pub fn run<T: DeserializeOwned>(args: &[String]) -> Result<T, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    let out = Command::new(exe)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot start the child process: {e}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: String = err.lines().last().unwrap_or("").chars().take(200).collect();
+        return Err(format!("the child process failed ({}): {tail}", out.status));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("unreadable child answer: {e}"))
+}
+
+/// The child's side: print `result` as one JSON object on standard output (`what` names it in
+/// the error message should that fail).
+pub fn answer<T: Serialize>(what: &str, result: &T) -> ExitCode {
+    match serde_json::to_string(result) {
+        Ok(text) => {
+            ui::out(&format!("{text}\n"));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("grace: cannot serialize the {what} result: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
