@@ -83,8 +83,9 @@ fn threads_that_exit_do_not_hang_grace_periods() {
 
 #[test]
 fn a_guard_dropped_twice_panics_naming_the_mistake_in_every_build() {
-    // Reachable only through `unsafe` misuse. Without the check (release builds used to have
-    // none), the reader word wraps and the next `read_lock` blames a deep nesting instead.
+    // Reachable only through `unsafe` misuse. Debug builds panic at the second drop; release
+    // builds (`cargo test --release`) at the next read_lock, after a grace period that must
+    // not wait for this thread. Before, the next read_lock blamed a deep nesting instead.
     let msg = panic_message(|| {
         let mut g = std::mem::ManuallyDrop::new(rcu::read_lock());
         // SAFETY: deliberately wrong (a double drop), to check the library names it; the guard
@@ -93,6 +94,10 @@ fn a_guard_dropped_twice_panics_naming_the_mistake_in_every_build() {
             std::mem::ManuallyDrop::drop(&mut g);
             std::mem::ManuallyDrop::drop(&mut g);
         }
+        // Release builds let the bad unlock through at no read-side cost: grace periods must
+        // not wait for this thread meanwhile, and its next read_lock names the mistake.
+        rcu::synchronize();
+        drop(rcu::read_lock());
     });
     assert!(msg.contains("unlock without a matching lock"), "{msg}");
     // The bad unlock was refused: the thread's word is intact.

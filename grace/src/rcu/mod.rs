@@ -256,7 +256,10 @@ mod api {
     /// thread-local that is destroyed after grace's own is fine: the section ends when it drops.
     ///
     /// Dropping a guard twice (through `unsafe` code such as `ManuallyDrop::drop`) panics,
-    /// also in release builds, naming the mistake.
+    /// naming the mistake: in debug builds at the second drop; in release builds, where the
+    /// read side pays for no check, at the thread's next `read_lock` (and a thread that exits
+    /// first says so on standard error). Grace periods never wait for such a thread in
+    /// between: it is outside any section.
     ///
     /// ```compile_fail
     /// fn needs_send<T: Send>(_: T) {}
@@ -299,7 +302,8 @@ mod api {
     ///
     /// # Panics
     ///
-    /// If sections nest more than 65535 deep (a leaked guard in a loop).
+    /// If sections nest more than 65534 deep (a leaked guard in a loop), or, in release
+    /// builds, after a guard of this thread was dropped twice (see [`Guard`]).
     ///
     /// # Examples
     ///
