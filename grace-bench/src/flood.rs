@@ -55,7 +55,7 @@
 //! * `grace-kvfree`: as above;
 //! * `grace-call-rcu`: `grace::rcu::call_sized(64, move || drop(b))` per 64-byte box `b`, so
 //!   that the callback engine accounts the bytes;
-//! * `grace-call-srcu`: `call` on a dynamic SRCU domain (`grace::srcu::Srcu::new()`), the
+//! * `grace-call-srcu`: `call_sized(64, ..)` on a dynamic SRCU domain (`grace::srcu::Srcu::new()`), the
 //!   same closure; readers in that domain's sections;
 //! * `grace-pending-closure`: a `Pending<[u8; 64]>` with `Process::with(closure)` (the
 //!   closure drops the box);
@@ -656,7 +656,7 @@ impl Flood for GraceCallSrcu {
     fn flooder(&self, stop: &AtomicBool, c: &FlooderCounts) {
         flood_loop(stop, c, |i| {
             let b = black_box(Box::new([i as u8; 64]));
-            self.0.call(move || drop(b));
+            self.0.call_sized(64, move || drop(b));
         });
     }
 

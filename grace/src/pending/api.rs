@@ -887,7 +887,7 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Inner<T, F> {
                 if after.gp != GpAction::Nothing || after.kick || after.help {
                     self.follow_up(i, after);
                 }
-                if crate::pressure::over_budget() {
+                if crate::pressure::over_budget_sampled() {
                     // Outside RCU read-side sections only may the enqueuer wait. (A caller
                     // inside a section of another flavor is not seen here: its wait is bounded,
                     // and it never drives a grace period synchronously.)

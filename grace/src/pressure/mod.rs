@@ -419,13 +419,47 @@ pub fn stats() -> Stats {
     }
 }
 
-/// Is the budget exceeded? Cheap when there is no budget (one load).
+/// Is the budget exceeded? Cheap when there is no budget (one load). With one, the total is
+/// summed over every source (taking `Pending` shard locks), so callers on a per-object path
+/// use [`over_budget_sampled`]; callers already on a slow path (a full ring, a kvfree array
+/// hand-off: once per hundreds of objects) ask every time.
 #[inline]
 pub(crate) fn over_budget() -> bool {
     init();
     // Relaxed: a setting.
     let b = BUDGET.load(Ordering::Relaxed);
     b != 0 && over_budget_slow(b)
+}
+
+/// Per-object callers' check (`Pending::enqueue`, SRCU `call`): [`over_budget`], summed
+/// afresh once every [`SAMPLE_EVERY`] calls on this thread, the answer in between reused. A
+/// flood overshoots the budget by at most that many objects per thread before it helps.
+#[inline]
+pub(crate) fn over_budget_sampled() -> bool {
+    init();
+    // Relaxed: a setting.
+    if BUDGET.load(Ordering::Relaxed) == 0 {
+        return false;
+    }
+    SAMPLED.with(|s| {
+        let (n, last) = s.get();
+        if n == 0 {
+            let now = over_budget();
+            s.set((SAMPLE_EVERY - 1, now));
+            now
+        } else {
+            s.set((n - 1, last));
+            last
+        }
+    })
+}
+
+/// See [`over_budget_sampled`].
+const SAMPLE_EVERY: u32 = 64;
+
+thread_local! {
+    /// Calls left before this thread sums the budget again, and its last answer.
+    static SAMPLED: std::cell::Cell<(u32, bool)> = const { std::cell::Cell::new((0, false)) };
 }
 
 #[cold]

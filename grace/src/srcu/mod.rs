@@ -627,7 +627,7 @@ mod api {
             } else if first {
                 self.request_visit(cold, Instant::now() + self.lazy_delay);
             }
-            if crate::pressure::over_budget() {
+            if crate::pressure::over_budget_sampled() {
                 // The caller may be inside a section of this very domain, which grace cannot
                 // see: it never runs callbacks here, only starts the grace period at once,
                 // and waits a bounded time, and not at all inside an RCU section or an SRCU
