@@ -213,8 +213,11 @@ impl Engine {
             // SAFETY: rings are leaked by ring_slow and never freed.
             unsafe { &*ring }
         };
-        if !may_invoke {
-            // Relaxed: a hint; the push's Release publishes it with the record.
+        if !may_invoke || hurry {
+            // Relaxed: a hint; the push's Release publishes it with the record. A hurried
+            // callback (`call_hurry`: barrier markers, wakers of futures) must not wait for
+            // its queuing thread to come back, which may be blocked on it: it runs on a worker
+            // as soon as its grace period ends.
             ring.offload.store(true, Ordering::Relaxed);
         }
         ring.add_bytes(bytes);

@@ -661,7 +661,8 @@ mod api {
     /// and outside any callback; a callback that frees an object so frees it next to where it
     /// was allocated, into that thread's allocator cache. Callbacks whose queuing threads go
     /// idle or exit, and everything a [`barrier`] waits for, run on grace's worker threads
-    /// within the lazy delay. So, in local mode, **a callback must not take a lock that a
+    /// within the lazy delay; callbacks queued with [`call_hurry`] always run on a worker, as
+    /// soon as their grace period ends (a thread may wait on them). So, in local mode, **a callback must not take a lock that a
     /// thread may hold while it calls `call`** (the kernel's rule for callbacks, which run in
     /// softirq context, is the same). With [`Invocation::Offloaded`]
     /// ([`set_callback_invocation`], or `GRACE_CB_OFFLOAD=1`), callbacks only ever run on
