@@ -42,6 +42,7 @@ impl FinalHook {
 }
 
 /// No portable way to read a thread's name from any point of its life: none.
+#[cfg_attr(loom, allow(dead_code))] // its user, the report, is compiled out under loom
 pub(super) fn thread_name() -> Option<String> {
     None
 }

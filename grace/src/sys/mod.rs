@@ -154,6 +154,7 @@ pub(crate) fn heavy_barrier(mode: BarrierMode) {
 
 /// The calling thread's name as the operating system knows it (on Linux, Rust's thread name
 /// cut to 15 bytes), usable at any point of the thread's life; `None` where unknown.
+#[cfg_attr(loom, allow(dead_code))] // its user, the report, is compiled out under loom
 pub(crate) fn thread_name() -> Option<String> {
     imp::thread_name()
 }
