@@ -365,6 +365,8 @@ impl fmt::Debug for BarrierFuture {
 }
 
 #[cfg(test)]
+// Under Miri the one test that uses these helpers is compiled out (see there).
+#[cfg_attr(miri, allow(dead_code))]
 mod tests {
     use super::*;
     use crate::srcu::Srcu;
