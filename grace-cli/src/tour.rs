@@ -303,8 +303,9 @@ fn summary(
     }
     o.push_str(&t.render(2));
     o.push_str(
-        "  grace/peer = grace's ns/op divided by the peer's, at the same thread count: \
-         below 1.00x grace is faster, above it the peer is\n",
+        "  grace/peer = grace's ns/op divided by the peer's, at the same thread count (a \
+         /free64 row against grace's own /free64 row): below 1.00x grace is faster, above it \
+         the peer is\n",
     );
     o.push_str(&list_line(list));
     let checks: Vec<_> = suites

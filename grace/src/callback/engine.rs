@@ -414,9 +414,14 @@ impl Engine {
         self.counters
             .invoked_locally
             .fetch_add(ran, Ordering::Relaxed);
-        // Relaxed: see advance_all.
-        let force = self.barriers.load(Ordering::Relaxed) > 0;
-        let settled = lock(&shard.list).release_local(Instant::now(), self.lazy_delay, force);
+        let settled = {
+            let mut l = lock(&shard.list);
+            // Relaxed, under the shard lock: a barrier that entrained its marker here (under
+            // this lock) incremented `barriers` before, so we see it and hand the shard to a
+            // worker at once.
+            let force = self.barriers.load(Ordering::Relaxed) > 0;
+            l.release_local(Instant::now(), self.lazy_delay, force)
+        };
         self.follow_settle(idx, settled);
     }
 
@@ -653,10 +658,12 @@ impl Engine {
                 ran += self.run_batch(batch);
                 super::set_worker(was_worker);
                 IN_CALLBACK.with(|c| c.set(false));
-                // Relaxed: see advance_all.
-                let force = self.barriers.load(Ordering::Relaxed) > 0;
-                let settled =
-                    lock(&shard.list).release_local(Instant::now(), self.lazy_delay, force);
+                let settled = {
+                    let mut l = lock(&shard.list);
+                    // Relaxed, under the shard lock: as in `invoke_local`.
+                    let force = self.barriers.load(Ordering::Relaxed) > 0;
+                    l.release_local(Instant::now(), self.lazy_delay, force)
+                };
                 self.follow_settle(idx, settled);
             }
         }
