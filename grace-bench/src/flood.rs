@@ -446,6 +446,8 @@ impl Flood for GraceKvfree {
     }
 }
 
+/// `grace-pending` (`Process::free`) and `grace-pending-closure` (`Process::with`): the same
+/// `Pending`, processed either way.
 struct GracePending(grace::Pending<[u8; 64]>);
 
 impl Flood for GracePending {
@@ -470,23 +472,13 @@ impl Flood for GracePending {
     }
 
     fn library_pending(&self) -> u64 {
-        self.0.stats().pending * 64
+        self.0.stats().bytes_pending
     }
 
-    fn drain(&self, counts: &[FlooderCounts], total: u64) -> Result<(), String> {
-        GracePending::check_drained(&self.0, counts, total)
-    }
-}
-
-impl GracePending {
     /// `barrier()`, then check that every object was processed.
-    fn check_drained(
-        p: &grace::Pending<[u8; 64]>,
-        _: &[FlooderCounts],
-        total: u64,
-    ) -> Result<(), String> {
-        p.barrier();
-        let s = p.stats();
+    fn drain(&self, _: &[FlooderCounts], total: u64) -> Result<(), String> {
+        self.0.barrier();
+        let s = self.0.stats();
         if s.processed != total || s.pending != 0 {
             return Err(format!(
                 "BUG: {} of {total} objects processed after barrier(), {} pending",
@@ -687,38 +679,6 @@ impl Flood for GraceCallSrcu {
             ));
         }
         Ok(())
-    }
-}
-
-struct GracePendingClosure(grace::Pending<[u8; 64]>);
-
-impl Flood for GracePendingClosure {
-    const COUNTED: bool = false;
-
-    fn flooder(&self, stop: &AtomicBool, c: &FlooderCounts) {
-        flood_loop(stop, c, |i| {
-            self.0.enqueue(black_box(Box::new([i as u8; 64])))
-        });
-    }
-
-    fn reader(&self, stop: &AtomicBool) -> u64 {
-        read_loop(stop, || drop(black_box(grace::rcu::read_lock())))
-    }
-
-    fn hold(&self, d: Duration) {
-        hold_rcu(d);
-    }
-
-    fn grace_periods(&self) -> Option<u64> {
-        Some(grace::rcu::stats().grace_periods)
-    }
-
-    fn library_pending(&self) -> u64 {
-        self.0.stats().bytes_pending
-    }
-
-    fn drain(&self, counts: &[FlooderCounts], total: u64) -> Result<(), String> {
-        GracePending::check_drained(&self.0, counts, total)
     }
 }
 
@@ -1016,7 +976,7 @@ fn flood_base(
             ),
         },
         "grace-pending-closure" => {
-            let p = GracePendingClosure(grace::Pending::new(
+            let p = GracePending(grace::Pending::new(
                 grace::Rcu,
                 grace::pending::Process::with(|b: Box<[u8; 64]>| drop(black_box(b))),
             ));

@@ -11,6 +11,12 @@ use std::process::{Command, ExitCode};
 
 /// Re-execute this binary with `args` and read its answer, one JSON object on standard output.
 pub fn run<T: DeserializeOwned>(args: &[String]) -> Result<T, String> {
+    run_with_stderr(args).map(|(answer, _)| answer)
+}
+
+/// [`run`], also returning what the child wrote on standard error (the flood suite's children
+/// put their `grace::report()` there).
+pub fn run_with_stderr<T: DeserializeOwned>(args: &[String]) -> Result<(T, String), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
     let out = Command::new(exe)
         .args(args)
@@ -21,7 +27,9 @@ pub fn run<T: DeserializeOwned>(args: &[String]) -> Result<T, String> {
         let tail: String = err.lines().last().unwrap_or("").chars().take(200).collect();
         return Err(format!("the child process failed ({}): {tail}", out.status));
     }
-    serde_json::from_slice(&out.stdout).map_err(|e| format!("unreadable child answer: {e}"))
+    let answer =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("unreadable child answer: {e}"))?;
+    Ok((answer, String::from_utf8_lossy(&out.stderr).into_owned()))
 }
 
 /// The child's side: print `result` as one JSON object on standard output (`what` names it in

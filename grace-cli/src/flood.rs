@@ -36,7 +36,7 @@ use crate::ui::{self, Align, Table};
 use grace_bench::FloodResult;
 use serde::Serialize;
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::Duration;
 
 /// The default flood length per implementation and thread count.
@@ -106,7 +106,7 @@ pub fn run_isolated(
     }
 }
 
-/// Re-execute this binary for one flood and read its answer.
+/// Re-execute this binary for one flood and read its answer, and the child's report.
 fn child(
     name: &str,
     threads: usize,
@@ -114,12 +114,10 @@ fn child(
     duration: Duration,
     budget: Option<u64>,
 ) -> Result<(FloodResult, Option<String>), String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
-    let mut cmd = Command::new(exe);
-    cmd.args([
+    let mut args: Vec<String> = [
         "bench",
         "flood",
-        "--flood-child",
+        "--child",
         name,
         "--threads",
         &threads.to_string(),
@@ -127,21 +125,13 @@ fn child(
         &readers.to_string(),
         "--duration",
         &format!("{}ms", duration.as_millis().max(1)),
-    ]);
+    ]
+    .map(String::from)
+    .to_vec();
     if let Some(b) = budget {
-        cmd.args(["--budget", &b.to_string()]);
+        args.extend(["--budget".to_string(), b.to_string()]);
     }
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot start the child process: {e}"))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let tail: String = err.lines().last().unwrap_or("").chars().take(200).collect();
-        return Err(format!("the child process failed ({}): {tail}", out.status));
-    }
-    let r =
-        serde_json::from_slice(&out.stdout).map_err(|e| format!("unreadable child answer: {e}"))?;
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (r, err) = crate::child::run_with_stderr(&args)?;
     let report = err
         .split_once(REPORT_MARK)
         .map(|(_, rest)| rest.trim_start_matches('\n').to_string());
@@ -161,16 +151,7 @@ pub fn child_main(name: &str, opts: &FloodOptions) -> ExitCode {
         // For the parent, which prints it after the table (standard output is the answer).
         eprint!("{REPORT_MARK}\n{}", grace::report());
     }
-    match serde_json::to_string(&r) {
-        Ok(text) => {
-            ui::out(&format!("{text}\n"));
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("grace: cannot serialize the flood result: {e}");
-            ExitCode::from(3)
-        }
-    }
+    crate::child::answer("flood", &r)
 }
 
 /// Every implementation at every thread count, each in its own process, with a progress bar
