@@ -86,6 +86,24 @@ pub trait Flavor: Sync {
     /// Wait until every callback queued before this call has run.
     fn barrier(&self);
 
+    /// Have the grace periods that work already queued on this flavor waits for run as
+    /// expedited ones, without waiting for them: what grace's flood and memory-budget logic
+    /// does when objects pile up (the kernel expedites grace periods when callbacks flood).
+    /// The default starts a normal grace period ([`start_poll`](Flavor::start_poll)); RCU
+    /// and SRCU domains expedite.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use grace::{Flavor, Rcu};
+    /// Rcu.call(|| {});
+    /// Rcu.expedite_pending(); // returns at once
+    /// Rcu.barrier();
+    /// ```
+    fn expedite_pending(&self) {
+        let _ = self.start_poll();
+    }
+
     /// [`call`](Flavor::call) for grace's own machinery (`Pending`'s re-arming callback):
     /// the callback always runs on a worker, never on a thread that queues callbacks later
     /// (see `rcu::Invocation`). Not meant for users; the default is `call`.
@@ -224,6 +242,9 @@ impl Flavor for Rcu {
     fn call_offloaded<F: FnOnce() + Send + 'static>(&self, f: F) {
         crate::rcu::call_internal(f, false)
     }
+    fn expedite_pending(&self) {
+        crate::rcu::expedite_pending()
+    }
 }
 
 /// Forward every [`Flavor`] method through a pointer type, so that generic code can hold a
@@ -237,6 +258,9 @@ macro_rules! forward_flavor {
             #[inline]
             fn read_lock(&self) -> Self::Guard<'_> {
                 (**self).read_lock()
+            }
+            fn expedite_pending(&self) {
+                (**self).expedite_pending()
             }
             fn synchronize(&self) {
                 (**self).synchronize()

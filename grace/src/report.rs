@@ -517,6 +517,66 @@ impl SrcuWatch {
             expedited: false,
         });
     }
+
+    /// How long the grace period running at sequence value `seq` has found readers inside;
+    /// `None` when it has not waited for any (or another one is running now).
+    pub(crate) fn waited(&self, seq: u64) -> Option<Duration> {
+        lock(&self.state)
+            .as_ref()
+            .filter(|(s, _, _)| *s == seq)
+            .map(|(_, since, _)| since.elapsed())
+    }
+}
+
+/// One SRCU domain's callbacks and grace period in a [`Report`] (domains that have used
+/// `call` or `start_poll`).
+///
+/// # Examples
+///
+/// ```
+/// let d = grace::srcu::Srcu::new()?;
+/// d.call(|| {});
+/// let r = grace::report();
+/// let row = r.srcu_domains.iter().find(|s| s.domain == d.id()).expect("listed");
+/// println!("SRCU domain #{}: {} callbacks pending", row.domain, row.pending.objects);
+/// # d.barrier();
+/// # Ok::<(), grace::srcu::SrcuError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SrcuDomainReport {
+    /// The domain's number ([`Srcu::id`](crate::srcu::Srcu::id)).
+    pub domain: u64,
+    /// Callbacks queued and not yet run, and the bytes they free.
+    pub pending: Counts,
+    /// Grace periods completed.
+    pub grace_periods: u64,
+    /// The grace period's phase.
+    pub phase: crate::srcu::SrcuPhase,
+    /// How long the running grace period has waited for readers (`None`: it is not waiting).
+    pub waiting_for_readers: Option<Duration>,
+    /// Whether the domain is in flood mode now.
+    pub flood: bool,
+    /// Times it entered flood mode.
+    pub floods: u64,
+}
+
+/// One live [`Pending`](crate::pending::Pending) in a [`Report`].
+///
+/// # Examples
+///
+/// ```
+/// for p in grace::report().pendings {
+///     println!("{}: {} objects", p.name, p.pending.objects);
+/// }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PendingReport {
+    /// Its element and flavor types, e.g. `Pending<my_app::Node, grace::Rcu>`.
+    pub name: String,
+    /// Objects held back (waiting for a grace period or for processing) and their bytes.
+    pub pending: Counts,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -649,6 +709,10 @@ pub struct Report {
     pub kvfree: crate::kvfree::Stats,
     /// The memory-pressure layer's counters: budget, flood mode, shrinker.
     pub pressure: crate::pressure::Stats,
+    /// Every SRCU domain with callbacks or polled cookies, one row each.
+    pub srcu_domains: Vec<SrcuDomainReport>,
+    /// Every live `Pending`, one row each.
+    pub pendings: Vec<PendingReport>,
     /// Stall warnings issued so far.
     pub stalls: u64,
     /// The most recent of them (up to 8), oldest first.
@@ -722,6 +786,8 @@ pub fn report() -> Report {
         rcu,
         kvfree: crate::kvfree::stats(),
         pressure: crate::pressure::stats(),
+        srcu_domains: crate::srcu::domain_reports(),
+        pendings: crate::pressure::pending_reports(),
         // Relaxed: a statistic.
         stalls: STALLS_TOTAL.load(Ordering::Relaxed),
         recent_stalls: lock(&RECENT).iter().cloned().collect(),
@@ -777,7 +843,34 @@ impl fmt::Display for Report {
         row(f, "rcu call", self.usage.call_rcu)?;
         row(f, "kvfree", self.usage.kvfree)?;
         row(f, "Pending (all)", self.usage.pending)?;
+        for p in &self.pendings {
+            writeln!(
+                f,
+                "      {:<22} {:>12} objects {:>12}",
+                p.name,
+                p.pending.objects,
+                bytes(p.pending.bytes)
+            )?;
+        }
         row(f, "srcu call (all domains)", self.usage.call_srcu)?;
+        for d in &self.srcu_domains {
+            write!(
+                f,
+                "      SRCU domain #{:<8}     {:>12} objects {:>12}; {} grace periods, phase {:?}",
+                d.domain,
+                d.pending.objects,
+                bytes(d.pending.bytes),
+                d.grace_periods,
+                d.phase
+            )?;
+            if let Some(w) = d.waiting_for_readers {
+                write!(f, ", waiting for readers for {}", ms(w))?;
+            }
+            if d.flood {
+                write!(f, ", in flood mode")?;
+            }
+            writeln!(f, " (flood mode entered {} times)", d.floods)?;
+        }
 
         let gp = &self.grace_period;
         write!(
@@ -1027,7 +1120,7 @@ fn stall_json(j: &mut Json, s: &Stall) {
 impl Report {
     /// The report as one JSON object (no serializer involved; durations in seconds, sizes in
     /// bytes, absent values as `null`). Top-level keys: `pending` (per API and `total`),
-    /// `budget_bytes`, `grace_period`, `readers_inside`, `rcu_callbacks` (with `shards`),
+    /// `pendings` and `srcu_domains` (one object each), `budget_bytes`, `grace_period`, `readers_inside`, `rcu_callbacks` (with `shards`),
     /// `expedites`, `budget`, `shrinker`, `kvfree_fallbacks`, `stalls`.
     ///
     /// # Examples
@@ -1048,6 +1141,23 @@ impl Report {
         j.counts("srcu_call", self.usage.call_srcu);
         j.counts("total", self.usage.total());
         j.close();
+        j.array("pendings", &self.pendings, |j, p| {
+            j.open();
+            j.str("name", Some(&p.name));
+            j.counts("pending", p.pending);
+            j.close();
+        });
+        j.array("srcu_domains", &self.srcu_domains, |j, d| {
+            j.open();
+            j.num("domain", d.domain);
+            j.counts("pending", d.pending);
+            j.num("grace_periods", d.grace_periods);
+            j.str("phase", Some(&format!("{:?}", d.phase)));
+            j.secs("waiting_for_readers_s", d.waiting_for_readers);
+            j.boolean("flood", d.flood);
+            j.num("floods", d.floods);
+            j.close();
+        });
         j.opt_num("budget_bytes", self.budget);
 
         let gp = &self.grace_period;

@@ -303,3 +303,74 @@ fn srcu_callbacks_are_accounted() {
     d.barrier();
     assert_eq!(pressure::usage().call_srcu.objects, before.objects);
 }
+
+#[test]
+fn each_pending_is_listed_in_the_report() {
+    let _g = one();
+    let p: Pending<[u64; 4]> = Pending::new(grace::Rcu, Process::free());
+    let held = rcu::read_lock();
+    for i in 0..100u64 {
+        p.enqueue(Box::new([i; 4]));
+    }
+    let r = grace::report();
+    let row = r
+        .pendings
+        .iter()
+        .find(|x| x.name.contains("[u64; 4]"))
+        .unwrap_or_else(|| panic!("no row for Pending<[u64; 4]>: {:?}", r.pendings));
+    assert_eq!(
+        row.pending.objects, 100,
+        "a read-side section holds them all"
+    );
+    assert_eq!(row.pending.bytes, 100 * 32);
+    assert!(
+        r.to_string()
+            .contains("Pending<[u64; 4], grace::flavor::Rcu>"),
+        "{r}"
+    );
+    assert!(r.to_json().contains("\"pendings\":[{"));
+    drop(held);
+    p.barrier();
+}
+
+#[test]
+fn pending_and_kvfree_floods_are_detected() {
+    let _g = one();
+    let s = pressure::settings();
+    // Pending: a shard holding more objects than the threshold, checked at each new chunk.
+    pressure::set_flood_thresholds(1000, u64::MAX);
+    let before = pressure::stats().floods;
+    let p: Pending<u64> = Pending::new(grace::Rcu, Process::free());
+    let held = rcu::read_lock();
+    for i in 0..5000u64 {
+        p.enqueue(Box::new(i));
+    }
+    drop(held);
+    p.barrier();
+    assert!(
+        pressure::stats().floods > before,
+        "5,000 objects in a Pending over a threshold of 1,000, no flood"
+    );
+    // kvfree: pending bytes over the threshold (objects with drop glue go through callbacks).
+    pressure::set_flood_thresholds(u64::MAX, 64 << 10);
+    let before = pressure::stats().floods;
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (in_tx, in_rx) = std::sync::mpsc::channel::<()>();
+    let reader = std::thread::spawn(move || {
+        let _g = rcu::read_lock();
+        in_tx.send(()).unwrap();
+        let _ = rx.recv();
+    });
+    in_rx.recv().unwrap();
+    for i in 0..20_000u64 {
+        grace::kvfree(Box::new(vec![i]));
+    }
+    tx.send(()).unwrap();
+    reader.join().unwrap();
+    grace::kvfree_barrier();
+    pressure::set_flood_thresholds(s.flood_callbacks, s.flood_bytes);
+    assert!(
+        pressure::stats().floods > before,
+        "kvfree with over 64 KiB pending, no flood"
+    );
+}

@@ -72,9 +72,28 @@ const CACHE_MAX: usize = 16;
 /// Arrays per shard kept only for when allocation fails (the emergency reserve). Refilled by the background thread, first from arrays freed batches give
 /// back, then by allocating.
 const RESERVE: usize = 2;
-/// Pending bytes above which full arrays are queued with `call_hurry` instead of lazily: a
-/// flood should not wait out the lazy delay with this much memory stranded.
-const HURRY_BYTES: u64 = 8 << 20;
+/// Flood mode for `kvfree`: pending bytes passed the flood threshold of `crate::pressure`
+/// (`GRACE_FLOOD_BYTES`, the same one the callback shards use). While set, arrays are queued
+/// with `call_hurry` instead of lazily: a flood should not wait out the lazy delay with this
+/// much memory stranded. Cleared, with hysteresis, once pending bytes are under half of it.
+static FLOOD: AtomicBool = AtomicBool::new(false);
+
+/// Whether an array queued with `pending` bytes outstanding should skip the lazy delay (and
+/// enter or leave flood mode).
+fn flood_hurry(pending: u64) -> bool {
+    if crate::pressure::is_flood(0, pending) {
+        // Relaxed: a hint; it only decides whether flood mode is counted again.
+        if !FLOOD.swap(true, Ordering::Relaxed) {
+            crate::pressure::count_flood();
+        }
+        true
+    } else {
+        if !crate::pressure::is_flood(0, pending.saturating_mul(2)) {
+            FLOOD.store(false, Ordering::Relaxed);
+        }
+        false
+    }
+}
 /// Expired blocks an owner frees in bulk per hand-off, when more than [`QUEUE_SOFT_MAX`] wait:
 /// bounds the time one `kvfree` spends freeing (about 2,000 objects), while catching up after a
 /// long grace period faster than the chunks alone would.
@@ -502,7 +521,7 @@ impl State {
         }
         let pending = account(&b);
         if b.drops() {
-            enqueue(b, pending > HURRY_BYTES);
+            enqueue(b, flood_hurry(pending));
             return;
         }
         // The cookie is taken after every object in the block was handed to kvfree (they were
@@ -620,7 +639,7 @@ impl State {
             return;
         }
         let pending = account(&b);
-        enqueue(b, hurry || pending > HURRY_BYTES);
+        enqueue(b, flood_hurry(pending) || hurry);
     }
 
     /// Give an empty block back: to its shard's reserve if that is short, else to its cache if

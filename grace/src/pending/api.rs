@@ -8,7 +8,7 @@ use super::shard::{
 use super::{CHUNK_SLOTS, MAX_SHARDS};
 use crate::cookie::{Cookie, RawCookie};
 use crate::flavor::{Flavor, Rcu};
-use crate::sync::{lock, AtomicU64, Condvar, Mutex, MutexGuard, Ordering};
+use crate::sync::{lock, AtomicBool, AtomicU64, Condvar, Mutex, MutexGuard, Ordering};
 use crossbeam_utils::CachePadded;
 use std::cell::Cell;
 use std::fmt;
@@ -317,6 +317,10 @@ struct Inner<T, F> {
     /// `pending::batching()` when built: `false` routes every object through a callback of
     /// its own (the chicken switch, see the module docs).
     batched: bool,
+    /// Flood mode (`crate::pressure`'s thresholds, checked per shard at each new chunk): the
+    /// grace periods the objects wait for are expedited. Ends, with hysteresis, at a chunk
+    /// boundary of a shard under half the thresholds.
+    flooded: AtomicBool,
 }
 
 /// Objects waiting for a grace period, per CPU, keyed by cookie: the kernel's `rcu_pending`.
@@ -423,6 +427,7 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Pending<T, F> {
             thread: Mutex::new(None),
             counters: CachePadded::new(Counters::default()),
             batched: super::batching(),
+            flooded: AtomicBool::new(false),
         });
         // Seen by the memory-pressure layer while it lives.
         let weak: std::sync::Weak<dyn crate::pressure::Source> = Arc::downgrade(&inner) as _;
@@ -1012,6 +1017,27 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> Inner<T, F> {
         if after.help {
             self.help(shard);
         }
+        if let Some(held) = after.held_at_chunk {
+            self.check_flood(held);
+        }
+    }
+
+    /// The kernel's flood response for one shard holding `held` objects: over the thresholds,
+    /// expedite the grace periods they wait for (objects waiting on a normal one complete on
+    /// the expedited one) and wake the worker; under half of them, leave flood mode.
+    #[cold]
+    fn check_flood(&self, held: u64) {
+        let bytes = held.saturating_mul(std::mem::size_of::<T>() as u64);
+        // Relaxed: a hint; it only decides whether to expedite again.
+        if crate::pressure::is_flood(held, bytes) {
+            if !self.flooded.swap(true, Ordering::Relaxed) {
+                crate::pressure::count_flood();
+                self.flavor.expedite_pending();
+                self.wake_worker();
+            }
+        } else if !crate::pressure::is_flood(2 * held, 2 * bytes) {
+            self.flooded.store(false, Ordering::Relaxed);
+        }
     }
 
     /// Whether enqueuing threads may process expired objects themselves: only when processing
@@ -1540,7 +1566,7 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> crate::pressure::Help
         self.process_here(max)
     }
     fn expedite(&self) {
-        let _ = self.flavor.start_poll();
+        self.flavor.expedite_pending();
         self.wake_worker();
     }
 }
@@ -1548,6 +1574,13 @@ impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> crate::pressure::Help
 impl<T: Send + 'static, F: Flavor + Send + Sync + 'static> crate::pressure::Source for Inner<T, F> {
     fn kind(&self) -> crate::pressure::Kind {
         crate::pressure::Kind::Pending
+    }
+    fn name(&self) -> String {
+        format!(
+            "Pending<{}, {}>",
+            std::any::type_name::<T>(),
+            std::any::type_name::<F>()
+        )
     }
     fn counts(&self) -> crate::pressure::Counts {
         let objects: u64 = self.shards.iter().map(|s| lock(s).len() as u64).sum();

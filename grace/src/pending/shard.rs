@@ -147,6 +147,9 @@ pub(crate) struct After {
     /// More than [`HELP_ABOVE_CHUNKS`] chunks' worth of expired objects wait for the worker: the enqueuer should take
     /// a slice ([`ShardState::take_expired_slice`]) and process it itself, if it may.
     pub(crate) help: bool,
+    /// Set when this push opened a new chunk: the objects the shard holds now, for the flood
+    /// check (made once per chunk, not per object).
+    pub(crate) held_at_chunk: Option<u64>,
 }
 
 /// Result of [`ShardState::push`].
@@ -310,6 +313,12 @@ impl<const CAP: usize> ShardState<CAP> {
 
     /// Count one more object held, and the peak.
     #[inline]
+    /// Objects enqueued here and not yet dequeued or taken for processing.
+    fn held(&self) -> u64 {
+        let c = &self.counts;
+        c.enqueued - c.dequeued - c.taken
+    }
+
     fn note_stored(&mut self) {
         let c = &mut self.counts;
         c.enqueued += 1;
@@ -341,7 +350,9 @@ impl<const CAP: usize> ShardState<CAP> {
         let mut relabeled = false;
         let i = self.batch_for(cookie, clock, &mut kick, &mut relabeled);
         let first = self.batches[i].is_empty() || relabeled;
+        let mut new_chunk = false;
         if let Err(p) = self.batches[i].chunks.try_push(p) {
+            new_chunk = true;
             let chunk = match prealloc.take() {
                 Some(c) => c,
                 None => match self.spare.pop() {
@@ -370,6 +381,7 @@ impl<const CAP: usize> ShardState<CAP> {
             gp: self.arm_for(first, cookie),
             kick,
             help: self.should_help(),
+            held_at_chunk: new_chunk.then(|| self.held()),
         })
     }
 
@@ -388,6 +400,7 @@ impl<const CAP: usize> ShardState<CAP> {
             gp: self.arm_for(first, cookie),
             kick,
             help: self.should_help(),
+            held_at_chunk: Some(self.held()),
         }
     }
 

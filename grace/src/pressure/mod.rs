@@ -14,7 +14,17 @@
 //!    [`Settings::flood_bytes`], or callbacks arrive faster than [`Settings::flood_rate`], its
 //!    grace periods are expedited (readers are polled without
 //!    sleeping, so work waiting on a normal grace period completes sooner) and its invokers run
-//!    everything that is ready instead of a bounded slice.
+//!    everything that is ready instead of a bounded slice. Every deferral API has it:
+//!
+//!    | API | what is checked | what flood mode does |
+//!    |---|---|---|
+//!    | RCU `call` | each callback shard's waiting callbacks and bytes, at each hand-off from a thread's ring; the flavor's enqueue rate, per grace-period cycle | expedites the grace period, lazy callbacks go at once, invokers take everything ready |
+//!    | SRCU `call` | each callback shard of the domain, at each sealed node of 64 callbacks; the domain's enqueue rate, per service visit | the domain's grace period is polled as an expedited one, lazy callbacks go at once |
+//!    | `Pending` | each shard's held objects (bytes: `size_of::<T>()` each), at each new chunk | [`Flavor::expedite_pending`](crate::Flavor::expedite_pending) on its flavor, the worker woken |
+//!    | `kvfree` | bytes pending process-wide, at each array handed over | arrays go with `call_hurry` (no lazy delay), on top of its own per-thread backpressure |
+//!
+//!    Flood mode ends with hysteresis, once what was checked is under half the thresholds.
+//!    [`Stats::floods`] counts entries, and `grace::report()` shows each SRCU domain's state.
 //! 3. **Budget** ([`set_budget`]): above it, an enqueuer first *helps* (runs expired work
 //!    itself), then *drives an expedited grace period* (starts it at once, readers polled
 //!    without sleeping, without waiting for it: a reader may hold it for long), and only then
@@ -24,7 +34,7 @@
 //!    waits.
 //! 4. **Shrinker** ([`count`], [`scan`]), the second line, for an application's own
 //!    memory-pressure logic: flushes lazily batched callbacks, frees what has expired at once,
-//!    and expedites the rest.
+//!    and expedites the rest, for every API and every SRCU domain that has callbacks.
 //! 5. **A real pressure source** ([`psi`]): on Linux, a monitor of pressure stall information
 //!    (the process's cgroup v2 `memory.pressure`, else `/proc/pressure/memory`) that calls a
 //!    handler when memory stalls pass a threshold; [`start_psi_shrinker`] connects it to the
@@ -531,7 +541,8 @@ pub fn count() -> Counts {
 /// Give memory back now: flush lazily batched callbacks (their grace periods start at once),
 /// process up to `n` objects whose grace period has already ended on this thread, and
 /// expedite the grace periods the rest wait for. Returns how many objects were processed
-/// here. Never waits for readers; callbacks and `Pending` processing may run on this thread,
+/// here (SRCU callbacks whose grace period has ended are handed to grace's workers at once
+/// and counted too). Never waits for readers; callbacks and `Pending` processing may run on this thread,
 /// so call it outside read-side sections and without holding locks such code takes (the
 /// PSI monitor's thread, or an application's own memory-pressure logic, are the intended
 /// callers). `scan(0)` only flushes and expedites.
@@ -553,7 +564,7 @@ pub fn scan(n: u64) -> u64 {
 }
 
 mod sources;
-pub(crate) use sources::{register, Kind, Source};
+pub(crate) use sources::{pending_reports, register, Kind, Source};
 
 /// Start a PSI monitor ([`psi::PsiMonitor`]) on `source` that runs the shrinker
 /// ([`scan`]) with no limit each time memory stalls pass `trigger`: the kernel's answer to

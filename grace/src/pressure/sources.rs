@@ -17,6 +17,8 @@ pub(crate) enum Kind {
 /// A deferral structure the pressure layer can see and shrink.
 pub(crate) trait Source: Send + Sync {
     fn kind(&self) -> Kind;
+    /// What a person reading `grace::report()` calls it (its types).
+    fn name(&self) -> String;
     /// Objects and bytes held back now.
     fn counts(&self) -> Counts;
     /// The shrinker: flush lazily batched work, process up to `n` expired objects on this
@@ -60,8 +62,21 @@ pub(super) fn scan(n: u64) -> u64 {
     let mut freed = 0u64;
     freed += crate::kvfree::shrink(n);
     freed += crate::rcu::shrink(n.saturating_sub(freed));
+    freed += crate::srcu::shrink();
     for s in live() {
         freed += s.shrink(n.saturating_sub(freed));
     }
     freed
+}
+
+/// One row per live registered `Pending`, for `grace::report()`.
+pub(crate) fn pending_reports() -> Vec<crate::report::PendingReport> {
+    live()
+        .into_iter()
+        .filter(|s| s.kind() == Kind::Pending)
+        .map(|s| crate::report::PendingReport {
+            name: s.name(),
+            pending: s.counts(),
+        })
+        .collect()
 }

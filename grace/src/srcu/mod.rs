@@ -83,6 +83,26 @@
 //! The ordering guarantee is [`crate::rcu`]'s: a section that began before a grace period
 //! started ends before the grace period does, and happens-before whatever follows it.
 //!
+//! # Callbacks, and memory under pressure
+//!
+//! `call` queues on a per-CPU shard of the domain, lazily (the first callback of a node
+//! schedules a visit `GRACE_LAZY_MS` later; `call_hurry` at once). Callbacks always run on
+//! grace's SRCU worker threads once their grace period has ended, never on the thread that
+//! queued them: this is what the kernel does for SRCU too (its callbacks run from a workqueue,
+//! not from the softirq RCU's run in), and it keeps a thread inside a section of a domain
+//! from running that domain's callbacks, which may wait for one of its grace periods.
+//! ([`crate::rcu`]'s callbacks, by contrast, run on the queuing thread by default; see
+//! `rcu::Invocation`.)
+//!
+//! Each domain is its own row in [`grace::report()`](crate::report()) (pending callbacks and
+//! bytes, grace periods, how long the running one has waited for readers, flood mode) and in
+//! [`Srcu::stats`]. It has the memory-pressure layer's defences ([`crate::pressure`]): a shard
+//! over the flood thresholds, or callbacks arriving faster than the flood rate, put the
+//! domain in flood mode (lazy callbacks go at once, the grace period is polled as an
+//! expedited one); an enqueuer over the memory budget expedites; and the shrinker
+//! ([`crate::pressure::scan`]) flushes every domain's lazy callbacks, hands what is ready to
+//! the workers and expedites the rest.
+//!
 //! Waiting for a grace period of a domain from inside a section of *the same domain* on the
 //! same thread waits forever (as in the kernel); unlike RCU this is not detected, because a
 //! section may legitimately be closed by another thread.
@@ -369,6 +389,9 @@ mod api {
             0
         }
         fn expedite(&self) {
+            self.block.seal_all(self.cold);
+            // Relaxed: a hint for the service's poll interval, cleared when it is reached.
+            self.cold.hurry_once.store(true, Ordering::Relaxed);
             self.block.request_visit(self.cold, Instant::now());
         }
     }
@@ -390,6 +413,19 @@ mod api {
         }
     }
 
+    /// The shrinker for every SRCU domain that has callbacks (see `Block::shrink`); returns
+    /// the ready callbacks handed to the workers. Starts nothing if no domain ever queued one.
+    pub(crate) fn shrink() -> u64 {
+        super::service::started().map_or(0, |svc| svc.domains().iter().map(DomainRef::shrink).sum())
+    }
+
+    /// One row per SRCU domain that has used `call` or `start_poll`, for `grace::report()`.
+    pub(crate) fn domain_reports() -> Vec<crate::report::SrcuDomainReport> {
+        super::service::started().map_or_else(Vec::new, |svc| {
+            svc.domains().iter().map(DomainRef::report).collect()
+        })
+    }
+
     struct Cold {
         machine: Mutex<Machine>,
         /// Grace-period sequence (`gp::seq` layout). Written under `machine`.
@@ -408,6 +444,22 @@ mod api {
         waits: AtomicU32,
         expedite_waiters: AtomicUsize,
         invoked: AtomicU64,
+        /// Bytes of the closures queued and invoked in this domain (`size_of_val`, or what
+        /// `call_sized` stated): the domain's row in `grace::report()`.
+        queued_bytes: AtomicU64,
+        invoked_bytes: AtomicU64,
+        /// Flood mode: a shard's callbacks passed the flood thresholds, or the domain's
+        /// enqueue rate did (`crate::pressure`). While set, the service polls the running
+        /// grace period as an expedited one does and lazy callbacks are not held back.
+        /// Cleared by a visit that finds every shard under half the thresholds.
+        flood: AtomicBool,
+        /// Times flood mode was entered.
+        floods: AtomicU64,
+        /// The shrinker asked for speed: poll like an expedited grace period until the
+        /// wanted one is reached.
+        hurry_once: AtomicBool,
+        /// (callbacks queued, when) at the last rate check, for the flood rate.
+        rate_mark: Mutex<(u64, Instant)>,
         panics: AtomicU64,
         /// How long the running grace period has waited for readers: stall warnings.
         watch: crate::report::SrcuWatch,
@@ -596,6 +648,9 @@ mod api {
             let shard = &cold.cbs[sys::current_cpu() % cold.cbs.len()];
             let mut cb = Some(cb);
             let mut spare: Option<Box<Node>> = None;
+            // Whether this call sealed a full node and found the shard over the flood
+            // thresholds (checked once per node, not per call).
+            let mut flooded = false;
             let first = loop {
                 let mut s = lock(shard);
                 if let Some(open) = s.open.as_mut() {
@@ -607,11 +662,17 @@ mod api {
                         // Relaxed: statistics.
                         TOTALS.queued.fetch_add(1, Ordering::Relaxed);
                         TOTALS.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+                        cold.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
                         break first;
                     }
                     let full = s.open.take().expect("checked");
                     let snap = cold.snapshot();
                     s.list.push(snap, full, cold.current());
+                    let w = s.list.waiting();
+                    flooded |= crate::pressure::is_flood(
+                        w.gp_callbacks + w.ready_callbacks,
+                        w.gp_bytes + w.ready_bytes,
+                    );
                 }
                 if let Some(node) = spare.take() {
                     s.open = Some(node);
@@ -622,10 +683,23 @@ mod api {
                 spare = Some(Node::new(Vec::with_capacity(CB_NODE)));
             };
             drop(spare);
+            // Relaxed: a hint; the visit it asks for re-reads the shards under their locks.
+            if flooded && !cold.flood.swap(true, Ordering::Relaxed) {
+                cold.floods.fetch_add(1, Ordering::Relaxed);
+                crate::pressure::count_flood();
+                // Flood mode flushes what waits lazily at once.
+                self.request_visit(cold, Instant::now());
+            }
             if hurry {
                 self.request_visit(cold, Instant::now());
             } else if first {
-                self.request_visit(cold, Instant::now() + self.lazy_delay);
+                // In flood mode lazy callbacks are not held back (Relaxed: a hint).
+                let delay = if cold.flood.load(Ordering::Relaxed) {
+                    Duration::ZERO
+                } else {
+                    self.lazy_delay
+                };
+                self.request_visit(cold, Instant::now() + delay);
             }
             if crate::pressure::over_budget_sampled() {
                 // The caller may be inside a section of this very domain, which grace cannot
@@ -730,15 +804,29 @@ mod api {
             // Sized before any shard lock is taken: nothing allocates under one.
             let mut jobs = Vec::with_capacity(cold.cbs.len());
             let mut more = false;
+            let mut still_flooded = false;
+            let mut queued = 0u64;
             for (i, shard) in cold.cbs.iter().enumerate() {
                 let mut l = lock(shard);
                 l.list.advance(cur);
+                let w = l.list.waiting();
+                // Hysteresis: flood mode ends once every shard is under half the thresholds.
+                still_flooded |= crate::pressure::is_flood(
+                    2 * (w.gp_callbacks + w.ready_callbacks),
+                    2 * (w.gp_bytes + w.ready_bytes),
+                );
+                queued += l.queued;
                 if claim_for_worker(&mut l.list) {
                     jobs.push((self.new_ref(), i));
                 }
                 more |= l.list.newest_cookie().is_some();
             }
             svc.queue(jobs);
+            self.update_flood(cold, queued, now, still_flooded);
+            if reached {
+                // Relaxed: a hint, consumed once the wanted grace period is reached.
+                cold.hurry_once.store(false, Ordering::Relaxed);
+            }
             let next = if reached {
                 // Relaxed: the back-off counter is the service's alone.
                 cold.waits.store(0, Ordering::Relaxed);
@@ -746,8 +834,10 @@ mod api {
                 more.then_some(now)
             } else {
                 let n = cold.waits.fetch_add(1, Ordering::Relaxed);
-                // Relaxed: a hint.
-                let hurry = cold.expedite_waiters.load(Ordering::Relaxed) > 0;
+                // Relaxed: hints.
+                let hurry = cold.expedite_waiters.load(Ordering::Relaxed) > 0
+                    || cold.flood.load(Ordering::Relaxed)
+                    || cold.hurry_once.load(Ordering::Relaxed);
                 let us = if hurry {
                     20
                 } else {
@@ -760,6 +850,92 @@ mod api {
                 *due = Some(due.map_or(n, |d| d.min(n)));
             }
             *due
+        }
+
+        /// Flood mode by rate (callbacks queued per second since the last check, over at
+        /// least a millisecond), and its end by hysteresis (`still_flooded`: some shard is
+        /// over half the thresholds). Called by a visit with no shard lock held.
+        fn update_flood(&self, cold: &Cold, queued: u64, now: Instant, still_flooded: bool) {
+            let fast = {
+                let mut mark = lock(&cold.rate_mark);
+                let elapsed = now.saturating_duration_since(mark.1);
+                if elapsed >= Duration::from_millis(1) {
+                    let fast = crate::pressure::is_flood_rate(queued - mark.0, elapsed);
+                    *mark = (queued, now);
+                    fast
+                } else {
+                    false
+                }
+            };
+            // Relaxed: a hint read by `call` and by the next visit's poll interval.
+            if fast {
+                if !cold.flood.swap(true, Ordering::Relaxed) {
+                    cold.floods.fetch_add(1, Ordering::Relaxed);
+                    crate::pressure::count_flood();
+                }
+            } else if !still_flooded {
+                cold.flood.store(false, Ordering::Relaxed);
+            }
+        }
+
+        /// The shrinker's work on this domain: seal what waits lazily, poll the grace period
+        /// as an expedited one would until it is reached, and hand every shard's ready
+        /// callbacks to the workers now. Returns the callbacks handed over. Never waits.
+        fn shrink(&self) -> u64 {
+            let Some(cold) = self.cold_ref() else {
+                return 0;
+            };
+            self.seal_all(cold);
+            // Relaxed: a hint for the service's poll interval (see `visit`).
+            cold.hurry_once.store(true, Ordering::Relaxed);
+            let cur = cold.current();
+            let mut jobs = Vec::with_capacity(cold.cbs.len());
+            let mut handed = 0u64;
+            for (i, shard) in cold.cbs.iter().enumerate() {
+                let mut l = lock(shard);
+                l.list.advance(cur);
+                let ready = l.list.waiting().ready_callbacks;
+                if claim_for_worker(&mut l.list) {
+                    handed += ready;
+                    jobs.push((self.new_ref(), i));
+                }
+            }
+            service().queue(jobs);
+            self.request_visit(cold, Instant::now());
+            handed
+        }
+
+        /// This domain's row in `grace::report()`.
+        fn report(&self) -> crate::report::SrcuDomainReport {
+            let cold = self.cold_ref();
+            let (queued, invoked, queued_bytes, invoked_bytes) = cold.map_or((0, 0, 0, 0), |c| {
+                // Relaxed: statistics; invoked first, so the differences never go negative.
+                let invoked = c.invoked.load(Ordering::Relaxed);
+                let invoked_bytes = c.invoked_bytes.load(Ordering::Relaxed);
+                let queued = c.cbs.iter().map(|s| lock(s).queued).sum::<u64>();
+                (
+                    queued,
+                    invoked,
+                    c.queued_bytes.load(Ordering::Relaxed),
+                    invoked_bytes,
+                )
+            });
+            crate::report::SrcuDomainReport {
+                domain: self.hot.id & !FENCE_READERS,
+                pending: crate::pressure::Counts {
+                    objects: queued.saturating_sub(invoked),
+                    bytes: queued_bytes.saturating_sub(invoked_bytes),
+                },
+                grace_periods: cold
+                    .map_or(0, |c| seq::count(c.current().wrapping_sub(seq::INITIAL))),
+                phase: cold.map_or(SrcuPhase::Idle, |c| lock(&c.machine).phase()),
+                // Relaxed: diagnostics (the stall clock is keyed on the value).
+                waiting_for_readers: cold
+                    .and_then(|c| c.watch.waited(c.seq.load(Ordering::Relaxed))),
+                // Relaxed: statistics.
+                flood: cold.is_some_and(|c| c.flood.load(Ordering::Relaxed)),
+                floods: cold.map_or(0, |c| c.floods.load(Ordering::Relaxed)),
+            }
         }
 
         /// Readers still hold the running grace period: warn once if they have for longer
@@ -795,6 +971,7 @@ mod api {
                     if !node.internal {
                         // Relaxed: statistics.
                         cold.invoked.fetch_add(n, Ordering::Relaxed);
+                        cold.invoked_bytes.fetch_add(node.bytes, Ordering::Relaxed);
                         TOTALS.invoked.fetch_add(n, Ordering::Relaxed);
                         TOTALS
                             .invoked_bytes
@@ -850,6 +1027,12 @@ mod api {
                     waits: AtomicU32::new(0),
                     expedite_waiters: AtomicUsize::new(0),
                     invoked: AtomicU64::new(0),
+                    queued_bytes: AtomicU64::new(0),
+                    invoked_bytes: AtomicU64::new(0),
+                    flood: AtomicBool::new(false),
+                    floods: AtomicU64::new(0),
+                    hurry_once: AtomicBool::new(false),
+                    rate_mark: Mutex::new((0, Instant::now())),
                     panics: AtomicU64::new(0),
                     watch: crate::report::SrcuWatch::new(),
                 },
@@ -897,6 +1080,14 @@ mod api {
 
         pub(crate) fn invoke_shard(&self, idx: usize) {
             self.block().invoke_shard(idx)
+        }
+
+        pub(crate) fn shrink(&self) -> u64 {
+            self.block().shrink()
+        }
+
+        pub(crate) fn report(&self) -> crate::report::SrcuDomainReport {
+            self.block().report()
         }
     }
 
@@ -1036,6 +1227,11 @@ mod api {
         pub callbacks_invoked: u64,
         /// Callbacks queued and not yet run.
         pub callbacks_pending: u64,
+        /// Bytes of the callbacks queued and not yet run (`size_of_val` of each closure, or
+        /// what [`Srcu::call_sized`] stated).
+        pub bytes_pending: u64,
+        /// Times this domain entered flood mode (see [`crate::pressure`]).
+        pub floods: u64,
         /// Callbacks that panicked (caught).
         pub callback_panics: u64,
         /// Reader shards handed out (about one per thread that read the domain).
@@ -1359,6 +1555,28 @@ mod api {
             b.cookie(snap)
         }
 
+        /// Start the grace period that everything queued so far on this domain waits for,
+        /// and poll it as an expedited one (the service checks for readers every few
+        /// microseconds instead of backing off) until it ends, without waiting for it: the
+        /// flood and memory-budget response, also [`Flavor::expedite_pending`].
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let d = grace::srcu::Srcu::new()?;
+        /// d.call(|| {});
+        /// d.expedite_pending(); // returns at once
+        /// d.barrier();
+        /// # Ok::<(), grace::srcu::SrcuError>(())
+        /// ```
+        pub fn expedite_pending(&self) {
+            let (b, c) = self.updater();
+            b.seal_all(c);
+            let _ = self.start_poll();
+            // Relaxed: a hint for the service's poll interval, cleared when it is reached.
+            c.hurry_once.store(true, Ordering::Relaxed);
+        }
+
         /// Has the cookie's grace period ended?
         ///
         /// # Panics
@@ -1509,6 +1727,12 @@ mod api {
                 callbacks_queued: queued,
                 callbacks_invoked: invoked,
                 callbacks_pending: queued.saturating_sub(invoked),
+                // Relaxed: statistics; invoked first, so the difference never goes negative.
+                bytes_pending: cold.map_or(0, |c| {
+                    let done = c.invoked_bytes.load(Ordering::Relaxed);
+                    c.queued_bytes.load(Ordering::Relaxed).saturating_sub(done)
+                }),
+                floods: cold.map_or(0, |c| c.floods.load(Ordering::Relaxed)),
                 callback_panics: cold.map_or(0, |c| c.panics.load(Ordering::Relaxed)),
                 reader_shards: b.registry.len(),
                 phase,
@@ -1659,6 +1883,9 @@ mod api {
         }
         fn call_hurry<F: FnOnce() + Send + 'static>(&self, f: F) {
             Srcu::call_hurry(self, f)
+        }
+        fn expedite_pending(&self) {
+            Srcu::expedite_pending(self)
         }
         fn barrier(&self) {
             Srcu::barrier(self)

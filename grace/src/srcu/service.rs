@@ -60,6 +60,11 @@ pub(crate) fn service() -> &'static Service {
     })
 }
 
+/// The service if something has started it (diagnostics and the shrinker never start it).
+pub(crate) fn started() -> Option<&'static Service> {
+    SERVICE.get().copied()
+}
+
 fn spawn(name: String, f: impl FnOnce() + Send + 'static) {
     crate::sys::thread_starting();
     if let Err(e) = std::thread::Builder::new().name(name.clone()).spawn(f) {
@@ -88,6 +93,12 @@ impl Service {
         // Dropped outside the lock: it may be the last reference, and freeing a domain
         // takes its own locks.
         drop(removed);
+    }
+
+    /// The registered domains now (references taken under the lock; whoever drops the last
+    /// one frees that domain, outside the lock).
+    pub(crate) fn domains(&self) -> Vec<DomainRef> {
+        lock(&self.ctl).domains.clone()
     }
 
     /// Ask the driver to visit the registered domains now.

@@ -130,6 +130,7 @@ impl Shared {
                         gp: GpAction::Nothing,
                         kick,
                         help: false,
+                        held_at_chunk: None,
                     });
                     prealloc = Some(FreeChunk::try_new().expect("memory"));
                 }
