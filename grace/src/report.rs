@@ -559,6 +559,10 @@ pub struct SrcuDomainReport {
     pub flood: bool,
     /// Times it entered flood mode.
     pub floods: u64,
+    /// Its callback shards with callbacks waiting (segments by grace-period number, counted
+    /// from the domain's first). Callbacks queued lazily and not yet given a grace period (at
+    /// most 64 per shard) are in [`pending`](Self::pending) but in no shard's segments yet.
+    pub shards: Vec<ShardReport>,
 }
 
 /// One live [`Pending`](crate::pending::Pending) in a [`Report`].
@@ -654,6 +658,79 @@ pub struct ShardReport {
     pub ready_bytes: u64,
     /// The waiting segments, oldest first: callbacks per segment.
     pub per_segment: Vec<SegmentReport>,
+}
+
+impl ShardReport {
+    /// Shard `shard`'s row from its waiting segments, as (grace-period number, callbacks,
+    /// bytes) oldest first, and its ready callbacks; `None` when nothing waits there.
+    pub(crate) fn new(
+        shard: usize,
+        segments: impl IntoIterator<Item = (u64, u64, u64)>,
+        ready_callbacks: u64,
+        ready_bytes: u64,
+    ) -> Option<ShardReport> {
+        let per_segment: Vec<SegmentReport> = segments
+            .into_iter()
+            .map(|(grace_period, callbacks, bytes)| SegmentReport {
+                grace_period,
+                callbacks,
+                bytes,
+            })
+            .collect();
+        let s = ShardReport {
+            shard,
+            segments: per_segment.len() as u64,
+            waiting_callbacks: per_segment.iter().map(|g| g.callbacks).sum(),
+            waiting_bytes: per_segment.iter().map(|g| g.bytes).sum(),
+            ready_callbacks,
+            ready_bytes,
+            per_segment,
+        };
+        (s.waiting_callbacks + s.ready_callbacks > 0).then_some(s)
+    }
+
+    /// The shard's lines of the text report.
+    fn write(&self, f: &mut fmt::Formatter<'_>, indent: &str) -> fmt::Result {
+        writeln!(
+            f,
+            "{indent}shard {:>3}: {} callbacks ({}) waiting for a grace period in {} segment(s), \
+             {} ({}) ready to run",
+            self.shard,
+            self.waiting_callbacks,
+            bytes(self.waiting_bytes),
+            self.segments,
+            self.ready_callbacks,
+            bytes(self.ready_bytes)
+        )?;
+        for seg in &self.per_segment {
+            writeln!(
+                f,
+                "{indent}  {} callbacks ({}) wait for grace period {}",
+                seg.callbacks,
+                bytes(seg.bytes),
+                seg.grace_period
+            )?;
+        }
+        Ok(())
+    }
+
+    fn json(&self, j: &mut Json) {
+        j.open();
+        j.num("shard", self.shard as u64);
+        j.num("segments", self.segments);
+        j.num("waiting_callbacks", self.waiting_callbacks);
+        j.num("waiting_bytes", self.waiting_bytes);
+        j.num("ready_callbacks", self.ready_callbacks);
+        j.num("ready_bytes", self.ready_bytes);
+        j.array("segments_waiting", &self.per_segment, |j, g| {
+            j.open();
+            j.num("grace_period", g.grace_period);
+            j.num("callbacks", g.callbacks);
+            j.num("bytes", g.bytes);
+            j.close();
+        });
+        j.close();
+    }
 }
 
 /// One segment of a shard's callbacks in a [`Report`]: the callbacks that wait for the same
@@ -752,27 +829,10 @@ pub fn report() -> Report {
     let shards = segments
         .into_iter()
         .enumerate()
-        .map(|(i, segs)| {
+        .filter_map(|(i, segs)| {
             let w = ready.get(i).copied().unwrap_or_default();
-            let per_segment: Vec<SegmentReport> = segs
-                .into_iter()
-                .map(|(grace_period, callbacks, bytes)| SegmentReport {
-                    grace_period,
-                    callbacks,
-                    bytes,
-                })
-                .collect();
-            ShardReport {
-                shard: i,
-                segments: per_segment.len() as u64,
-                waiting_callbacks: per_segment.iter().map(|g| g.callbacks).sum(),
-                waiting_bytes: per_segment.iter().map(|g| g.bytes).sum(),
-                ready_callbacks: w.ready_callbacks,
-                ready_bytes: w.ready_bytes,
-                per_segment,
-            }
+            ShardReport::new(i, segs, w.ready_callbacks, w.ready_bytes)
         })
-        .filter(|s| s.waiting_callbacks + s.ready_callbacks > 0)
         .collect();
     Report {
         usage: crate::pressure::usage(),
@@ -870,6 +930,9 @@ impl fmt::Display for Report {
                 write!(f, ", in flood mode")?;
             }
             writeln!(f, " (flood mode entered {} times)", d.floods)?;
+            for s in &d.shards {
+                s.write(f, "        ")?;
+            }
         }
 
         let gp = &self.grace_period;
@@ -923,26 +986,7 @@ impl fmt::Display for Report {
             self.rcu.callback_panics
         )?;
         for s in &self.shards {
-            writeln!(
-                f,
-                "    shard {:>3}: {} callbacks ({}) waiting for a grace period in {} segment(s), \
-                 {} ({}) ready to run",
-                s.shard,
-                s.waiting_callbacks,
-                bytes(s.waiting_bytes),
-                s.segments,
-                s.ready_callbacks,
-                bytes(s.ready_bytes)
-            )?;
-            for seg in &s.per_segment {
-                writeln!(
-                    f,
-                    "      {} callbacks ({}) wait for grace period {}",
-                    seg.callbacks,
-                    bytes(seg.bytes),
-                    seg.grace_period
-                )?;
-            }
+            s.write(f, "    ")?;
         }
         let p = &self.pressure;
         writeln!(
@@ -1156,6 +1200,7 @@ impl Report {
             j.secs("waiting_for_readers_s", d.waiting_for_readers);
             j.boolean("flood", d.flood);
             j.num("floods", d.floods);
+            j.array("shards", &d.shards, |j, s| s.json(j));
             j.close();
         });
         j.opt_num("budget_bytes", self.budget);
@@ -1193,23 +1238,7 @@ impl Report {
         j.num("pending", self.rcu.callbacks_pending);
         j.num("bytes_pending", self.rcu.bytes_pending);
         j.num("panics", self.rcu.callback_panics);
-        j.array("shards", &self.shards, |j, s| {
-            j.open();
-            j.num("shard", s.shard as u64);
-            j.num("segments", s.segments);
-            j.num("waiting_callbacks", s.waiting_callbacks);
-            j.num("waiting_bytes", s.waiting_bytes);
-            j.num("ready_callbacks", s.ready_callbacks);
-            j.num("ready_bytes", s.ready_bytes);
-            j.array("segments_waiting", &s.per_segment, |j, seg| {
-                j.open();
-                j.num("grace_period", seg.grace_period);
-                j.num("callbacks", seg.callbacks);
-                j.num("bytes", seg.bytes);
-                j.close();
-            });
-            j.close();
-        });
+        j.array("shards", &self.shards, |j, s| s.json(j));
         j.close();
 
         let p = &self.pressure;

@@ -99,6 +99,16 @@ fn an_srcu_flood_expedites_and_flushes_lazy_callbacks() {
     assert!(text.contains("in flood mode"), "{text}");
     let json = report.to_json();
     assert!(json.contains("\"srcu_domains\":[{"), "{json}");
+    // Sealed nodes of 64 wait in the shards' segments; the rest are queued lazily.
+    let in_segments: u64 = row.shards.iter().map(|s| s.waiting_callbacks).sum();
+    assert!(
+        in_segments >= 5000 - 64 * row.shards.len() as u64,
+        "{row:?}"
+    );
+    assert!(
+        row.shards.iter().all(|s| s.ready_callbacks == 0),
+        "a reader holds them"
+    );
     d.read_unlock_raw(held);
     // The flood flushed the open nodes and polls the grace period: no minute-long wait.
     wait_for(&ran, 5000, "after an SRCU flood");

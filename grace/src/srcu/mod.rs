@@ -935,6 +935,28 @@ mod api {
                 // Relaxed: statistics.
                 flood: cold.is_some_and(|c| c.flood.load(Ordering::Relaxed)),
                 floods: cold.map_or(0, |c| c.floods.load(Ordering::Relaxed)),
+                shards: cold.map_or_else(Vec::new, |c| {
+                    c.cbs
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, shard)| {
+                            // One look under the lock, so that the figures add up.
+                            let (segs, w) = {
+                                let l = lock(shard);
+                                (l.list.segments(), l.list.waiting())
+                            };
+                            let segs = segs.into_iter().flatten().map(|(cookie, n, b)| {
+                                (seq::count(cookie.wrapping_sub(seq::INITIAL)), n, b)
+                            });
+                            crate::report::ShardReport::new(
+                                i,
+                                segs,
+                                w.ready_callbacks,
+                                w.ready_bytes,
+                            )
+                        })
+                        .collect()
+                }),
             }
         }
 
