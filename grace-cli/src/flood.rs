@@ -58,6 +58,8 @@ pub struct FloodOptions {
     pub budget: Option<u64>,
     /// `--plot`: where to write the SVG chart of pending bytes over time.
     pub plot: Option<PathBuf>,
+    /// `--impls`: only these rows (empty: all of the set).
+    pub impls: Vec<String>,
 }
 
 impl FloodOptions {
@@ -157,12 +159,16 @@ pub fn child_main(name: &str, opts: &FloodOptions) -> ExitCode {
 /// Every implementation at every thread count, each in its own process, with a progress bar
 /// unless `show` is false; also each grace run's `grace::report()`, headed.
 pub fn run(opts: &FloodOptions, show: bool) -> (Vec<FloodResult>, Vec<String>) {
-    let impls: Vec<String> = match opts.budget {
-        Some(_) => grace_bench::pressure_impls(),
-        None => grace_bench::flood_impls()
-            .into_iter()
-            .map(String::from)
-            .collect(),
+    let impls: Vec<String> = if !opts.impls.is_empty() {
+        opts.impls.clone()
+    } else {
+        match opts.budget {
+            Some(_) => grace_bench::pressure_impls(),
+            None => grace_bench::flood_impls()
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        }
     };
     let steps = (impls.len() * opts.threads.len()) as u64;
     let bar = ui::bar(steps, "bench flood", show);
@@ -447,6 +453,19 @@ pub fn json(results: &[FloodResult], opts: &FloodOptions) -> String {
 
 /// `grace bench flood`: run it, print the table (or the JSON object).
 pub fn main(opts: &FloodOptions, json_out: bool) -> ExitCode {
+    let mut known: Vec<String> = grace_bench::pressure_impls();
+    for name in grace_bench::flood_impls() {
+        if !known.iter().any(|k| k == name) {
+            known.push(name.to_string());
+        }
+    }
+    if let Some(bad) = opts.impls.iter().find(|i| !known.contains(i)) {
+        eprintln!(
+            "grace: no flood implementation named {bad:?}; the names are: {}",
+            known.join(", ")
+        );
+        return ExitCode::from(2);
+    }
     print_liburcu_notice();
     let (results, reports) = run(opts, !json_out);
     if json_out {
@@ -495,6 +514,7 @@ mod tests {
             duration: Duration::from_secs(1),
             budget: None,
             plot: None,
+            impls: Vec::new(),
         };
         let v: serde_json::Value = serde_json::from_str(&json(&rs, &opts)).unwrap();
         assert_eq!(v["suite"], "flood");

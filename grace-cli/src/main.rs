@@ -246,6 +246,10 @@ struct BenchArgs {
     /// [default PATH: flood.svg]
     #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "flood.svg")]
     plot: Option<std::path::PathBuf>,
+    /// flood: run only these implementations, comma-separated (names as in the table, e.g.
+    /// grace-call-srcu,grace-pending-closure+budget) [default: every row of the set]
+    #[arg(long, value_delimiter = ',', value_name = "IMPLS")]
+    impls: Vec<String>,
     /// flood, list: run this one implementation (first thread count, key range, read share) in
     /// this process and print its result as JSON (the parent runs each measurement in a child
     /// process this way)
@@ -388,14 +392,17 @@ fn main() -> ExitCode {
                     duration: duration.unwrap_or(flood::DEFAULT_DURATION),
                     budget: a.budget,
                     plot: a.plot,
+                    impls: a.impls,
                 };
                 return match a.child {
                     Some(name) => flood::child_main(&name, &opts),
                     None => flood::main(&opts, a.json),
                 };
             }
-            if a.budget.is_some() || a.plot.is_some() {
-                eprintln!("grace: --budget and --plot are options of `grace bench flood` only");
+            if a.budget.is_some() || a.plot.is_some() || !a.impls.is_empty() {
+                eprintln!(
+                    "grace: --budget, --plot and --impls are options of `grace bench flood` only"
+                );
                 return ExitCode::from(2);
             }
             if a.suite == bench::Suite::List {

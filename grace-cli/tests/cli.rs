@@ -897,3 +897,29 @@ fn bench_budget_and_plot_belong_to_flood() {
     let o = grace(&["bench", "flood", "--budget", "lots"], &[]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+#[test]
+fn bench_flood_impls_are_checked_and_run_alone() {
+    let o = grace(&["bench", "flood", "--impls", "grace-nothing"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("grace-call-srcu"), "{}", stderr(&o));
+    let o = grace(&["bench", "read", "--impls", "grace-kvfree"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = grace(
+        &[
+            "bench",
+            "flood",
+            "--impls",
+            "grace-call-srcu",
+            "--duration",
+            "50ms",
+            "--json",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = v["results"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{v}");
+    assert_eq!(rows[0]["impl"], "grace-call-srcu");
+}
