@@ -104,7 +104,9 @@
 //! bucket, see the node (or a later state of it).
 
 use crate::alloc::{try_box, try_vec, AllocError};
-use crate::atomic::{Flavor, Rcu, Retire};
+#[cfg(not(loom))]
+use crate::atomic::Flavor;
+use crate::atomic::{Rcu, Retire};
 use crate::sync::{lock, AtomicPtr, AtomicUsize, Mutex, MutexGuard, Ordering};
 use crossbeam_utils::CachePadded;
 use std::borrow::Borrow;
@@ -134,8 +136,8 @@ pub(crate) enum Fault {
     None,
     /// Migration ends the old chain before linking the node into the new table.
     UnlinkFirst,
-    /// Readers take any chain end as the end of their bucket.
-    NoMarkerCheck,
+    /// Insert publishes a new node with a Relaxed store.
+    RelaxedPublish,
 }
 
 /// One entry: immutable once published, except for `next`.
@@ -278,6 +280,9 @@ pub struct HashMap<K, V, S = RandomState, F = Rcu> {
     flavor: F,
     #[cfg(loom)]
     fault: Fault,
+    /// Under loom, resizes happen only when a model asks (`rehash`), not by load.
+    #[cfg(loom)]
+    auto_resize: bool,
     /// The map owns its nodes (for drop check and auto traits).
     _owns: PhantomData<Box<Node<K, V>>>,
 }
@@ -417,15 +422,19 @@ impl<K, V, S, F> HashMap<K, V, S, F> {
             flavor,
             #[cfg(loom)]
             fault: Fault::None,
+            #[cfg(loom)]
+            auto_resize: true,
             _owns: PhantomData,
         }
     }
 
-    /// A map of `buckets` buckets with a deliberate bug, for loom's models.
+    /// A map of `buckets` buckets that resizes only by `rehash`, with a deliberate bug or
+    /// none, for loom's models.
     #[cfg(loom)]
     pub(crate) fn with_fault(buckets: usize, hasher: S, flavor: F, fault: Fault) -> Self {
         let mut m = Self::with_buckets(buckets, hasher, flavor);
         m.fault = fault;
+        m.auto_resize = false;
         m
     }
 
@@ -563,10 +572,6 @@ where
                     // Acquire: as above.
                     p = n.next.load(Ordering::Acquire);
                 }
-                #[cfg(loom)]
-                if self.fault == Fault::NoMarkerCheck {
-                    break 'walk;
-                }
                 if p == end {
                     break 'walk;
                 }
@@ -594,12 +599,14 @@ where
         }
     }
 
-    /// Under `b`'s lock: the link that points to `key`'s node, and the node.
+    /// Under `b`'s lock: the link that points to `key`'s node, and the node (as the raw
+    /// pointer the link holds, which keeps the provenance `retire_raw` needs).
+    #[allow(clippy::type_complexity)]
     fn find_locked<'b, Q>(
         b: &'b Bucket<K, V>,
         hash: u64,
         key: &Q,
-    ) -> Option<(&'b AtomicPtr<Node<K, V>>, &'b Node<K, V>)>
+    ) -> Option<(&'b AtomicPtr<Node<K, V>>, *mut Node<K, V>)>
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
@@ -611,7 +618,7 @@ where
             // SAFETY: a node of a chain we hold the lock of: nobody unlinks it meanwhile.
             let n = unsafe { &*p };
             if n.hash == hash && n.key.borrow() == key {
-                return Some((prev, n));
+                return Some((prev, p));
             }
             prev = &n.next;
             // Relaxed: as above.
@@ -624,9 +631,13 @@ where
     fn put<'g>(&'g self, node: Box<Node<K, V>>, replace: bool) -> Put<'g, K, V> {
         let hash = node.hash;
         let (_, b, lk) = self.lock_home(hash);
-        let result = match Self::find_locked(b, hash, &node.key) {
-            Some((_, old)) if !replace => Put::Kept(old),
-            Some((prev, old)) => {
+        let found = Self::find_locked(b, hash, &node.key);
+        // SAFETY: a node of the chain we hold the lock of; after the unlink below, freed only
+        // a grace period later, which the caller's guard holds back.
+        let found = found.map(|(prev, p)| (prev, p, unsafe { &*p }));
+        let result = match found {
+            Some((_, _, old)) if !replace => Put::Kept(old),
+            Some((prev, old_ptr, old)) => {
                 // Relaxed: the node is not published yet; the Release store below is.
                 node.next
                     .store(old.next.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -635,7 +646,6 @@ where
                 // chain walks.
                 prev.store(new, Ordering::Release);
                 drop(lk);
-                let old_ptr = old as *const Node<K, V> as *mut Node<K, V>;
                 // SAFETY: from Box::into_raw when linked; unlinked just now under the lock
                 // (no reader starting later reaches it), and only the unlinker retires it;
                 // readers hold guards of `self.flavor` (checked at every entry point).
@@ -647,8 +657,16 @@ where
                 node.next
                     .store(b.head.load(Ordering::Relaxed), Ordering::Relaxed);
                 let new = Box::into_raw(node);
+                #[cfg(loom)]
+                let publish = if self.fault == Fault::RelaxedPublish {
+                    Ordering::Relaxed
+                } else {
+                    Ordering::Release
+                };
+                #[cfg(not(loom))]
+                let publish = Ordering::Release;
                 // Release: publishes the node; pairs with the walks' Acquire loads.
-                b.head.store(new, Ordering::Release);
+                b.head.store(new, publish);
                 // SAFETY: just linked; freed only after being unlinked and a grace period
                 // that the caller's guard holds back.
                 Put::Inserted(unsafe { &*new })
@@ -700,7 +718,11 @@ where
     /// map.insert(String::from("k"), 1, &g);
     /// assert_eq!(map.get_key_value("k", &g), Some((&String::from("k"), &1)));
     /// ```
-    pub fn get_key_value<'g, Q>(&'g self, key: &Q, guard: &'g F::Guard<'_>) -> Option<(&'g K, &'g V)>
+    pub fn get_key_value<'g, Q>(
+        &'g self,
+        key: &Q,
+        guard: &'g F::Guard<'_>,
+    ) -> Option<(&'g K, &'g V)>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -871,7 +893,9 @@ where
         self.flavor.assert_guard(guard);
         let hash = self.hash(key);
         let (_, b, lk) = self.lock_home(hash);
-        let (prev, old) = Self::find_locked(b, hash, key)?;
+        let (prev, old_ptr) = Self::find_locked(b, hash, key)?;
+        // SAFETY: a node of the chain we hold the lock of.
+        let old = unsafe { &*old_ptr };
         let new = Box::into_raw(Box::new(Node {
             // Relaxed: under the lock; published by the Release store below.
             next: AtomicPtr::new(old.next.load(Ordering::Relaxed)),
@@ -884,10 +908,7 @@ where
         drop(lk);
         // SAFETY: as in `put`: unlinked under the lock, retired once, readers hold guards
         // of the flavor.
-        unsafe {
-            self.flavor
-                .retire_raw(old as *const Node<K, V> as *mut Node<K, V>)
-        };
+        unsafe { self.flavor.retire_raw(old_ptr) };
         // SAFETY: linked above; freed only a grace period after an unlink, which the
         // caller's guard holds back.
         Some(unsafe { &(*new).value })
@@ -914,7 +935,10 @@ where
         self.flavor.assert_guard(guard);
         let hash = self.hash(key);
         let (_, b, lk) = self.lock_home(hash);
-        let (prev, old) = Self::find_locked(b, hash, key)?;
+        let (prev, old_ptr) = Self::find_locked(b, hash, key)?;
+        // SAFETY: a node of the chain we hold the lock of; after the unlink, freed only a
+        // grace period later, which the caller's guard holds back.
+        let old = unsafe { &*old_ptr };
         // Release: a reader that loads this link walks on to the nodes behind it, which it
         // must see initialized (our lock acquired their publication); pairs with the walks'
         // Acquire loads. (The removed node's own `next` is left as it is, so a reader
@@ -922,10 +946,7 @@ where
         prev.store(old.next.load(Ordering::Relaxed), Ordering::Release);
         drop(lk);
         // SAFETY: as in `put`.
-        unsafe {
-            self.flavor
-                .retire_raw(old as *const Node<K, V> as *mut Node<K, V>)
-        };
+        unsafe { self.flavor.retire_raw(old_ptr) };
         let stripe = self.count(hash, -1);
         self.after_write(stripe, false);
         Some(&old.value)
@@ -1077,14 +1098,21 @@ where
             self.help(t, n, HELP_BATCH);
             return;
         }
+        #[cfg(loom)]
+        if !self.auto_resize {
+            return;
+        }
         let len = t.buckets.len();
         let est = stripe.max(0) as usize * STRIPES;
+        // The new size is the one for the count now (load between 3/8 and 3/4), so a map that
+        // grew or shrank a lot (or whose earlier resizes failed to allocate) gets there in one
+        // resize.
         let want = if grew && est * 4 > len * 3 {
             let n = self.len();
-            (n * 4 > len * 3).then(|| len * 2)
+            (n * 4 > len * 3).then(|| buckets_for(n).max(len * 2))
         } else if !grew && len > self.min_buckets && est * 10 < len * 3 {
             let n = self.len();
-            (n * 10 < len * 3).then_some(len / 2)
+            (n * 10 < len * 3).then(|| buckets_for(n).clamp(self.min_buckets, len / 2))
         } else {
             None
         };
@@ -1107,12 +1135,10 @@ where
         // Release: publishes the new table's initialized buckets to readers and writers that
         // load `next` (pairs with the Acquire in `next_table`). Acquire on failure: the
         // winner's table, which we do not use.
-        match t.next.compare_exchange(
-            ptr::null_mut(),
-            new,
-            Ordering::Release,
-            Ordering::Acquire,
-        ) {
+        match t
+            .next
+            .compare_exchange(ptr::null_mut(), new, Ordering::Release, Ordering::Acquire)
+        {
             // SAFETY: published now; retired only after it became current and was replaced,
             // a grace period after, and our caller holds a guard.
             Ok(_) => Ok(Some(unsafe { &*new })),
@@ -1138,7 +1164,7 @@ where
             // AcqRel: the last increment acquires every migration before it (each released
             // by its own increment), so the Release store of the root publishes them all.
             if t.migrated.fetch_add(1, Ordering::AcqRel) + 1 == len {
-                self.finish_resize(t, n);
+                self.finish_resize(t);
             }
         }
     }
@@ -1194,20 +1220,20 @@ where
         *lk = true;
     }
 
-    /// Make `n` current and retire `t` (all its buckets migrated).
-    fn finish_resize(&self, t: &Table<K, V>, n: &Table<K, V>) {
-        // Release: pairs with the Acquire in `root`: the migrations (acquired by our AcqRel
-        // count) happen before a writer or reader that starts from `n`.
-        self.root
-            .store(n as *const Table<K, V> as *mut Table<K, V>, Ordering::Release);
-        // SAFETY: `t` came from Box::into_raw (root or `next`), is unreachable from the
+    /// Make `t`'s successor current and retire `t` (all its buckets migrated).
+    fn finish_resize(&self, t: &Table<K, V>) {
+        // Relaxed: we read `next` already (with Acquire) before migrating; this load only
+        // takes the pointer with its provenance.
+        let n = t.next.load(Ordering::Relaxed);
+        // AcqRel: the Release half pairs with the Acquire in `root`: the migrations (acquired
+        // by our AcqRel count) happen before a writer or reader that starts from `n`.
+        let old = self.root.swap(n, Ordering::AcqRel);
+        debug_assert!(ptr::eq(old, t), "only the current table is resized");
+        // SAFETY: `old` came from Box::into_raw (root or `next`), is unreachable from the
         // root now (readers that still hold it hold guards of the flavor), and only the last
         // migrator gets here, once per table. Its drop frees the bucket array, not the nodes
         // (they all live in `n`).
-        unsafe {
-            self.flavor
-                .retire_raw(t as *const Table<K, V> as *mut Table<K, V>)
-        };
+        unsafe { self.flavor.retire_raw(old) };
     }
 }
 

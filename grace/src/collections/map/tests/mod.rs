@@ -109,7 +109,10 @@ mod unit {
 
     fn map<V>(buckets: usize) -> (Map<V>, Arc<Manual>) {
         let f = Arc::new(Manual::default());
-        (HashMap::with_buckets(buckets, RandomState::new(), f.clone()), f)
+        (
+            HashMap::with_buckets(buckets, RandomState::new(), f.clone()),
+            f,
+        )
     }
 
     const N: u64 = if cfg!(miri) { 40 } else { 400 };
@@ -132,10 +135,13 @@ mod unit {
                 assert_eq!(m.remove(&k, &()).copied(), model.remove(&k));
             }
             if step % 7 == 0 {
-                assert_eq!(m.update(&k, |v| v + 1, &()).copied(), model.get_mut(&k).map(|v| {
-                    *v += 1;
-                    *v
-                }));
+                assert_eq!(
+                    m.update(&k, |v| v + 1, &()).copied(),
+                    model.get_mut(&k).map(|v| {
+                        *v += 1;
+                        *v
+                    })
+                );
             }
             assert_eq!(m.get(&k, &()).copied(), model.get(&k).copied());
             assert_eq!(m.len(), model.len());
@@ -164,7 +170,11 @@ mod unit {
                 // Replaced: the old value is retired.
                 m.insert(i, Counted(i, drops.clone()), &());
             }
-            assert_eq!(drops.load(Ordering::Relaxed), 0, "nothing freed before the flush");
+            assert_eq!(
+                drops.load(Ordering::Relaxed),
+                0,
+                "nothing freed before the flush"
+            );
             f.flush();
             assert_eq!(drops.load(Ordering::Relaxed), N as usize);
             for i in 0..N / 2 {
@@ -206,7 +216,11 @@ mod unit {
             }
             let mut keys: Vec<u64> = m.iter(&()).map(|(k, _)| *k).collect();
             keys.sort_unstable();
-            assert_eq!(keys, (0..12).collect::<Vec<_>>(), "{migrated} buckets migrated");
+            assert_eq!(
+                keys,
+                (0..12).collect::<Vec<_>>(),
+                "{migrated} buckets migrated"
+            );
             for i in 0..12 {
                 assert_eq!(m.get(&i, &()), Some(&i));
             }
