@@ -15,7 +15,7 @@ use grace::alloc::{inject, FailurePlan};
 use grace::atomic::Retire;
 use grace::collections::HashMap;
 use grace::srcu::Srcu;
-use grace::{Flavor, Rcu};
+use grace::Rcu;
 use std::collections::hash_map::RandomState;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
