@@ -55,6 +55,13 @@
 //!   bucket makes the new table current and retires the old bucket array through the flavor.
 //!   At most one resize runs at a time, so a reader sees at most two tables (three, if it
 //!   still walks a table retired while it read).
+//! * **What the marker check buys.** Migration moves the *tail*, so a node's `next` changes
+//!   only once every node behind it has left the chain: a walk diverted into another chain can
+//!   only have skipped nodes that are already in the new table, where the search after a miss
+//!   finds them. The check (the kernel's `rht_for_each_rcu` restart on a foreign nulls value)
+//!   is kept anyway: it costs one compare per miss, it makes every completed walk a walk of
+//!   one chain (which is what the iterator's argument below rests on), and it is what keeps
+//!   lookups right if migration ever moves nodes head first or in batches.
 //! * **Memory.** Removed and replaced nodes, and old tables, are freed after a grace period
 //!   of the map's flavor through [`Retire::retire_raw`]: in bulk through `kvfree` under RCU
 //!   (so their bytes show in grace's pending-memory counters), through `call` under SRCU.
@@ -868,7 +875,8 @@ where
     /// Replace the value of `key` with `f(old)`, atomically with respect to other writers of
     /// the key; returns the new value, or `None` (and `f` is not called) if there is no entry.
     /// The old entry is freed after a grace period. `f` runs with the key's bucket lock held:
-    /// it must not call into this map.
+    /// it must not call into this map. Entries are immutable (a reader never sees a value
+    /// change under it), so the new value goes into a new entry with a clone of the key.
     ///
     /// # Examples
     ///
@@ -1046,9 +1054,12 @@ where
     }
 
     /// Resize the table to `buckets` buckets (rounded up to a power of two, at least the
-    /// capacity the map was created with) and migrate every bucket before returning; a
-    /// resize already under way is finished first. Writers keep working throughout, and the
-    /// load-based resizing may move the size again afterwards.
+    /// capacity the map was created with), migrating every bucket no other writer has claimed
+    /// before returning; a resize already under way is helped along first. When no other
+    /// writer runs, the resize is complete on return; otherwise the last of them to finish a
+    /// claimed bucket completes it. Writers keep working throughout, and the load-based
+    /// resizing may move the size again afterwards (this is the kernel's `rhashtable`
+    /// deferred rehash, done by the caller).
     ///
     /// # Errors
     ///

@@ -115,7 +115,7 @@ mod unit {
         )
     }
 
-    const N: u64 = if cfg!(miri) { 40 } else { 400 };
+    const N: u64 = if cfg!(miri) { 16 } else { 400 };
 
     #[test]
     fn model_ops_match_std_and_resize_both_ways() {
