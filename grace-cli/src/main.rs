@@ -10,6 +10,9 @@
 //! * `grace torture pending` runs it through `Pending` (on RCU and on an SRCU domain), with
 //!   `dequeue` reuse racing readers, and `grace torture kvfree` through `kvfree`, both under
 //!   allocation-failure injection;
+//! * `grace torture map` runs `grace::collections::HashMap` under readers that check every
+//!   value, writers checked against their own models and a resizer forcing grow and shrink
+//!   waves, with allocation failures injected;
 //! * `grace bench read|sync|call|free|flood|reuse|list` compares grace with its peers.
 //!
 //! The binary's global allocator is the system allocator behind [`torture::kvfree::CanaryWatch`],
@@ -86,6 +89,21 @@ enum Flavor {
     /// grace::kvfree: the pipeline through kvfree (objects with and without drop glue, inside
     /// and outside read-side sections), allocation failures injected
     Kvfree(KvfreeArgs),
+    /// grace::collections::HashMap on RCU and an SRCU domain: readers check every value while
+    /// writers insert, update and remove and a resizer forces grow and shrink waves,
+    /// allocation failures injected
+    Map(MapArgs),
+}
+
+#[derive(Args, Debug)]
+struct MapArgs {
+    /// Reader threads per flavor [default: the number of CPUs, at least 2]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    readers: Option<u32>,
+    #[command(flatten)]
+    deferral: DeferralArgs,
+    #[command(flatten)]
+    run: TortureArgs,
 }
 
 #[derive(Args, Debug)]
@@ -381,6 +399,17 @@ fn main() -> ExitCode {
             let mut opts = a.run.options(a.readers, torture::kvfree::default_readers);
             opts.fail_one_in = a.deferral.fail_one_in;
             a.run.run("kvfree", &opts, torture::kvfree::run)
+        }
+        Some(Command::Torture {
+            flavor: Flavor::Map(a),
+        }) => {
+            if a.run.inject_early_free {
+                eprintln!("grace: torture map has no --inject-early-free (its loom models prove the checks instead)");
+                return ExitCode::from(2);
+            }
+            let mut opts = a.run.options(a.readers, torture::map::default_readers);
+            opts.fail_one_in = a.deferral.fail_one_in;
+            a.run.run("map", &opts, torture::map::run)
         }
         Some(Command::Bench(a)) => {
             let threads: Vec<usize> = a.threads.iter().map(|&n| n as usize).collect();

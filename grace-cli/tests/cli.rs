@@ -1,5 +1,5 @@
-//! End-to-end tests of the `grace` binary: the RCU, SRCU, `Pending` and `kvfree` tortures pass,
-//! catch an injected early free, work on the fence fallback; the SRCU torture reports its
+//! End-to-end tests of the `grace` binary: the RCU, SRCU, `Pending`, `kvfree` and map tortures
+//! pass, catch an injected early free, work on the fence fallback; the SRCU torture reports its
 //! isolation figure; the deferral tortures inject allocation failures, take every fallback and
 //! (`Pending`) recycle objects through `dequeue`; bad arguments and bad settings exit with
 //! status 2 without a panic; the benchmarks' JSON has the agreed shape, SRCU rows, `call`'s
@@ -922,4 +922,41 @@ fn bench_flood_impls_are_checked_and_run_alone() {
     let rows = v["results"].as_array().unwrap();
     assert_eq!(rows.len(), 1, "{v}");
     assert_eq!(rows[0]["impl"], "grace-call-srcu");
+
+fn map_torture_passes_with_resizes_and_allocation_failures() {
+    let v = torture_json(
+        &[
+            "torture",
+            "map",
+            "--duration",
+            "1s",
+            "--readers",
+            "2",
+            "--json",
+        ],
+        &[],
+        0,
+    );
+    assert_eq!(v["flavor"], "map");
+    assert_eq!(u64_of(&v, "errors"), 0, "{v}");
+    assert!(u64_of(&v, "injected_failures") > 0, "{v}");
+    let runs = v["runs"].as_array().expect("one run per flavor");
+    assert_eq!(runs.len(), 2);
+    for r in runs {
+        for key in [
+            "reads",
+            "iterations",
+            "updates",
+            "resizes",
+            "try_insert_failures",
+        ] {
+            assert!(u64_of(r, key) > 0, "{key} in {r}");
+        }
+        assert_eq!(u64_of(r, "values_made"), u64_of(r, "values_dropped"), "{r}");
+    }
+    let o = grace(
+        &["torture", "map", "--duration", "1s", "--inject-early-free"],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }

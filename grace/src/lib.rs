@@ -21,6 +21,7 @@
 //! | [`cookie`] | grace-period cookies as types, and how many can be outstanding |
 //! | [`flavor`] | the [`Flavor`] trait every flavor implements, so higher layers are generic |
 //! | [`cell`] | [`RcuCell`], a safe pointer protected by any flavor, update loops, and [`Retired`] values |
+//! | [`collections`] | [`HashMap`](collections::HashMap): a resizable hash map (the kernel's `rhashtable`) read under a guard with no lock |
 //! | [`atomic`] | [`Atomic`](atomic::Atomic), [`Shared`](atomic::Shared), [`Owned`](atomic::Owned): tagged pointers for linked structures under any flavor, retired through `kvfree` or `call` |
 //! | [`wait`] | futures: `synchronize_async`, awaiting a cookie, `barrier_async`, for any runtime |
 //! | [`config`] | `GRACE_*` settings |
@@ -57,6 +58,7 @@
 pub mod alloc;
 pub mod atomic;
 pub(crate) mod callback;
+pub mod collections;
 pub mod config;
 pub mod cookie;
 pub(crate) mod gp;

@@ -50,6 +50,7 @@
 //! proves that it can.
 
 pub mod kvfree;
+pub mod map;
 pub mod pending;
 pub mod rcu;
 pub mod srcu;

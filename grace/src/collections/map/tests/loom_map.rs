@@ -1,0 +1,329 @@
+//! The map's code (the same that runs natively), model-checked by loom on tiny tables:
+//!
+//! 1. a bucket's insert and remove against a lock-free reader, with retirement: a reader that
+//!    finds a node sees its value initialized, and nothing is freed while it can be reached;
+//! 2. the migration of a 2-bucket table to 4 buckets (tail moves, the migrated mark, the root
+//!    swing and the old table's retirement) against a reader of a stable key and a writer
+//!    removing another key of the same bucket: the stable key is never missed.
+//!
+//! Each has a negative model that loom must catch: an insert that publishes its node with a
+//! `Relaxed` store (the reader's read of the value is then a causality violation), and a
+//! migration that ends the old chain before linking the node into the new table (the
+//! reader then misses a key that was present throughout).
+//!
+//! The flavor is a stand-in driven by hand, as in `atomic/tests/loom_list.rs`: a guard counts
+//! itself in a reader counter; `retire` puts the box in a limbo list; `grace_point`, called
+//! outside any section, frees the limbo list only if, after a `SeqCst` fence, it reads the
+//! counter at zero. Values hold loom `UnsafeCell`s that their destructor overwrites, so a
+//! read of a freed (or not yet visible) value is a causality violation for loom.
+
+use super::super::{Fault, HashMap};
+use crate::atomic::{Flavor, Retire};
+use crate::sync::{fence, lock, AtomicUsize, Mutex, Ordering};
+use loom::cell::UnsafeCell;
+use loom::sync::Arc;
+use loom::thread;
+use std::hash::{BuildHasher, Hasher};
+
+const POISON: u64 = u64::MAX;
+
+/// A value that poisons itself when dropped.
+struct Val(UnsafeCell<u64>);
+
+impl Val {
+    fn new(v: u64) -> Val {
+        // Written after creation: loom tracks this write, so a reader that reads the value
+        // without happening-after it (an unordered publication) is a causality violation.
+        let val = Val(UnsafeCell::new(POISON));
+        // SAFETY: a fresh cell, not shared yet.
+        val.0.with_mut(|p| unsafe { *p = v });
+        val
+    }
+    fn read(&self) -> u64 {
+        // SAFETY: loom's cell checks the access against every write to it itself.
+        let v = self.0.with(|p| unsafe { *p });
+        assert_ne!(v, POISON, "read a freed value");
+        v
+    }
+}
+
+impl Drop for Val {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return; // loom is unwinding a failed execution: touching its objects would abort
+        }
+        // SAFETY: as in `read`; this write is what a reader racing with the free collides with.
+        self.0.with_mut(|p| unsafe { *p = POISON });
+    }
+}
+
+// SAFETY: the cell is loom's, which checks every access for races itself; that check is what
+// the model is for.
+unsafe impl Sync for Val {}
+
+/// The identity hash: key `k` goes to bucket `k & mask`, so a model places its keys.
+#[derive(Clone, Copy, Default)]
+struct Identity;
+
+struct IdentityHasher(u64);
+
+impl Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+impl BuildHasher for Identity {
+    type Hasher = IdentityHasher;
+    fn build_hasher(&self) -> IdentityHasher {
+        IdentityHasher(0)
+    }
+}
+
+/// A retired box, with its typed destructor.
+struct Retired {
+    ptr: *mut (),
+    free: unsafe fn(*mut ()),
+}
+
+// SAFETY: it stands for a `Box<T>` with `T: Send` (`retire_raw`'s bound).
+unsafe impl Send for Retired {}
+
+/// # Safety
+///
+/// `p` is a `Box<T>::into_raw` pointer that nothing uses any more, freed once.
+unsafe fn free<T>(p: *mut ()) {
+    // SAFETY: per the contract.
+    drop(unsafe { Box::from_raw(p.cast::<T>()) });
+}
+
+struct Domain {
+    readers: AtomicUsize,
+    limbo: Mutex<Vec<Retired>>,
+}
+
+/// The stand-in flavor, a handle on a `Domain`.
+#[derive(Clone)]
+struct Model(Arc<Domain>);
+
+struct ModelGuard<'a>(&'a Domain);
+
+impl Drop for ModelGuard<'_> {
+    fn drop(&mut self) {
+        // Release: the section's accesses happen-before a grace point's Acquire load that
+        // counts this decrement.
+        self.0.readers.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl Flavor for Model {
+    type Guard<'a> = ModelGuard<'a>;
+}
+
+// SAFETY: `grace_point` frees a box only when no section that could reach it is still
+// running (module docs); every guard of a `Model` counts in its own domain.
+unsafe impl Retire for Model {
+    unsafe fn retire_raw<T: Send + 'static>(&self, ptr: *mut T) {
+        lock(&self.0.limbo).push(Retired {
+            ptr: ptr.cast(),
+            free: free::<T>,
+        });
+    }
+    fn owns_guard<'a>(&self, guard: &ModelGuard<'a>) -> bool
+    where
+        Self: 'a,
+    {
+        std::ptr::eq(guard.0, &*self.0)
+    }
+    fn retire_barrier(&self) {
+        self.free_all();
+    }
+}
+
+impl Model {
+    fn new() -> Model {
+        Model(Arc::new(Domain {
+            readers: AtomicUsize::new(0),
+            limbo: Mutex::new(Vec::new()),
+        }))
+    }
+
+    fn read_lock(&self) -> ModelGuard<'_> {
+        // SeqCst, then the fence: pairs with the fence in `grace_point` (store buffering: a
+        // grace point that misses this increment is before our fence, so our loads see every
+        // unlink made before it took its batch).
+        self.0.readers.fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        ModelGuard(&self.0)
+    }
+
+    /// Free what was retired before now if no reader is inside a section; outside sections.
+    fn grace_point(&self) {
+        let batch = std::mem::take(&mut *lock(&self.0.limbo));
+        // SeqCst: pairs with the fence in `read_lock`.
+        fence(Ordering::SeqCst);
+        // Acquire: pairs with the Release decrements of ended sections.
+        if self.0.readers.load(Ordering::Acquire) == 0 {
+            for r in batch {
+                // SAFETY: retired (so unlinked) before we took the batch, and no reader can
+                // still reach it (module docs).
+                unsafe { (r.free)(r.ptr) };
+            }
+        } else {
+            lock(&self.0.limbo).extend(batch);
+        }
+    }
+
+    /// After every thread joined: free what is left.
+    fn free_all(&self) {
+        for r in std::mem::take(&mut *lock(&self.0.limbo)) {
+            // SAFETY: no reader is left.
+            unsafe { (r.free)(r.ptr) };
+        }
+    }
+}
+
+type Map = HashMap<u64, Val, Identity, Model>;
+
+/// Model 1. Bucket 0 of 8 holds key 0. A writer inserts key 8 (same bucket) and removes key
+/// 0, then passes a grace point; the reader looks up 8 and 0 and reads what it finds.
+fn insert_remove_vs_reader(fault: Fault) {
+    let model = Model::new();
+    let map = Arc::new(Map::with_fault(8, Identity, model.clone(), fault));
+    {
+        let g = model.read_lock();
+        map.insert(0, Val::new(100), &g);
+    }
+    let writer = {
+        let (map, model) = (map.clone(), model.clone());
+        thread::spawn(move || {
+            {
+                let g = model.read_lock();
+                assert!(map.insert(8, Val::new(108), &g).is_none());
+                assert_eq!(map.remove(&0, &g).map(Val::read), Some(100));
+            }
+            model.grace_point();
+        })
+    };
+    {
+        let g = model.read_lock();
+        if let Some(v) = map.get(&8, &g) {
+            assert_eq!(v.read(), 108);
+        }
+        if let Some(v) = map.get(&0, &g) {
+            assert_eq!(v.read(), 100);
+        }
+    }
+    writer.join().unwrap();
+    let g = model.read_lock();
+    assert_eq!(map.get(&8, &g).map(Val::read), Some(108));
+    assert!(map.get(&0, &g).is_none());
+    assert_eq!(map.len(), 1);
+    drop(g);
+    drop(map);
+    model.free_all();
+}
+
+#[test]
+fn loom_map_bucket_insert_remove_vs_reader() {
+    loom::model(|| insert_remove_vs_reader(Fault::None));
+}
+
+/// Model 2. Two buckets: keys 1 and 3 in bucket 1 (which splits into buckets 1 and 3 of the
+/// new table), key 0 in bucket 0. A migrator resizes to 4 buckets; a writer removes key 3; the
+/// reader looks up key 1, present throughout, and must find it.
+fn migration_vs_reader_and_writer(fault: Fault) {
+    let model = Model::new();
+    let map = Arc::new(Map::with_fault(2, Identity, model.clone(), fault));
+    {
+        let g = model.read_lock();
+        map.insert(0, Val::new(100), &g);
+        map.insert(3, Val::new(103), &g);
+        map.insert(1, Val::new(101), &g);
+    }
+    let migrator = {
+        let (map, model) = (map.clone(), model.clone());
+        thread::spawn(move || {
+            {
+                let g = model.read_lock();
+                map.rehash(4, &g).unwrap();
+            }
+            model.grace_point();
+        })
+    };
+    let writer = {
+        let (map, model) = (map.clone(), model.clone());
+        thread::spawn(move || {
+            {
+                let g = model.read_lock();
+                assert_eq!(map.remove(&3, &g).map(Val::read), Some(103));
+            }
+            model.grace_point();
+        })
+    };
+    {
+        let g = model.read_lock();
+        assert_eq!(
+            map.get(&1, &g).map(Val::read),
+            Some(101),
+            "a stable key was missed"
+        );
+    }
+    migrator.join().unwrap();
+    writer.join().unwrap();
+    let g = model.read_lock();
+    assert_eq!(map.buckets(&g), 4);
+    assert_eq!(map.get(&0, &g).map(Val::read), Some(100));
+    assert_eq!(map.get(&1, &g).map(Val::read), Some(101));
+    assert!(map.get(&3, &g).is_none());
+    drop(g);
+    drop(map);
+    model.free_all();
+}
+
+#[test]
+fn loom_map_migration_vs_reader_and_writer() {
+    loom::model(|| migration_vs_reader_and_writer(Fault::None));
+}
+
+/// Run a negative model: loom must report a failing execution.
+fn must_fail(f: fn(Fault), fault: Fault, what: &str) {
+    // Loom reports a failing execution by panicking out of `model`.
+    let r = std::panic::catch_unwind(|| loom::model(move || f(fault)));
+    let payload = r.expect_err(what);
+    let msg = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    assert!(
+        msg.contains("Causality violation") || msg.contains("missed") || msg.contains("freed"),
+        "unexpected failure: {msg}"
+    );
+}
+
+#[test]
+fn loom_map_relaxed_publication_is_detected() {
+    must_fail(
+        insert_remove_vs_reader,
+        Fault::RelaxedPublish,
+        "the model must catch a reader seeing a node whose value is not yet visible",
+    );
+}
+
+#[test]
+fn loom_map_unlink_before_relink_is_detected() {
+    must_fail(
+        migration_vs_reader_and_writer,
+        Fault::UnlinkFirst,
+        "the model must catch a reader missing a key that a migration moved",
+    );
+}
