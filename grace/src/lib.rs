@@ -57,6 +57,7 @@
 pub mod alloc;
 pub mod atomic;
 pub(crate) mod callback;
+pub mod collections;
 pub mod config;
 pub mod cookie;
 pub(crate) mod gp;
