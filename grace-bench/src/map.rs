@@ -64,7 +64,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Barrier, RwLock};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::flood::{reset_peak_rss, rss};
 use crate::harness::TIMED_ROUNDS;
@@ -501,6 +501,12 @@ fn mix(k: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// Reads a figure that JSON wrote as `null` (serde_json writes a `NaN`, a figure that was not
+/// measured, as `null`) back as `NaN`, so that a child's failed figure reaches the parent.
+pub(crate) fn null_as_nan<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
 // ---------------------------------------------------------------------------
 // Throughput.
 
@@ -540,10 +546,13 @@ pub struct MapResult {
     pub ops: u64,
     /// Operations per second, all threads: the median timed round's; `NaN` when the
     /// measurement failed.
+    #[serde(deserialize_with = "crate::map::null_as_nan")]
     pub ops_per_s: f64,
     /// The slowest timed round's rate.
+    #[serde(deserialize_with = "crate::map::null_as_nan")]
     pub ops_per_s_min: f64,
     /// The fastest timed round's rate.
+    #[serde(deserialize_with = "crate::map::null_as_nan")]
     pub ops_per_s_max: f64,
     /// `VmHWM` at the end, in bytes, when measured in a process of its own.
     pub peak_rss: Option<u64>,
@@ -748,8 +757,10 @@ pub struct ResizeResult {
     /// Timed lookups after it finished.
     pub samples_steady: u64,
     /// The 99th percentile lookup latency while the writer ran, in ns; `NaN` if not measured.
+    #[serde(deserialize_with = "crate::map::null_as_nan")]
     pub p99_during_ns: f64,
     /// The 99th percentile lookup latency after, in ns.
+    #[serde(deserialize_with = "crate::map::null_as_nan")]
     pub p99_steady_ns: f64,
     /// `VmHWM` at the end, in bytes, when measured in a process of its own.
     pub peak_rss: Option<u64>,

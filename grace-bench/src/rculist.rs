@@ -205,10 +205,13 @@ pub struct RculistResult {
     pub ops: u64,
     /// Operations per second, all threads: the median timed round's; `NaN` when the
     /// measurement failed.
+    #[serde(deserialize_with = "crate::map::null_as_nan")]
     pub ops_per_s: f64,
     /// The slowest timed round's rate.
+    #[serde(deserialize_with = "crate::map::null_as_nan")]
     pub ops_per_s_min: f64,
     /// The fastest timed round's rate.
+    #[serde(deserialize_with = "crate::map::null_as_nan")]
     pub ops_per_s_max: f64,
     /// Whether the measurement had a process of its own.
     pub isolated: bool,
