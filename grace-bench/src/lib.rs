@@ -106,14 +106,14 @@ mod sync;
 pub use flood::{
     flood_impls, pressure_impls, run_flood_one, run_flood_with, FloodResult, FloodSetup,
 };
+pub use list::{
+    list_impls, run_list_one, ListParams, ListResult, LIST_KEYS, LIST_READS, LIST_REFERENCE,
+};
 pub use map::{
     map_checks, map_impls, run_map_one, run_resize_one, Dist, MapCheck, MapParams, MapResult,
     ResizeParams, ResizeResult, Zipf,
 };
 pub use rculist::{rculist_impls, run_rculist_one, RculistParams, RculistResult};
-pub use list::{
-    list_impls, run_list_one, ListParams, ListResult, LIST_KEYS, LIST_READS, LIST_REFERENCE,
-};
 
 /// The suites, by the names used in [`BenchResult::suite`] (the flood, whose
 /// results are [`FloodResult`]s, is not one of them).

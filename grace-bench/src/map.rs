@@ -1034,7 +1034,10 @@ pub fn map_checks(results: &[MapResult], resize: &[ResizeResult]) -> Vec<MapChec
         out.push(MapCheck {
             what: format!("{row}: peak RSS vs the leanest peer"),
             against: leanest.map_or("-".into(), |b| b.impl_name.clone()),
-            ratio: match (grace.and_then(|g| g.peak_rss), leanest.and_then(|l| l.peak_rss)) {
+            ratio: match (
+                grace.and_then(|g| g.peak_rss),
+                leanest.and_then(|l| l.peak_rss),
+            ) {
                 (Some(g), Some(l)) if l > 0 => g as f64 / l as f64,
                 _ => f64::NAN,
             },
@@ -1048,9 +1051,9 @@ pub fn map_checks(results: &[MapResult], resize: &[ResizeResult]) -> Vec<MapChec
             continue;
         }
         seen.push((r.keys, r.readers));
-        let grace = resize.iter().find(|c| {
-            c.impl_name == MAP_GRACE && (c.keys, c.readers) == (r.keys, r.readers)
-        });
+        let grace = resize
+            .iter()
+            .find(|c| c.impl_name == MAP_GRACE && (c.keys, c.readers) == (r.keys, r.readers));
         out.push(MapCheck {
             what: format!(
                 "resize keys={} readers={}: p99 during the doublings vs steady",
@@ -1184,13 +1187,17 @@ mod tests {
             );
             assert!(r.p99_steady_ns.is_finite(), "{r:?}");
         }
-        assert!(!run_map_one("nope", &MapParams {
-            threads: 1,
-            keys: 10,
-            read_pct: 50,
-            dist: Dist::Uniform,
-            duration: Duration::from_millis(1),
-        }, false)
+        assert!(!run_map_one(
+            "nope",
+            &MapParams {
+                threads: 1,
+                keys: 10,
+                read_pct: 50,
+                dist: Dist::Uniform,
+                duration: Duration::from_millis(1),
+            },
+            false
+        )
         .is_measured());
     }
 }

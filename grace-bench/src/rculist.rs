@@ -324,8 +324,12 @@ fn measure<L: BenchList>(name: &str, p: &RculistParams, exclusive: bool) -> Rcul
     }
     let mut slots = list.slots();
     slots.sort_unstable();
-    let mut failure = (slots != (0..p.len as u64).collect::<Vec<_>>())
-        .then(|| format!("BUG: the list lost or doubled entries ({} held)", slots.len()));
+    let mut failure = (slots != (0..p.len as u64).collect::<Vec<_>>()).then(|| {
+        format!(
+            "BUG: the list lost or doubled entries ({} held)",
+            slots.len()
+        )
+    });
     drop(list);
     if let Err(e) = L::drain(exclusive) {
         failure.get_or_insert(e);

@@ -29,8 +29,8 @@ mod child;
 mod flood;
 mod list;
 mod map;
-mod rculist;
 mod plot;
+mod rculist;
 mod torture;
 mod tour;
 mod ui;
@@ -430,7 +430,11 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
                 let opts = map::MapOptions {
-                    threads: if threads.is_empty() { vec![1, 2] } else { threads },
+                    threads: if threads.is_empty() {
+                        vec![1, 2]
+                    } else {
+                        threads
+                    },
                     keys: if a.keys.is_empty() {
                         grace_bench::map::MAP_KEYS.to_vec()
                     } else {
@@ -464,7 +468,11 @@ fn main() -> ExitCode {
             }
             if a.suite == bench::Suite::Rculist {
                 let opts = rculist::RculistOptions {
-                    threads: if threads.is_empty() { vec![1, 2] } else { threads },
+                    threads: if threads.is_empty() {
+                        vec![1, 2]
+                    } else {
+                        threads
+                    },
                     lengths: if a.lengths.is_empty() {
                         grace_bench::rculist::RCULIST_LENGTHS.to_vec()
                     } else {

@@ -217,7 +217,8 @@ fn best_peer<'a>(results: &'a [MapResult], r: &MapResult) -> Option<&'a MapResul
         .iter()
         .filter(|c| {
             c.impl_name != MAP_GRACE
-                && (c.keys, c.read_pct, c.dist, c.threads) == (r.keys, r.read_pct, r.dist, r.threads)
+                && (c.keys, c.read_pct, c.dist, c.threads)
+                    == (r.keys, r.read_pct, r.dist, r.threads)
                 && c.is_measured()
         })
         .max_by(|a, b| a.ops_per_s.total_cmp(&b.ops_per_s))
@@ -232,10 +233,13 @@ pub fn ops_vs_best(results: &[MapResult], r: &MapResult) -> Option<f64> {
 fn note_mark<'a>(notes: &mut Vec<&'a str>, note: &'a Option<String>) -> String {
     match note {
         Some(n) => {
-            let i = notes.iter().position(|m| *m == n.as_str()).unwrap_or_else(|| {
-                notes.push(n);
-                notes.len() - 1
-            });
+            let i = notes
+                .iter()
+                .position(|m| *m == n.as_str())
+                .unwrap_or_else(|| {
+                    notes.push(n);
+                    notes.len() - 1
+                });
             format!("[{}]", i + 1)
         }
         None => String::new(),

@@ -141,10 +141,13 @@ pub fn table(results: &[RculistResult]) -> String {
     for r in results {
         let mark = match &r.note {
             Some(n) => {
-                let i = notes.iter().position(|m| *m == n.as_str()).unwrap_or_else(|| {
-                    notes.push(n);
-                    notes.len() - 1
-                });
+                let i = notes
+                    .iter()
+                    .position(|m| *m == n.as_str())
+                    .unwrap_or_else(|| {
+                        notes.push(n);
+                        notes.len() - 1
+                    });
                 format!("[{}]", i + 1)
             }
             None => String::new(),

@@ -131,7 +131,10 @@ fn against_a_vecdeque<F: Retire>(list: &List<Tracked, F>, counts: &Arc<Counts>, 
         let g = list.pin();
         assert_eq!(ids(list, &g), Vec::from(model.clone()), "step {step}");
         assert_eq!(list.front(&g).map(Tracked::read), model.front().copied());
-        assert_eq!(list.contains(&Tracked::new(v, counts), &g), model.contains(&v));
+        assert_eq!(
+            list.contains(&Tracked::new(v, counts), &g),
+            model.contains(&v)
+        );
         drop(g);
         assert_eq!(list.len(), model.len());
         assert_eq!(list.is_empty(), model.is_empty());
@@ -190,7 +193,10 @@ fn readers_during_writers<F: Retire + Clone + Send + Sync + 'static>(flavor: F) 
                     let mut stable = Vec::new();
                     for t in list.iter(&g) {
                         let id = t.read();
-                        assert!(seen.insert(id), "reader {r}: id {id} seen twice in one walk");
+                        assert!(
+                            seen.insert(id),
+                            "reader {r}: id {id} seen twice in one walk"
+                        );
                         if id < STABLE {
                             stable.push(id);
                         }
@@ -241,7 +247,11 @@ fn readers_during_writers<F: Retire + Clone + Send + Sync + 'static>(flavor: F) 
     }
     {
         let g = list.pin();
-        let stable: Vec<u64> = list.iter(&g).map(Tracked::read).filter(|&id| id < STABLE).collect();
+        let stable: Vec<u64> = list
+            .iter(&g)
+            .map(Tracked::read)
+            .filter(|&id| id < STABLE)
+            .collect();
         assert_eq!(stable, (0..STABLE).collect::<Vec<_>>());
     }
     // Dropping frees the linked entries at once; removed ones are freed by the barrier.

@@ -70,7 +70,9 @@ fn writer_vs_reader(broken: bool) {
         thread::spawn(move || {
             assert!(list.remove_first(|v| v.id == 1));
             flavor.grace_point();
-            assert!(list.replace_first(|v| v.id == 2, Val::new(3, &drops)).is_ok());
+            assert!(list
+                .replace_first(|v| v.id == 2, Val::new(3, &drops))
+                .is_ok());
             list.push_back(Val::new(4, &drops));
             flavor.grace_point();
         })
@@ -85,7 +87,10 @@ fn writer_vs_reader(broken: bool) {
     assert_eq!(seen.first(), Some(&0), "{seen:?}");
     assert!(seen.contains(&2) != seen.contains(&3), "{seen:?}");
     assert!(!seen.contains(&4) || seen.contains(&3), "{seen:?}");
-    assert!(seen.windows(2).all(|w| w[0] < w[1]), "seen twice or out of order: {seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "seen twice or out of order: {seen:?}"
+    );
     {
         let g = flavor.read_lock();
         let now: Vec<u64> = list.iter(&g).map(Val::read).collect();

@@ -257,7 +257,9 @@ mod unit {
         model.retain(|&x| x != 2);
         assert!(!list.remove_first(|x| *x.0 == 2));
         assert!(list.replace_first(|x| *x.0 == 3, c(30)).is_ok()); // the tail
-        model.iter_mut().for_each(|x| *x = if *x == 3 { 30 } else { *x });
+        model
+            .iter_mut()
+            .for_each(|x| *x = if *x == 3 { 30 } else { *x });
         assert!(list.replace_first(|x| *x.0 == 99, c(99)).is_err()); // dropped here
         list.push_back(c(4)); // after the replaced tail
         model.push_back(4);
