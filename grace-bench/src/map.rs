@@ -397,7 +397,7 @@ impl Zipf {
     /// The distribution over `1..=n` with exponent `s` (`s > 0`, `s != 1`; 0.99 is the usual
     /// "skewed" setting); `None` otherwise or when `n` is 0.
     pub fn new(n: u64, s: f64) -> Option<Zipf> {
-        if n == 0 || !(s > 0.0) || (s - 1.0).abs() < 1e-9 || !s.is_finite() {
+        if n == 0 || !s.is_finite() || s <= 0.0 || (s - 1.0).abs() < 1e-9 {
             return None;
         }
         let mut z = Zipf {

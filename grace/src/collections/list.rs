@@ -120,7 +120,7 @@ unsafe impl<T: Send> Send for Writer<T> {}
 /// map of functions and the memory orderings).
 ///
 /// `F` is the flavor whose guards readers hold and whose grace periods free removed entries:
-/// [`Rcu`](crate::Rcu) by default (removed entries go through `kvfree`, freed in bulk), or an
+/// [`crate::Rcu`] by default (removed entries go through `kvfree`, freed in bulk), or an
 /// SRCU domain (`List<T, Srcu>`, `List<T, Arc<Srcu>>`, `List<T, &'static Srcu>`).
 ///
 /// # Examples
@@ -269,6 +269,27 @@ impl<T, F: Retire> List<T, F> {
     /// let g = grace::rcu::read_lock();
     /// let sum: u64 = list.iter(&g).sum();
     /// assert_eq!(sum, 10);
+    /// ```
+    ///
+    /// The references cannot outlive the guard, nor the list:
+    ///
+    /// ```compile_fail
+    /// use grace::collections::List;
+    /// let list: List<u64> = (1..=4).collect();
+    /// let first = {
+    ///     let g = grace::rcu::read_lock();
+    ///     list.front(&g) // error: `g` does not live long enough
+    /// };
+    /// # let _ = first;
+    /// ```
+    ///
+    /// ```compile_fail
+    /// use grace::collections::List;
+    /// let list: List<u64> = (1..=4).collect();
+    /// let g = grace::rcu::read_lock();
+    /// let it = list.iter(&g);
+    /// drop(list); // error: cannot move out of `list` because it is borrowed
+    /// # let _ = it.count();
     /// ```
     #[inline]
     pub fn iter<'g>(&'g self, guard: &'g F::Guard<'_>) -> Iter<'g, T> {

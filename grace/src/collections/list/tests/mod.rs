@@ -275,7 +275,8 @@ mod unit {
         // Removed: 2, 3 (replaced), 1 (odd), and the rejected 99.
         assert_eq!(drops.load(Ordering::Relaxed), 4);
         list.clear();
-        assert!(list.is_empty() && list.len() == 0);
+        assert!(list.is_empty());
+        assert_eq!(list.len(), 0);
         list.push_back(c(5)); // the tail was reset by `clear`
         assert_eq!(snapshot(&list), [5]);
         flavor.grace_point();
