@@ -300,6 +300,31 @@ fn a_guard_of_another_domain_panics() {
 }
 
 #[test]
+fn a_panicking_predicate_leaves_the_list_whole_and_frees_what_it_removed() {
+    let counts = Arc::new(Counts::default());
+    let list = List::new();
+    for id in 0..6 {
+        list.push_back(Tracked::new(id, &counts));
+    }
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        list.retain(|t| {
+            assert!(t.id < 4, "predicate panics at 4");
+            t.id % 2 == 0
+        })
+    }));
+    assert!(r.is_err());
+    // 1 and 3 were removed before the panic; the lock is usable again.
+    let g = list.pin();
+    assert_eq!(ids(&list, &g), [0, 2, 4, 5]);
+    drop(g);
+    assert_eq!(list.len(), 4);
+    list.push_back(Tracked::new(6, &counts));
+    assert_eq!(list.len(), 5);
+    drop(list);
+    assert_all_dropped(&Rcu, &counts);
+}
+
+#[test]
 fn debug_default_and_extend() {
     let mut list: List<u32> = List::default();
     list.extend([1, 2]);

@@ -488,7 +488,12 @@ impl<T: Send + 'static, F: Retire> List<T, F> {
     /// assert_eq!(list.iter(&g).copied().collect::<Vec<_>>(), [2, 4, 6]);
     /// ```
     pub fn retain(&self, mut keep: impl FnMut(&T) -> bool) {
-        let mut removed = Vec::new();
+        // Declared before the lock is taken, so that if `keep` panics the lock is released
+        // first and what was unlinked so far is still retired (by `Retiring`'s drop).
+        let mut removed = Retiring {
+            flavor: &self.flavor,
+            nodes: Vec::new(),
+        };
         {
             let mut w = lock(&self.writer);
             let mut prev: *mut Node<T> = ptr::null_mut();
@@ -502,22 +507,19 @@ impl<T: Send + 'static, F: Retire> List<T, F> {
                 if keep(&c.value) {
                     prev = curr;
                 } else {
-                    if removed.try_reserve(1).is_err() {
+                    if removed.nodes.try_reserve(1).is_err() {
                         // Out of memory for the list of removed entries: keep this entry
                         // (and the rest) rather than lose it; nothing is left half-done.
                         break;
                     }
                     // SAFETY: `prev` is null or a linked entry, under the writer lock.
                     unsafe { self.unlink(&mut w, prev, curr) };
-                    removed.push(curr);
+                    removed.nodes.push(curr);
                 }
                 curr = next;
             }
         }
-        for node in removed {
-            // SAFETY: unlinked above, retired once; readers hold `self.flavor`'s guards.
-            unsafe { self.flavor.retire_raw(node) };
-        }
+        drop(removed); // retires them, outside the lock
     }
 
     /// Replace the first entry for which `pred` is true with `new` (`list_replace_rcu`), and
@@ -650,6 +652,25 @@ impl<T: Send + 'static, F: Retire> List<T, F> {
             w.tail = prev;
         }
         w.len -= 1;
+    }
+}
+
+/// Entries a writer unlinked, retired when this is dropped (after the writer lock is
+/// released, also when a user predicate panicked).
+struct Retiring<'a, T: Send + 'static, F: Retire> {
+    flavor: &'a F,
+    /// Each unlinked from the list (under the writer lock) and in no other `Retiring`.
+    nodes: Vec<*mut Node<T>>,
+}
+
+impl<T: Send + 'static, F: Retire> Drop for Retiring<'_, T, F> {
+    fn drop(&mut self) {
+        for node in self.nodes.drain(..) {
+            // SAFETY: unlinked (field contract), so no reader starting now can reach it;
+            // retired once (it is in this list only, and drained); every reader holds a guard
+            // of this flavor (`List::iter` checks it).
+            unsafe { self.flavor.retire_raw(node) };
+        }
     }
 }
 
