@@ -28,7 +28,17 @@
 //!   small reclaimer trait, retiring through grace's `kvfree_raw` and
 //!   `rcu::call`, crossbeam-epoch, seize and haphazard (hazard pointers):
 //!   operations per second and peak unreclaimed nodes for a key range, a
-//!   read share and a thread count.
+//!   read share and a thread count;
+//! * [`run_map_one`] and [`run_resize_one`]: concurrent hash maps (dashmap,
+//!   papaya, scc, `RwLock<HashMap>`, and grace's own through one adapter)
+//!   behind the small [`map::BenchMap`] trait: operations per second and
+//!   peak RSS per key range, read share, key distribution (uniform or Zipf)
+//!   and thread count, and the p99 lookup latency while the map doubles (see
+//!   the [`map`] module);
+//! * [`run_rculist_one`]: grace's `collections::List` (the kernel's
+//!   `rculist`) against `RwLock<Vec<u64>>` and `Mutex<LinkedList<u64>>`:
+//!   readers summing the whole list, writers replacing or removing and
+//!   re-inserting one entry (see the [`rculist`] module).
 //!
 //! # Fairness
 //!
@@ -87,6 +97,8 @@ mod free;
 mod harness;
 pub mod liburcu;
 mod list;
+pub mod map;
+pub mod rculist;
 mod read;
 mod reuse;
 mod sync;
@@ -97,6 +109,11 @@ pub use flood::{
 pub use list::{
     list_impls, run_list_one, ListParams, ListResult, LIST_KEYS, LIST_READS, LIST_REFERENCE,
 };
+pub use map::{
+    map_checks, map_impls, run_map_one, run_resize_one, Dist, MapCheck, MapParams, MapResult,
+    ResizeParams, ResizeResult, Zipf,
+};
+pub use rculist::{rculist_impls, run_rculist_one, RculistParams, RculistResult};
 
 /// The suites, by the names used in [`BenchResult::suite`] (the flood, whose
 /// results are [`FloodResult`]s, is not one of them).
@@ -596,6 +613,8 @@ pub fn expected_impls(suite: &str) -> Vec<&'static str> {
         "reuse" => reuse::impls(),
         "flood" => flood::flood_impls(),
         "list" => list::list_impls(),
+        "map" => map::map_impls(),
+        "rculist" => rculist::rculist_impls(),
         _ => Vec::new(),
     }
 }

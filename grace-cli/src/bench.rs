@@ -48,6 +48,13 @@ pub enum Suite {
     /// A Harris-Michael list over kvfree_raw, rcu::call, crossbeam-epoch, seize and haphazard:
     /// ops/s and peak unreclaimed nodes (one child process per measurement).
     List,
+    /// Concurrent hash maps (dashmap, papaya, scc, RwLock<HashMap>): ops/s by read share, key
+    /// range and distribution, peak RSS, p99 lookups while the map doubles (one child process
+    /// per measurement).
+    Map,
+    /// grace's rculist (collections::List) against RwLock<Vec> and Mutex<LinkedList>: readers
+    /// sum the list while writers replace entries (one child process per measurement).
+    Rculist,
 }
 
 impl Suite {
@@ -64,6 +71,8 @@ impl Suite {
             Suite::Flood => "flood",
             Suite::Reuse => "reuse",
             Suite::List => "list",
+            Suite::Map => "map",
+            Suite::Rculist => "rculist",
         }
     }
 
@@ -82,6 +91,8 @@ impl Suite {
             Suite::Flood => "one object freed during the flood",
             Suite::Reuse => "replace one cache entry (take, write, publish, retire the old)",
             Suite::List => "one list operation (get, insert or remove)",
+            Suite::Map => "one map operation (get, insert or remove)",
+            Suite::Rculist => "one list operation (sum the list, or replace an entry)",
         }
     }
 

@@ -13,7 +13,7 @@
 //! * `grace torture map` runs `grace::collections::HashMap` under readers that check every
 //!   value, writers checked against their own models and a resizer forcing grow and shrink
 //!   waves, with allocation failures injected;
-//! * `grace bench read|sync|call|free|flood|reuse|list` compares grace with its peers.
+//! * `grace bench read|sync|call|free|flood|reuse|list|map|rculist` compares grace with its peers.
 //!
 //! The binary's global allocator is the system allocator behind [`torture::kvfree::CanaryWatch`],
 //! which lets `torture kvfree` see objects without drop glue being freed (one comparison per
@@ -31,7 +31,9 @@ mod bench;
 mod child;
 mod flood;
 mod list;
+mod map;
 mod plot;
+mod rculist;
 mod torture;
 mod tour;
 mod ui;
@@ -243,13 +245,24 @@ struct BenchArgs {
     /// flood: reader threads running read-side sections beside the flooders [default: 1]
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=256))]
     readers: Option<u32>,
-    /// list: key ranges, comma-separated [default: 1000,10000]
+    /// list, map: key ranges, comma-separated [default: list 1000,10000; map 1000,1000000]
     #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u64).range(2..=100_000_000))]
     keys: Vec<u64>,
-    /// list: read shares in percent, comma-separated; the rest are half inserts, half removes
-    /// [default: 0,50,90]
+    /// list, map, rculist: read shares in percent, comma-separated; the rest are writes (list,
+    /// map: half inserts, half removes) [default: list 0,50,90; map 100,99,90,50; rculist
+    /// 100,99,90]
     #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(0..=100))]
     reads: Vec<u32>,
+    /// map: key distributions, comma-separated: uniform, zipf (s = 0.99) [default: uniform,zipf]
+    #[arg(long, value_delimiter = ',', value_parser = parse_dist)]
+    dist: Vec<grace_bench::Dist>,
+    /// map: keys the resize rows' writer inserts from a capacity of 16; 0 leaves the resize
+    /// rows out [default: 1000000]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=100_000_000))]
+    resize_keys: Option<u64>,
+    /// rculist: list lengths, comma-separated [default: 16,1000]
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    lengths: Vec<u64>,
     /// Print one JSON object on standard output instead of the table
     #[arg(long)]
     json: bool,
@@ -260,19 +273,27 @@ struct BenchArgs {
     /// back under 1 MiB after the flood
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     budget: Option<u64>,
-    /// flood: also write an SVG chart of every row's pending bytes over time to PATH
-    /// [default PATH: flood.svg]
-    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "flood.svg")]
+    /// flood: also write an SVG chart of every row's pending bytes over time to PATH; map: of
+    /// ops/s against the read share, one line per map [default PATH: flood.svg, map.svg]
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "")]
     plot: Option<std::path::PathBuf>,
     /// flood: run only these implementations, comma-separated (names as in the table, e.g.
     /// grace-call-srcu,grace-pending-closure+budget) [default: every row of the set]
     #[arg(long, value_delimiter = ',', value_name = "IMPLS")]
     impls: Vec<String>,
-    /// flood, list: run this one implementation (first thread count, key range, read share) in
-    /// this process and print its result as JSON (the parent runs each measurement in a child
-    /// process this way)
+    /// flood, list, map, rculist: run this one implementation (first thread count, key range,
+    /// read share...) in this process and print its result as JSON (the parent runs each
+    /// measurement in a child process this way)
     #[arg(long, hide = true, value_name = "IMPL", alias = "flood-child")]
     child: Option<String>,
+    /// map: with --child, run a resize row instead of a throughput row
+    #[arg(long, hide = true, requires = "child")]
+    resize_child: bool,
+}
+
+/// Parse a key distribution (`uniform` or `zipf`).
+fn parse_dist(s: &str) -> Result<grace_bench::Dist, String> {
+    s.parse()
 }
 
 /// Parse a size: bytes with an optional unit, `K`/`KB`/`KiB`, `M`/`MB`/`MiB`, `G`/`GB`/`GiB`
@@ -296,6 +317,15 @@ fn parse_size(s: &str) -> Result<u64, String> {
         _ => Err(format!(
             "expected a size such as 64MiB, 512KiB, 1G or 1048576 (bytes), got {s:?}"
         )),
+    }
+}
+
+/// `--plot` given without a path (an empty one): `default`.
+fn default_plot(path: std::path::PathBuf, default: &str) -> std::path::PathBuf {
+    if path.as_os_str().is_empty() {
+        default.into()
+    } else {
+        path
     }
 }
 
@@ -420,7 +450,7 @@ fn main() -> ExitCode {
                     readers: a.readers.map_or(flood::DEFAULT_READERS, |n| n as usize),
                     duration: duration.unwrap_or(flood::DEFAULT_DURATION),
                     budget: a.budget,
-                    plot: a.plot,
+                    plot: a.plot.map(|p| default_plot(p, "flood.svg")),
                     impls: a.impls,
                 };
                 return match a.child {
@@ -428,11 +458,79 @@ fn main() -> ExitCode {
                     None => flood::main(&opts, a.json),
                 };
             }
+            if a.suite == bench::Suite::Map {
+                if a.budget.is_some() || !a.impls.is_empty() {
+                    eprintln!("grace: --budget and --impls are options of `grace bench flood` only");
+                    return ExitCode::from(2);
+                }
+                let opts = map::MapOptions {
+                    threads: if threads.is_empty() {
+                        vec![1, 2]
+                    } else {
+                        threads
+                    },
+                    keys: if a.keys.is_empty() {
+                        grace_bench::map::MAP_KEYS.to_vec()
+                    } else {
+                        a.keys.clone()
+                    },
+                    reads: if a.reads.is_empty() {
+                        grace_bench::map::MAP_READS.to_vec()
+                    } else {
+                        a.reads.clone()
+                    },
+                    dists: if a.dist.is_empty() {
+                        grace_bench::map::MAP_DISTS.to_vec()
+                    } else {
+                        a.dist.clone()
+                    },
+                    resize_keys: a.resize_keys.unwrap_or(grace_bench::map::RESIZE_KEYS),
+                    duration: duration.unwrap_or(grace_bench::Options::default().duration),
+                    plot: a.plot.map(|p| default_plot(p, "map.svg")),
+                };
+                return match a.child {
+                    Some(name) => map::child_main(&name, &opts, a.resize_child),
+                    None => map::main(&opts, a.json),
+                };
+            }
             if a.budget.is_some() || a.plot.is_some() || !a.impls.is_empty() {
                 eprintln!(
-                    "grace: --budget, --plot and --impls are options of `grace bench flood` only"
+                    "grace: --budget and --impls are options of `grace bench flood` only, --plot \
+                     of `grace bench flood` and `grace bench map`"
                 );
                 return ExitCode::from(2);
+            }
+            if a.suite == bench::Suite::Rculist {
+                let opts = rculist::RculistOptions {
+                    threads: if threads.is_empty() {
+                        vec![1, 2]
+                    } else {
+                        threads
+                    },
+                    lengths: if a.lengths.is_empty() {
+                        grace_bench::rculist::RCULIST_LENGTHS.to_vec()
+                    } else {
+                        a.lengths.iter().map(|&n| n as usize).collect()
+                    },
+                    reads: if a.reads.is_empty() {
+                        grace_bench::rculist::RCULIST_READS.to_vec()
+                    } else {
+                        a.reads.clone()
+                    },
+                    duration: duration.unwrap_or(grace_bench::Options::default().duration),
+                };
+                return match a.child {
+                    Some(name) => rculist::child_main(
+                        &name,
+                        &grace_bench::RculistParams {
+                            threads: opts.threads[0],
+                            len: opts.lengths[0],
+                            read_pct: opts.reads[0],
+                            duration: opts.duration,
+                        },
+                    ),
+                    None => rculist::main(&opts, a.json),
+                };
             }
             if a.suite == bench::Suite::List {
                 let opts = list::ListOptions {
