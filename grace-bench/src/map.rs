@@ -558,6 +558,8 @@ pub struct MapResult {
     pub peak_rss: Option<u64>,
     /// Whether the measurement had a process of its own.
     pub isolated: bool,
+    /// The 1-minute load average when the measurement ended; `None` where unknown.
+    pub load_avg: Option<f64>,
     /// A caveat, or why the measurement failed.
     pub note: Option<String>,
 }
@@ -584,6 +586,7 @@ impl MapResult {
             ops_per_s_max: f64::NAN,
             peak_rss: None,
             isolated: false,
+            load_avg: crate::harness::load_average(),
             note: Some(why),
         }
     }
@@ -685,6 +688,7 @@ fn measure<M: BenchMap>(p: &MapParams, exclusive: bool) -> MapResult {
         ops_per_s_max: rates[rates.len() - 1],
         peak_rss,
         isolated: false,
+        load_avg: crate::harness::load_average(),
         note: (!notes.is_empty()).then(|| notes.join("; ")),
     }
 }
@@ -766,6 +770,8 @@ pub struct ResizeResult {
     pub peak_rss: Option<u64>,
     /// Whether the measurement had a process of its own.
     pub isolated: bool,
+    /// The 1-minute load average when the measurement ended; `None` where unknown.
+    pub load_avg: Option<f64>,
     /// A caveat, or why the measurement failed.
     pub note: Option<String>,
 }
@@ -795,6 +801,7 @@ impl ResizeResult {
             p99_steady_ns: f64::NAN,
             peak_rss: None,
             isolated: false,
+            load_avg: crate::harness::load_average(),
             note: Some(why),
         }
     }
@@ -900,6 +907,7 @@ fn measure_resize<M: BenchMap>(p: &ResizeParams, exclusive: bool) -> ResizeResul
         p99_steady_ns: quantile(&mut steady, 0.99),
         peak_rss,
         isolated: false,
+        load_avg: crate::harness::load_average(),
         note: (!notes.is_empty()).then(|| notes.join("; ")),
     }
 }
