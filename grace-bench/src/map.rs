@@ -766,6 +766,10 @@ pub struct ResizeResult {
     /// The 99th percentile lookup latency after, in ns.
     #[serde(deserialize_with = "crate::map::null_as_nan")]
     pub p99_steady_ns: f64,
+    /// The slowest timed lookup while the writer ran, in ns (a doubling's stall shows here
+    /// when it is rarer than one sample in a hundred).
+    #[serde(deserialize_with = "crate::map::null_as_nan")]
+    pub max_during_ns: f64,
     /// `VmHWM` at the end, in bytes, when measured in a process of its own.
     pub peak_rss: Option<u64>,
     /// Whether the measurement had a process of its own.
@@ -799,6 +803,7 @@ impl ResizeResult {
             samples_steady: 0,
             p99_during_ns: f64::NAN,
             p99_steady_ns: f64::NAN,
+            max_during_ns: f64::NAN,
             peak_rss: None,
             isolated: false,
             load_avg: crate::harness::load_average(),
@@ -904,6 +909,7 @@ fn measure_resize<M: BenchMap>(p: &ResizeParams, exclusive: bool) -> ResizeResul
         samples_during: during.len() as u64,
         samples_steady: steady.len() as u64,
         p99_during_ns: quantile(&mut during, 0.99),
+        max_during_ns: quantile(&mut during, 1.0),
         p99_steady_ns: quantile(&mut steady, 0.99),
         peak_rss,
         isolated: false,
