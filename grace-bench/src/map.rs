@@ -27,7 +27,7 @@
 //! Derflinger 1996). Zipf keys are drawn before each round into a per-thread buffer of
 //! [`ZIPF_BUFFER`] keys that the round cycles through (the sampler's two `exp`/`ln` would
 //! otherwise cost as much as the lookup); uniform keys come from an xorshift generator inline.
-//! An untimed warm-up round comes first, then [`TIMED_ROUNDS`] timed rounds of `duration`
+//! An untimed warm-up round comes first, then three timed rounds of `duration`
 //! each; `ops_per_s` is the median round's rate, with the slowest and fastest beside it.
 //!
 //! **Peak RSS** is the process's `VmHWM` at the end of the measurement, after resetting it at
