@@ -26,7 +26,9 @@ step() { echo; echo "=== miri.sh: $* ($(( $(date +%s) - start )) s)"; }
 step "cargo miri setup"
 cargo +nightly miri setup
 
-# The library's unit tests: no isolation escape needed, and the leak check stays on.
+# The library's unit tests: no isolation escape needed, and the leak check stays on. They
+# include collections::list's (a reader walking while a writer removes and replaces entries,
+# with a hand-driven stand-in flavor, so no background threads).
 step "lib unit tests, seeds $seeds"
 MIRIFLAGS="$base -Zmiri-many-seeds=$seeds" cargo +nightly miri test -p grace --lib
 step "lib unit tests, tree borrows + strict provenance"

@@ -71,8 +71,11 @@
 //! `grace-kvfree-fresh`, `box-drop`, `box-drop-no-gp`,
 //! `liburcu-memb-inline-c`, `liburcu-memb-ffi`, `liburcu-memb`,
 //! `crossbeam-epoch`, `seize`, `haphazard`, `membarrier-syscall`, the list
-//! suite's `grace-call`, and the `call` suite's second workload, the same
-//! names with `/free64` appended (`grace-rcu/free64`, ...); other tools
+//! suite's `grace-call`, the `map` suite's `dashmap`, `papaya`, `scc`,
+//! `rwlock-std` (and `grace`, grace's own map), the `rculist` suite's
+//! `grace-list`, `rwlock-vec`, `mutex-linkedlist`, and the `call` suite's
+//! second workload, the same names with `/free64` appended
+//! (`grace-rcu/free64`, ...); other tools
 //! parse these exactly. [`expected_impls`] lists them per suite, and
 //! [`reference_impl`] names each suite's grace row, the one the others are
 //! compared with.

@@ -27,7 +27,7 @@
 //! Derflinger 1996). Zipf keys are drawn before each round into a per-thread buffer of
 //! [`ZIPF_BUFFER`] keys that the round cycles through (the sampler's two `exp`/`ln` would
 //! otherwise cost as much as the lookup); uniform keys come from an xorshift generator inline.
-//! An untimed warm-up round comes first, then [`TIMED_ROUNDS`] timed rounds of `duration`
+//! An untimed warm-up round comes first, then three timed rounds of `duration`
 //! each; `ops_per_s` is the median round's rate, with the slowest and fastest beside it.
 //!
 //! **Peak RSS** is the process's `VmHWM` at the end of the measurement, after resetting it at
@@ -562,6 +562,8 @@ pub struct MapResult {
     pub peak_rss: Option<u64>,
     /// Whether the measurement had a process of its own.
     pub isolated: bool,
+    /// The 1-minute load average when the measurement ended; `None` where unknown.
+    pub load_avg: Option<f64>,
     /// A caveat, or why the measurement failed.
     pub note: Option<String>,
 }
@@ -588,6 +590,7 @@ impl MapResult {
             ops_per_s_max: f64::NAN,
             peak_rss: None,
             isolated: false,
+            load_avg: crate::harness::load_average(),
             note: Some(why),
         }
     }
@@ -689,6 +692,7 @@ fn measure<M: BenchMap>(p: &MapParams, exclusive: bool) -> MapResult {
         ops_per_s_max: rates[rates.len() - 1],
         peak_rss,
         isolated: false,
+        load_avg: crate::harness::load_average(),
         note: (!notes.is_empty()).then(|| notes.join("; ")),
     }
 }
@@ -766,10 +770,16 @@ pub struct ResizeResult {
     /// The 99th percentile lookup latency after, in ns.
     #[serde(deserialize_with = "crate::map::null_as_nan")]
     pub p99_steady_ns: f64,
+    /// The slowest timed lookup while the writer ran, in ns (a doubling's stall shows here
+    /// when it is rarer than one sample in a hundred).
+    #[serde(deserialize_with = "crate::map::null_as_nan")]
+    pub max_during_ns: f64,
     /// `VmHWM` at the end, in bytes, when measured in a process of its own.
     pub peak_rss: Option<u64>,
     /// Whether the measurement had a process of its own.
     pub isolated: bool,
+    /// The 1-minute load average when the measurement ended; `None` where unknown.
+    pub load_avg: Option<f64>,
     /// A caveat, or why the measurement failed.
     pub note: Option<String>,
 }
@@ -797,8 +807,10 @@ impl ResizeResult {
             samples_steady: 0,
             p99_during_ns: f64::NAN,
             p99_steady_ns: f64::NAN,
+            max_during_ns: f64::NAN,
             peak_rss: None,
             isolated: false,
+            load_avg: crate::harness::load_average(),
             note: Some(why),
         }
     }
@@ -901,9 +913,11 @@ fn measure_resize<M: BenchMap>(p: &ResizeParams, exclusive: bool) -> ResizeResul
         samples_during: during.len() as u64,
         samples_steady: steady.len() as u64,
         p99_during_ns: quantile(&mut during, 0.99),
+        max_during_ns: quantile(&mut during, 1.0),
         p99_steady_ns: quantile(&mut steady, 0.99),
         peak_rss,
         isolated: false,
+        load_avg: crate::harness::load_average(),
         note: (!notes.is_empty()).then(|| notes.join("; ")),
     }
 }

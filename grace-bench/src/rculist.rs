@@ -215,6 +215,8 @@ pub struct RculistResult {
     pub ops_per_s_max: f64,
     /// Whether the measurement had a process of its own.
     pub isolated: bool,
+    /// The 1-minute load average when the measurement ended; `None` where unknown.
+    pub load_avg: Option<f64>,
     /// A caveat, or why the measurement failed.
     pub note: Option<String>,
 }
@@ -239,6 +241,7 @@ impl RculistResult {
             ops_per_s_min: f64::NAN,
             ops_per_s_max: f64::NAN,
             isolated: false,
+            load_avg: crate::harness::load_average(),
             note: Some(why),
         }
     }
@@ -347,6 +350,7 @@ fn measure<L: BenchList>(name: &str, p: &RculistParams, exclusive: bool) -> Rcul
         ops_per_s_min: rates[0],
         ops_per_s_max: rates[rates.len() - 1],
         isolated: false,
+        load_avg: crate::harness::load_average(),
         note: None,
     };
     if let Some(e) = failure {

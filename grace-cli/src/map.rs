@@ -250,6 +250,10 @@ fn rss_cell(r: Option<u64>) -> String {
     r.map_or("-".into(), ui::bytes)
 }
 
+fn load_cell(l: Option<f64>) -> String {
+    l.map_or_else(|| "-".into(), |l| format!("{l:.2}"))
+}
+
 fn ns_cell(x: f64) -> String {
     if x.is_finite() {
         ui::ns(x)
@@ -282,6 +286,7 @@ pub fn table(results: &[MapResult], resize: &[ResizeResult]) -> String {
             ("min-max", Align::Right),
             ("vs best peer", Align::Right),
             ("peak RSS", Align::Right),
+            ("load", Align::Right),
             ("", Align::Left),
         ]);
         for r in results {
@@ -301,6 +306,7 @@ pub fn table(results: &[MapResult], resize: &[ResizeResult]) -> String {
                 },
                 ui::ratio(ops_vs_best(results, r)),
                 rss_cell(r.peak_rss),
+                load_cell(r.load_avg),
                 mark,
             ]);
         }
@@ -320,8 +326,10 @@ pub fn table(results: &[MapResult], resize: &[ResizeResult]) -> String {
             ("p99 during", Align::Right),
             ("p99 steady", Align::Right),
             ("during/steady", Align::Right),
+            ("max during", Align::Right),
             ("samples", Align::Right),
             ("peak RSS", Align::Right),
+            ("load", Align::Right),
             ("", Align::Left),
         ]);
         for r in resize {
@@ -334,8 +342,10 @@ pub fn table(results: &[MapResult], resize: &[ResizeResult]) -> String {
                 ns_cell(r.p99_during_ns),
                 ns_cell(r.p99_steady_ns),
                 ui::ratio(r.ratio()),
+                ns_cell(r.max_during_ns),
                 format!("{}/{}", r.samples_during, r.samples_steady),
                 rss_cell(r.peak_rss),
+                load_cell(r.load_avg),
                 mark,
             ]);
         }
@@ -382,6 +392,11 @@ pub fn table(results: &[MapResult], resize: &[ResizeResult]) -> String {
          round; vs best peer = the row's ops/s over the fastest other map's at the same row \
          (grace excluded); peak RSS = the child process's VmHWM\n",
     );
+    o.push_str(&format!(
+        "  load: the 1-minute load average when the row was taken ({} CPUs): near or above the \
+         CPU count, differences are noise\n",
+        grace::sys::num_cpus()
+    ));
     o
 }
 
@@ -407,6 +422,7 @@ struct JsonRow<'a> {
     rounds: usize,
     ops: u64,
     isolated: bool,
+    load_avg: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -454,6 +470,7 @@ pub fn json(results: &[MapResult], resize: &[ResizeResult], opts: &MapOptions) -
                 rounds: r.rounds,
                 ops: r.ops,
                 isolated: r.isolated,
+                load_avg: r.load_avg,
             })
             .collect(),
         resize,

@@ -135,6 +135,7 @@ pub fn table(results: &[RculistResult]) -> String {
         ("ops/s", Align::Right),
         ("min-max", Align::Right),
         ("grace vs this", Align::Right),
+        ("load", Align::Right),
         ("", Align::Left),
     ]);
     let mut notes: Vec<&str> = Vec::new();
@@ -168,6 +169,7 @@ pub fn table(results: &[RculistResult]) -> String {
             } else {
                 ui::ratio(grace_vs(results, r))
             },
+            r.load_avg.map_or_else(|| "-".into(), |l| format!("{l:.2}")),
             mark,
         ]);
     }
@@ -183,7 +185,8 @@ pub fn table(results: &[RculistResult]) -> String {
     o.push_str(&format!(
         "  ops/s = the median of 3 timed rounds, all threads (a read is one whole-list sum); \
          grace vs this = {REFERENCE}'s ops/s over the row's at the same length, reads and \
-         threads\n"
+         threads; load = the 1-minute load average when the row was taken ({} CPUs)\n",
+        grace::sys::num_cpus()
     ));
     o
 }
@@ -207,6 +210,7 @@ struct JsonRow<'a> {
     rounds: usize,
     ops: u64,
     isolated: bool,
+    load_avg: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -240,6 +244,7 @@ pub fn json(results: &[RculistResult], opts: &RculistOptions) -> String {
                 rounds: r.rounds,
                 ops: r.ops,
                 isolated: r.isolated,
+                load_avg: r.load_avg,
             })
             .collect(),
         machine: Machine::this(),
