@@ -1194,7 +1194,7 @@ where
                 break;
             }
             loop {
-                // SAFETY: a node of the chain we hold the lock of.
+                // SAFETY: a node of the chain we hold the lock of. Relaxed: as above.
                 let next = unsafe { &*p }.next.load(Ordering::Relaxed);
                 if next == end {
                     break;
@@ -1208,6 +1208,7 @@ where
             let target = n.bucket(node.hash);
             #[cfg(loom)]
             if self.fault == Fault::UnlinkFirst {
+                // Release: as the real unlink below; only the order is wrong (the bug).
                 prev.store(end, Ordering::Release);
             }
             {
