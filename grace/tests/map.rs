@@ -267,13 +267,14 @@ fn resize_both_ways_under_readers_and_iterations() {
         .collect();
     let writers: Vec<_> = (0..2u64)
         .map(|w| {
-            let map = map.clone();
+            let (map, max_seen) = (map.clone(), max_seen.clone());
             std::thread::spawn(move || {
                 for wave in 0..2 {
                     let keys = (0..CHURN).map(|i| STABLE + i * 2 + w);
                     for k in keys.clone() {
                         map.insert(k, k, &map.guard());
                     }
+                    max_seen.fetch_max(map.buckets(&map.guard()), Ordering::Relaxed);
                     if wave == 0 {
                         map.rehash(8, &map.guard()).unwrap(); // a forced shrink, mid-load
                     }

@@ -113,7 +113,10 @@ impl Drop for Value {
     }
 }
 
-/// Counters and errors shared by every thread of a run.
+/// Counters and errors shared by every thread of a run. Every counter is updated and read
+/// with `Relaxed`: counts only, read after the threads joined (the joins order them); no data
+/// is published through them. The `stop` flag is `Relaxed` too: threads only need to see it
+/// eventually, and the joins order what they did before.
 #[derive(Default)]
 struct Stats {
     made: AtomicU64,

@@ -16,14 +16,11 @@
 //! The table is an array of buckets, each a singly linked chain of immutable nodes
 //! (`hash`, `key`, `value`, `next`) ending in a *nulls marker*: the address of the bucket that
 //! owns the chain, with its low bit set. This is `rhashtable`'s layout (chains walked by
-//! `rht_for_each_rcu`, ends marked with `RHT_NULLS_MARKER`), and the marker is what lets a
-//! table be resized while readers walk it.
+//! `rht_for_each_rcu`, ends marked with `RHT_NULLS_MARKER`).
 //!
-//! * **Readers** ([`get`](HashMap::get), [`iter`](HashMap::iter)) load the current table,
-//!   walk the chain of the key's bucket with `Acquire` loads, and, on reaching the end, compare
-//!   the marker with their own bucket's. A different marker means a node they stood on was
-//!   moved to another chain by a resize: they walk the bucket again. A miss then looks at the
-//!   table's `next` pointer and, when a resize is under way, searches the new table too.
+//! * **Readers** ([`get`](HashMap::get), [`iter`](HashMap::iter)) load the current table and
+//!   walk the chain of the key's bucket with `Acquire` loads to its end. A miss then looks at
+//!   the table's `next` pointer and, when a resize is under way, searches the new table too.
 //!   Readers never wait and never write.
 //! * **Writers** ([`insert`](HashMap::insert), [`remove`](HashMap::remove),
 //!   [`update`](HashMap::update)) lock the key's bucket in the current table. A bucket already
@@ -55,17 +52,25 @@
 //!   bucket makes the new table current and retires the old bucket array through the flavor.
 //!   At most one resize runs at a time, so a reader sees at most two tables (three, if it
 //!   still walks a table retired while it read).
-//! * **What the marker check buys.** Migration moves the *tail*, so a node's `next` changes
-//!   only once every node behind it has left the chain: a walk diverted into another chain can
-//!   only have skipped nodes that are already in the new table, where the search after a miss
-//!   finds them. The check (the kernel's `rht_for_each_rcu` restart on a foreign nulls value)
-//!   is kept anyway: it costs one compare per miss, it makes every completed walk a walk of
-//!   one chain (which is what the iterator's argument below rests on), and it is what keeps
-//!   lookups right if migration ever moves nodes head first or in batches.
+//! * **Why a walk never restarts** (where `rhashtable` restarts). A reader standing on a node
+//!   that a migration moves walks on into the node's new chain and ends at another bucket's
+//!   marker. `rhashtable` then restarts the bucket; we do not, and go on to the next table
+//!   instead. Migration moves the *tail*, so a node's `next` changes only after every node
+//!   behind it has left the chain: everything the diverted walk skipped is already in the new
+//!   table (linked before the move the reader saw, which its `Acquire` load of the link orders
+//!   before its search there). A node is never re-inserted into another chain of the same
+//!   table (an insert or a replacement is a new node; removal leaves `next` alone), which is
+//!   the case `rhashtable`'s restart exists for. The restart would also make a reader spin
+//!   for as long as a migrator is preempted between linking a node into the new table and
+//!   unlinking it from the old one (loom finds that livelock in a shrink); readers must not
+//!   wait for writers. The marker is still each bucket's own (the bucket's address), which
+//!   keeps the end test a single bit and lets a debugger tell chains apart.
 //! * **Memory.** Removed and replaced nodes, and old tables, are freed after a grace period
 //!   of the map's flavor through [`Retire::retire_raw`]: in bulk through `kvfree` under RCU
 //!   (so their bytes show in grace's pending-memory counters), through `call` under SRCU.
-//!   Dropping the map frees what it still holds at once.
+//!   Dropping the map frees what it still holds at once. (`kvfree` counts an object as
+//!   `size_of` its type, so a retired table shows in the pending bytes as its header, not its
+//!   bucket array.)
 //! * **Length** is kept in striped, cache-padded counters (one stripe per range of hashes),
 //!   summed by [`len`](HashMap::len): exact when no write runs concurrently, approximate
 //!   otherwise. The resize check reads the stripe a write just touched and sums all stripes
@@ -86,9 +91,9 @@
 //! [`iter`](HashMap::iter) visits the table current when it starts, one group of keys at a
 //! time: the keys of one of its buckets. For each group it walks that bucket and then, if a
 //! resize is under way, the buckets of the new table those keys go to, keeping only the keys
-//! of the group and dropping keys it already has; a walk ends only at its own bucket's
-//! marker. So a key present for the whole iteration is yielded exactly once (it is in the old
-//! bucket, or, once moved, in the new table, and it is found there as a lookup finds it),
+//! of the group and dropping keys it already has. So a key present for the whole iteration
+//! is yielded exactly once (it is in the old bucket, or, once moved, in the new table, and
+//! it is found there as a lookup finds it),
 //! a key inserted or removed during the iteration may or may not be yielded, and no key is
 //! yielded twice. Every value yielded stays readable until the guard drops.
 //!
@@ -105,10 +110,11 @@
 //! | the length stripes | `Relaxed` | `Relaxed` | counts only, no data published |
 //!
 //! The one ordering argument that is not a publication: a reader whose walk of old bucket
-//! `b` ends at `b`'s marker after a migration unlinked a node read the marker from the
-//! migrator's `Release` store, which came after the node was linked into the new table and
-//! after `Table::next` was set; so its `Acquire` load of `next`, and its walk of the new
-//! bucket, see the node (or a later state of it).
+//! `b` missed a node that a migration moved read a link that the migrator stored (`Release`)
+//! after the node was linked into the new table and after `Table::next` was set: the marker
+//! that ended the old chain before the node, or the moved `next` of a node in front of it
+//! that led the walk away. So its `Acquire` load of `next`, and its walk of the new bucket,
+//! see the node (or a later state of it).
 
 use crate::alloc::{try_box, try_vec, AllocError};
 #[cfg(not(loom))]
@@ -145,6 +151,9 @@ pub(crate) enum Fault {
     UnlinkFirst,
     /// Insert publishes a new node with a Relaxed store.
     RelaxedPublish,
+    /// Lookups restart their bucket when a walk ends at another bucket's marker, as
+    /// `rhashtable` does: a reader then spins while a migrator is preempted.
+    RestartOnForeignMarker,
 }
 
 /// One entry: immutable once published, except for `next`.
@@ -442,6 +451,7 @@ impl<K, V, S, F> HashMap<K, V, S, F> {
         let mut m = Self::with_buckets(buckets, hasher, flavor);
         m.fault = fault;
         m.auto_resize = false;
+        m.min_buckets = 1; // models shrink below their start
         m
     }
 
@@ -562,28 +572,31 @@ where
     {
         let mut t = self.root();
         loop {
-            let b = t.bucket(hash);
-            let end = marker(b);
-            'walk: loop {
-                // Acquire: pairs with the Release stores that link a node (insert, replace,
-                // unlink, migration): the node's fields are visible.
-                let mut p = b.head.load(Ordering::Acquire);
-                while !is_marker(p) {
-                    // SAFETY: reached from the table through links of published nodes under
-                    // the caller's guard; a node is freed only a grace period after it was
-                    // unlinked, and the guard's section began before that.
-                    let n = unsafe { &*p };
-                    if n.hash == hash && n.key.borrow() == key {
-                        return Some(n);
-                    }
+            // Acquire: pairs with the Release stores that link a node (insert, replace,
+            // unlink, migration): the node's fields are visible.
+            let mut p = t.bucket(hash).head.load(Ordering::Acquire);
+            while !is_marker(p) {
+                // SAFETY: reached from the table through links of published nodes under the
+                // caller's guard; a node is freed only a grace period after it was unlinked,
+                // and the guard's section began before that.
+                let n = unsafe { &*p };
+                if n.hash == hash && n.key.borrow() == key {
+                    return Some(n);
+                }
+                // Acquire: as above.
+                p = n.next.load(Ordering::Acquire);
+                #[cfg(loom)]
+                if is_marker(p)
+                    && p != marker(t.bucket(hash))
+                    && self.fault == Fault::RestartOnForeignMarker
+                {
                     // Acquire: as above.
-                    p = n.next.load(Ordering::Acquire);
+                    p = t.bucket(hash).head.load(Ordering::Acquire);
                 }
-                if p == end {
-                    break 'walk;
-                }
-                // Another bucket's end: a node we stood on was moved by a resize. Walk again.
             }
+            // The end of our bucket's chain, or of another one's if a migration moved a node
+            // we stood on: either way, what this table may still hold for the key was moved
+            // to the next one before (module docs, "Why a walk never restarts").
             // SAFETY: the caller holds a guard (every public entry takes one).
             t = unsafe { next_table(t) }?;
         }
@@ -1055,7 +1068,8 @@ where
 
     /// Resize the table to `buckets` buckets (rounded up to a power of two, at least the
     /// capacity the map was created with), migrating every bucket no other writer has claimed
-    /// before returning; a resize already under way is helped along first. When no other
+    /// before returning; a resize already under way is finished first (helping, then
+    /// yielding until the writers that claimed its last buckets are done). When no other
     /// writer runs, the resize is complete on return; otherwise the last of them to finish a
     /// claimed bucket completes it. Writers keep working throughout, and the load-based
     /// resizing may move the size again afterwards (this is the kernel's `rhashtable`
@@ -1088,6 +1102,13 @@ where
             // SAFETY: we hold a guard.
             if let Some(n) = unsafe { next_table(t) } {
                 self.help(t, n, usize::MAX);
+                // Every bucket is claimed; other writers are finishing theirs. This is the
+                // one place that waits for another thread (an explicit rehash finishes the
+                // resize under way before it starts its own); no lock is held meanwhile.
+                #[cfg(not(loom))]
+                std::thread::yield_now();
+                #[cfg(loom)]
+                loom::thread::yield_now();
                 continue;
             }
             if t.buckets.len() == want {
@@ -1194,7 +1215,7 @@ where
                 break;
             }
             loop {
-                // SAFETY: a node of the chain we hold the lock of.
+                // SAFETY: a node of the chain we hold the lock of. Relaxed: as above.
                 let next = unsafe { &*p }.next.load(Ordering::Relaxed);
                 if next == end {
                     break;
@@ -1208,6 +1229,7 @@ where
             let target = n.bucket(node.hash);
             #[cfg(loom)]
             if self.fault == Fault::UnlinkFirst {
+                // Release: as the real unlink below; only the order is wrong (the bug).
                 prev.store(end, Ordering::Release);
             }
             {
@@ -1215,8 +1237,8 @@ where
                 debug_assert!(!*tl, "the new table is not being migrated");
                 // Release: a reader standing on the node walks on into the target chain and
                 // must see its nodes (our lock acquired their publication); pairs with the
-                // walks' Acquire loads. The reader then meets the target's marker, not its
-                // own, and walks its bucket again.
+                // walks' Acquire loads. The reader then ends at the target's marker and
+                // searches the new table (module docs, "Why a walk never restarts").
                 node.next
                     .store(target.head.load(Ordering::Relaxed), Ordering::Release);
                 // Release: publishes the node in the new chain; pairs with the walks'
@@ -1516,29 +1538,22 @@ pub struct Iter<'g, K, V> {
 
 impl<'g, K: Eq, V> Iter<'g, K, V> {
     /// Walk bucket `j` of `x`, adding the nodes of group `i` (hash & `m` == `i`) whose keys
-    /// `buf` does not have yet; walks again from the head when the walk ends at another
-    /// bucket's marker.
+    /// `buf` does not have yet. A walk that a migration diverted into another chain (it ends
+    /// at another bucket's marker) goes on to its end: what it skipped is in the next table,
+    /// which `collect` walks next.
     fn walk(&mut self, x: &'g Table<K, V>, j: usize, i: usize, m: usize) {
         let b = &x.buckets[j];
-        let end = marker(b);
-        loop {
-            let start = self.buf.len();
-            // Acquire: pairs with the Release stores that link nodes (see `HashMap::find`).
-            let mut p = b.head.load(Ordering::Acquire);
-            while !is_marker(p) {
-                // SAFETY: as in `HashMap::find`: reached through published links under the
-                // iterator's guard (`'g`).
-                let n: &'g Node<K, V> = unsafe { &*p };
-                if n.hash as usize & m == i && !self.buf.iter().any(|q| q.key == n.key) {
-                    self.buf.push(n);
-                }
-                // Acquire: as above.
-                p = n.next.load(Ordering::Acquire);
+        // Acquire: pairs with the Release stores that link nodes (see `HashMap::find`).
+        let mut p = b.head.load(Ordering::Acquire);
+        while !is_marker(p) {
+            // SAFETY: as in `HashMap::find`: reached through published links under the
+            // iterator's guard (`'g`).
+            let n: &'g Node<K, V> = unsafe { &*p };
+            if n.hash as usize & m == i && !self.buf.iter().any(|q| q.key == n.key) {
+                self.buf.push(n);
             }
-            if p == end {
-                return;
-            }
-            self.buf.truncate(start);
+            // Acquire: as above.
+            p = n.next.load(Ordering::Acquire);
         }
     }
 

@@ -4,12 +4,17 @@
 //!    finds a node sees its value initialized, and nothing is freed while it can be reached;
 //! 2. the migration of a 2-bucket table to 4 buckets (tail moves, the migrated mark, the root
 //!    swing and the old table's retirement) against a reader of a stable key and a writer
-//!    removing another key of the same bucket: the stable key is never missed.
+//!    removing another key of the same bucket: the stable key is never missed;
+//! 3. the reverse, 4 buckets shrinking to 2 (two old chains merging into one) against a
+//!    reader and a writer inserting into the merged bucket.
 //!
 //! Each has a negative model that loom must catch: an insert that publishes its node with a
 //! `Relaxed` store (the reader's read of the value is then a causality violation), and a
 //! migration that ends the old chain before linking the node into the new table (the
-//! reader then misses a key that was present throughout).
+//! reader then misses a key that was present throughout; for models 2 and 3). A third
+//! negative model restarts a walk that ends at another bucket's marker, as `rhashtable`
+//! does, and loom reports the reader spinning while the migrator is preempted: the reason
+//! the map's walks go on to the next table instead (module docs).
 //!
 //! The flavor is a stand-in driven by hand, as in `atomic/tests/loom_list.rs`: a guard counts
 //! itself in a reader counter; `retire` puts the box in a limbo list; `grace_point`, called
@@ -294,6 +299,72 @@ fn loom_map_migration_vs_reader_and_writer() {
     loom::model(|| migration_vs_reader_and_writer(Fault::None));
 }
 
+/// Model 3. The reverse: four buckets shrink to two, old buckets 1 and 3 merging into new
+/// bucket 1, while a writer inserts key 5 (old bucket 1, new bucket 1) and the reader looks up
+/// key 3, present throughout.
+fn shrink_vs_reader_and_writer(fault: Fault) {
+    let model = Model::new();
+    let map = Arc::new(Map::with_fault(4, Identity, model.clone(), fault));
+    {
+        let g = model.read_lock();
+        map.insert(1, Val::new(101), &g);
+        map.insert(3, Val::new(103), &g);
+    }
+    let migrator = {
+        let (map, model) = (map.clone(), model.clone());
+        thread::spawn(move || {
+            {
+                let g = model.read_lock();
+                map.rehash(2, &g).unwrap();
+            }
+            model.grace_point();
+        })
+    };
+    let writer = {
+        let (map, model) = (map.clone(), model.clone());
+        thread::spawn(move || {
+            let g = model.read_lock();
+            assert!(map.insert(5, Val::new(105), &g).is_none());
+        })
+    };
+    {
+        let g = model.read_lock();
+        assert_eq!(
+            map.get(&3, &g).map(Val::read),
+            Some(103),
+            "a stable key was missed"
+        );
+        if let Some(v) = map.get(&5, &g) {
+            assert_eq!(v.read(), 105);
+        }
+    }
+    migrator.join().unwrap();
+    writer.join().unwrap();
+    let g = model.read_lock();
+    assert_eq!(map.buckets(&g), 2);
+    for k in [1, 3, 5] {
+        assert_eq!(map.get(&k, &g).map(Val::read), Some(100 + k));
+    }
+    assert_eq!(map.iter(&g).count(), 3);
+    drop(g);
+    drop(map);
+    model.free_all();
+}
+
+#[test]
+fn loom_map_shrink_vs_reader_and_writer() {
+    loom::model(|| shrink_vs_reader_and_writer(Fault::None));
+}
+
+#[test]
+fn loom_map_shrink_unlink_before_relink_is_detected() {
+    must_fail(
+        shrink_vs_reader_and_writer,
+        Fault::UnlinkFirst,
+        "the model must catch a reader missing a key that a shrink moved",
+    );
+}
+
 /// Run a negative model: loom must report a failing execution.
 fn must_fail(f: fn(Fault), fault: Fault, what: &str) {
     // Loom reports a failing execution by panicking out of `model`.
@@ -305,7 +376,10 @@ fn must_fail(f: fn(Fault), fault: Fault, what: &str) {
         .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_default();
     assert!(
-        msg.contains("Causality violation") || msg.contains("missed") || msg.contains("freed"),
+        msg.contains("Causality violation")
+            || msg.contains("missed")
+            || msg.contains("freed")
+            || msg.contains("maximum number of branches"),
         "unexpected failure: {msg}"
     );
 }
@@ -325,5 +399,17 @@ fn loom_map_unlink_before_relink_is_detected() {
         migration_vs_reader_and_writer,
         Fault::UnlinkFirst,
         "the model must catch a reader missing a key that a migration moved",
+    );
+}
+
+#[test]
+fn loom_map_restart_on_foreign_marker_livelocks() {
+    // rhashtable's restart: the reader spins on the old bucket while the migrator is
+    // preempted between linking the node into the new table and unlinking it from the old
+    // one; loom reports the spin (a reader waiting for a writer).
+    must_fail(
+        shrink_vs_reader_and_writer,
+        Fault::RestartOnForeignMarker,
+        "the model must catch a reader spinning on a preempted migrator",
     );
 }
