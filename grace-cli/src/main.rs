@@ -460,7 +460,9 @@ fn main() -> ExitCode {
             }
             if a.suite == bench::Suite::Map {
                 if a.budget.is_some() || !a.impls.is_empty() {
-                    eprintln!("grace: --budget and --impls are options of `grace bench flood` only");
+                    eprintln!(
+                        "grace: --budget and --impls are options of `grace bench flood` only"
+                    );
                     return ExitCode::from(2);
                 }
                 let opts = map::MapOptions {

@@ -22,6 +22,11 @@
 //!   walk the chain of the key's bucket with `Acquire` loads to its end. A miss then looks at
 //!   the table's `next` pointer and, when a resize is under way, searches the new table too.
 //!   Readers never wait and never write.
+//! * **A bucket is one word**: the chain's first node (or its marker) with two flag bits a
+//!   pointer leaves clear, the writers' lock and "migrated", like the bit spinlock
+//!   `rhashtable` keeps in its bucket pointer (`rht_lock`). Readers mask the flags off, so a
+//!   lookup touches one word of the bucket array, and a table of a million buckets is 8 MiB.
+//!   The lock spins briefly, then yields (a holder only does a few stores).
 //! * **Writers** ([`insert`](HashMap::insert), [`remove`](HashMap::remove),
 //!   [`update`](HashMap::update)) lock the key's bucket in the current table. A bucket already
 //!   migrated by a resize is marked so; the writer unlocks it and goes to the new table. A
@@ -103,6 +108,8 @@
 //! |---|---|---|---|
 //! | a chain link (`Bucket::head`, `Node::next`) | `Release` (insert, replace, unlink, migration) | `Acquire` in the chain walks | each other: a reader that loads a link sees the linked node's fields and the chain behind it |
 //! | the same, under the bucket lock | as above | `Relaxed` | the bucket lock orders every writer of a chain |
+//! | a bucket word's lock bit (`LOCKED`) | `Acquire` compare-exchange (lock); `Release` store (unlock) | `Relaxed` (waiters' look) | each other: the next holder sees the previous holder's chain stores; a reader that reads a value written by the lock's compare-exchange still synchronizes with the unlock before it (release sequence) |
+//! | a bucket word's `MIGRATED` bit | `Release` (set with the chain empty) | `Relaxed`, under the lock | the walks' `Acquire` loads, like the unlink before it: a reader that reads the empty chain from it sees the moved nodes in the next table |
 //! | `Table::next` | `Release` (the compare-exchange that starts a resize) | `Acquire` (readers after a miss, writers after a migrated mark) | a reader that sees the new table sees its initialized buckets |
 //! | `HashMap::root` | `Release` (the last migrator) | `Acquire` (every operation) | the last migrator's `AcqRel` count makes every migration happen before the new table becomes current |
 //! | `Table::migrated` | `AcqRel` increments | — | the last increment acquires every earlier one |
@@ -120,7 +127,7 @@ use crate::alloc::{try_box, try_vec, AllocError};
 #[cfg(not(loom))]
 use crate::atomic::Flavor;
 use crate::atomic::{Rcu, Retire};
-use crate::sync::{lock, AtomicPtr, AtomicUsize, Mutex, MutexGuard, Ordering};
+use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
 use crossbeam_utils::CachePadded;
 use std::borrow::Borrow;
 use std::collections::hash_map::RandomState;
@@ -165,13 +172,162 @@ struct Node<K, V> {
     value: V,
 }
 
-/// A chain head and the lock its writers take.
+/// A chain head, with the lock its writers take in the same word (the kernel's
+/// `rht_lock`: a bit spinlock in the bucket pointer), so that a bucket is one word and a
+/// lookup touches one cache line of the bucket array for it.
+///
+/// The word holds the first node, or this bucket's end marker when the chain is empty, plus
+/// two flags in bits a node pointer and a marker leave clear (both are 8-byte aligned, and a
+/// marker's only set bit is bit 0): [`LOCKED`], held by a writer of this chain, and
+/// [`MIGRATED`], set once a resize moved the bucket's keys to the next table. Readers mask
+/// the flags off ([`Bucket::load`]); only the lock holder changes the word while [`LOCKED`]
+/// is set, and others only try to set it.
 struct Bucket<K, V> {
-    /// The first node, or this bucket's end marker when the chain is empty.
     head: AtomicPtr<Node<K, V>>,
-    /// Held by writers of this chain; `true` once a resize migrated the bucket (its keys are
-    /// in the next table from then on).
-    lock: Mutex<bool>,
+}
+
+/// A writer holds the bucket's lock.
+const LOCKED: usize = 0b010;
+/// A resize moved the bucket's keys to the next table (they live there from then on).
+const MIGRATED: usize = 0b100;
+/// Both flags.
+const FLAGS: usize = LOCKED | MIGRATED;
+
+/// `p` with `bits` (clear in `p`) set, keeping its provenance.
+#[inline]
+fn with_bits<K, V>(p: *mut Node<K, V>, bits: usize) -> *mut Node<K, V> {
+    debug_assert_eq!(p as usize & bits, 0);
+    p.cast::<u8>().wrapping_add(bits).cast()
+}
+
+/// `p` without the bucket flags, keeping its provenance.
+#[inline]
+fn without_flags<K, V>(p: *mut Node<K, V>) -> *mut Node<K, V> {
+    p.cast::<u8>().wrapping_sub(p as usize & FLAGS).cast()
+}
+
+impl<K, V> Bucket<K, V> {
+    /// The first node or the end marker, without the flags.
+    #[inline]
+    fn load(&self, order: Ordering) -> *mut Node<K, V> {
+        without_flags(self.head.load(order))
+    }
+
+    /// Take the writers' lock: spin briefly, then yield (a holder only does a few stores, but
+    /// may be preempted).
+    fn lock(&self) -> BucketLock<'_, K, V> {
+        #[cfg(not(loom))]
+        let backoff = crossbeam_utils::Backoff::new();
+        loop {
+            // Relaxed: a look; the compare-exchange below is what acquires.
+            let cur = self.head.load(Ordering::Relaxed);
+            if cur as usize & LOCKED == 0
+                // Acquire: pairs with the Release store in `BucketLock::drop`: the previous
+                // holder's stores to this chain happen before ours.
+                && self
+                    .head
+                    .compare_exchange_weak(
+                        cur,
+                        with_bits(cur, LOCKED),
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+            {
+                return BucketLock { bucket: self };
+            }
+            #[cfg(not(loom))]
+            backoff.snooze();
+            #[cfg(loom)]
+            loom::thread::yield_now();
+        }
+    }
+}
+
+/// A bucket's writer lock, held: released when dropped.
+struct BucketLock<'b, K, V> {
+    bucket: &'b Bucket<K, V>,
+}
+
+impl<K, V> BucketLock<'_, K, V> {
+    /// The word as the holder alone may change it. Relaxed: while we hold the lock nobody
+    /// else writes it.
+    #[inline]
+    fn word(&self) -> *mut Node<K, V> {
+        self.bucket.head.load(Ordering::Relaxed)
+    }
+
+    /// Whether a resize has moved this bucket's keys to the next table.
+    #[inline]
+    fn migrated(&self) -> bool {
+        self.word() as usize & MIGRATED != 0
+    }
+
+    /// The first node, or the end marker.
+    #[inline]
+    fn head(&self) -> *mut Node<K, V> {
+        without_flags(self.word())
+    }
+
+    /// Make `p` the first node (or the end marker), keeping the flags; `order` as for any
+    /// store of a chain link (Release when it publishes or unlinks).
+    #[inline]
+    fn set_head(&self, p: *mut Node<K, V>, order: Ordering) {
+        let flags = self.word() as usize & FLAGS;
+        self.bucket.head.store(with_bits(p, flags), order);
+    }
+
+    /// Mark the bucket migrated (its chain is empty by then).
+    fn set_migrated(&self) {
+        let w = self.word();
+        debug_assert_eq!(w as usize & MIGRATED, 0);
+        // Release: a reader may read the empty chain's marker from this store rather than
+        // from the unlink before it; it must still see every node moved to the next table
+        // (pairs with the walks' Acquire loads, as the unlink's Release store does). Later
+        // lock holders read the flag under the lock.
+        self.bucket
+            .head
+            .store(with_bits(w, MIGRATED), Ordering::Release);
+    }
+}
+
+impl<K, V> Drop for BucketLock<'_, K, V> {
+    fn drop(&mut self) {
+        let w = self.word();
+        // Release: pairs with the Acquire compare-exchange in `Bucket::lock` (the next
+        // holder sees our chain stores), and publishes like any head store for readers.
+        self.bucket.head.store(
+            w.cast::<u8>().wrapping_sub(LOCKED).cast(),
+            Ordering::Release,
+        );
+    }
+}
+
+/// A link a writer may rewrite under the bucket lock: the bucket's head (whose flags stay)
+/// or a node's `next`.
+enum Link<'a, K, V> {
+    Head(&'a BucketLock<'a, K, V>),
+    Next(&'a AtomicPtr<Node<K, V>>),
+}
+
+impl<K, V> Link<'_, K, V> {
+    /// What the link points to. Relaxed: under the bucket lock, which orders every store to
+    /// the chain.
+    #[inline]
+    fn load(&self) -> *mut Node<K, V> {
+        match self {
+            Link::Head(lk) => lk.head(),
+            Link::Next(a) => a.load(Ordering::Relaxed),
+        }
+    }
+
+    #[inline]
+    fn store(&self, p: *mut Node<K, V>, order: Ordering) {
+        match self {
+            Link::Head(lk) => lk.set_head(p, order),
+            Link::Next(a) => a.store(p, order),
+        }
+    }
 }
 
 /// The end marker of `bucket`'s chain: its address with the low bit set (a node pointer is
@@ -217,7 +373,6 @@ impl<K, V> Table<K, V> {
         for _ in 0..len {
             v.push(Bucket {
                 head: AtomicPtr::new(ptr::null_mut()),
-                lock: Mutex::new(false),
             });
         }
         let table = Table {
@@ -574,7 +729,7 @@ where
         loop {
             // Acquire: pairs with the Release stores that link a node (insert, replace,
             // unlink, migration): the node's fields are visible.
-            let mut p = t.bucket(hash).head.load(Ordering::Acquire);
+            let mut p = t.bucket(hash).load(Ordering::Acquire);
             while !is_marker(p) {
                 // SAFETY: reached from the table through links of published nodes under the
                 // caller's guard; a node is freed only a grace period after it was unlinked,
@@ -591,7 +746,7 @@ where
                     && self.fault == Fault::RestartOnForeignMarker
                 {
                     // Acquire: as above.
-                    p = t.bucket(hash).head.load(Ordering::Acquire);
+                    p = t.bucket(hash).load(Ordering::Acquire);
                 }
             }
             // The end of our bucket's chain, or of another one's if a migration moved a node
@@ -604,13 +759,12 @@ where
 
     /// Lock the bucket where keys of `hash` live now: the first unmigrated one, from the
     /// current table on.
-    fn lock_home(&self, hash: u64) -> (&Table<K, V>, &Bucket<K, V>, MutexGuard<'_, bool>) {
+    fn lock_home(&self, hash: u64) -> (&Table<K, V>, BucketLock<'_, K, V>) {
         let mut t = self.root();
         loop {
-            let b = t.bucket(hash);
-            let g = lock(&b.lock);
-            if !*g {
-                return (t, b, g);
+            let g = t.bucket(hash).lock();
+            if !g.migrated() {
+                return (t, g);
             }
             drop(g);
             // SAFETY: the caller holds a guard. A migrated mark is set after the table's
@@ -623,26 +777,26 @@ where
     /// pointer the link holds, which keeps the provenance `retire_raw` needs).
     #[allow(clippy::type_complexity)]
     fn find_locked<'b, Q>(
-        b: &'b Bucket<K, V>,
+        b: &'b BucketLock<'b, K, V>,
         hash: u64,
         key: &Q,
-    ) -> Option<(&'b AtomicPtr<Node<K, V>>, *mut Node<K, V>)>
+    ) -> Option<(Link<'b, K, V>, *mut Node<K, V>)>
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        let mut prev = &b.head;
-        // Relaxed: under the bucket lock, which orders every store to this chain.
-        let mut p = prev.load(Ordering::Relaxed);
+        let mut prev = Link::Head(b);
+        // Relaxed (inside `load`): under the bucket lock, which orders every store to this
+        // chain.
+        let mut p = prev.load();
         while !is_marker(p) {
             // SAFETY: a node of a chain we hold the lock of: nobody unlinks it meanwhile.
-            let n = unsafe { &*p };
+            let n: &'b Node<K, V> = unsafe { &*p };
             if n.hash == hash && n.key.borrow() == key {
                 return Some((prev, p));
             }
-            prev = &n.next;
-            // Relaxed: as above.
-            p = prev.load(Ordering::Relaxed);
+            prev = Link::Next(&n.next);
+            p = prev.load();
         }
         None
     }
@@ -650,8 +804,8 @@ where
     /// Link `node`, replacing an entry with its key (`replace`) or keeping it.
     fn put<'g>(&'g self, node: Box<Node<K, V>>, replace: bool) -> Put<'g, K, V> {
         let hash = node.hash;
-        let (_, b, lk) = self.lock_home(hash);
-        let found = Self::find_locked(b, hash, &node.key);
+        let (_, lk) = self.lock_home(hash);
+        let found = Self::find_locked(&lk, hash, &node.key);
         // SAFETY: a node of the chain we hold the lock of; after the unlink below, freed only
         // a grace period later, which the caller's guard holds back.
         let found = found.map(|(prev, p)| (prev, p, unsafe { &*p }));
@@ -674,8 +828,7 @@ where
             }
             None => {
                 // Relaxed: under the lock (see `find_locked`); the node is not published.
-                node.next
-                    .store(b.head.load(Ordering::Relaxed), Ordering::Relaxed);
+                node.next.store(lk.head(), Ordering::Relaxed);
                 let new = Box::into_raw(node);
                 #[cfg(loom)]
                 let publish = if self.fault == Fault::RelaxedPublish {
@@ -686,7 +839,7 @@ where
                 #[cfg(not(loom))]
                 let publish = Ordering::Release;
                 // Release: publishes the node; pairs with the walks' Acquire loads.
-                b.head.store(new, publish);
+                lk.set_head(new, publish);
                 // SAFETY: just linked; freed only after being unlinked and a grace period
                 // that the caller's guard holds back.
                 Put::Inserted(unsafe { &*new })
@@ -913,8 +1066,8 @@ where
     {
         self.flavor.assert_guard(guard);
         let hash = self.hash(key);
-        let (_, b, lk) = self.lock_home(hash);
-        let (prev, old_ptr) = Self::find_locked(b, hash, key)?;
+        let (_, lk) = self.lock_home(hash);
+        let (prev, old_ptr) = Self::find_locked(&lk, hash, key)?;
         // SAFETY: a node of the chain we hold the lock of.
         let old = unsafe { &*old_ptr };
         let new = Box::into_raw(Box::new(Node {
@@ -955,8 +1108,8 @@ where
     {
         self.flavor.assert_guard(guard);
         let hash = self.hash(key);
-        let (_, b, lk) = self.lock_home(hash);
-        let (prev, old_ptr) = Self::find_locked(b, hash, key)?;
+        let (_, lk) = self.lock_home(hash);
+        let (prev, old_ptr) = Self::find_locked(&lk, hash, key)?;
         // SAFETY: a node of the chain we hold the lock of; after the unlink, freed only a
         // grace period later, which the caller's guard holds back.
         let old = unsafe { &*old_ptr };
@@ -990,20 +1143,19 @@ where
         let mut t = Some(self.root());
         while let Some(table) = t {
             for b in table.buckets.iter() {
-                let lk = lock(&b.lock);
-                if *lk {
+                let lk = b.lock();
+                if lk.migrated() {
                     continue; // migrated: its entries are in the next table, cleared next
                 }
                 let end = marker(b);
-                // Relaxed: under the lock.
-                let mut p = b.head.load(Ordering::Relaxed);
+                let mut p = lk.head();
                 if p == end {
                     continue;
                 }
                 // Release: readers that load the empty head need nothing published, but a
                 // Release keeps this store uniform with the other unlinks (pairs with the
                 // walks' Acquire loads).
-                b.head.store(end, Ordering::Release);
+                lk.set_head(end, Ordering::Release);
                 drop(lk);
                 while p != end {
                     // SAFETY: the chain was ours under the lock; its nodes are unlinked now
@@ -1203,14 +1355,14 @@ where
 
     /// Move every node of old bucket `b` to `n`, tail first, then mark `b` migrated.
     fn migrate(&self, b: &Bucket<K, V>, n: &Table<K, V>) {
-        let mut lk = lock(&b.lock);
-        debug_assert!(!*lk, "a bucket is claimed once");
+        let lk = b.lock();
+        debug_assert!(!lk.migrated(), "a bucket is claimed once");
         let end = marker(b);
         loop {
             // Find the tail and the link to it. Relaxed: under b's lock, which orders every
             // store to this chain.
-            let mut prev = &b.head;
-            let mut p = prev.load(Ordering::Relaxed);
+            let mut prev = Link::Head(&lk);
+            let mut p = prev.load();
             if p == end {
                 break;
             }
@@ -1221,7 +1373,7 @@ where
                     break;
                 }
                 // SAFETY: as above.
-                prev = unsafe { &(*p).next };
+                prev = Link::Next(unsafe { &(*p).next });
                 p = next;
             }
             // SAFETY: as above.
@@ -1233,24 +1385,23 @@ where
                 prev.store(end, Ordering::Release);
             }
             {
-                let tl = lock(&target.lock);
-                debug_assert!(!*tl, "the new table is not being migrated");
+                let tl = target.lock();
+                debug_assert!(!tl.migrated(), "the new table is not being migrated");
                 // Release: a reader standing on the node walks on into the target chain and
                 // must see its nodes (our lock acquired their publication); pairs with the
                 // walks' Acquire loads. The reader then ends at the target's marker and
                 // searches the new table (module docs, "Why a walk never restarts").
-                node.next
-                    .store(target.head.load(Ordering::Relaxed), Ordering::Release);
+                node.next.store(tl.head(), Ordering::Release);
                 // Release: publishes the node in the new chain; pairs with the walks'
                 // Acquire loads.
-                target.head.store(p, Ordering::Release);
+                tl.set_head(p, Ordering::Release);
                 drop(tl);
             }
             // Release: after the node is reachable in `n`; a reader that reads this marker
             // then finds the node through `next` (module docs, "Memory orderings").
             prev.store(end, Ordering::Release);
         }
-        *lk = true;
+        lk.set_migrated();
     }
 
     /// Make `t`'s successor current and retire `t` (all its buckets migrated).
@@ -1544,7 +1695,7 @@ impl<'g, K: Eq, V> Iter<'g, K, V> {
     fn walk(&mut self, x: &'g Table<K, V>, j: usize, i: usize, m: usize) {
         let b = &x.buckets[j];
         // Acquire: pairs with the Release stores that link nodes (see `HashMap::find`).
-        let mut p = b.head.load(Ordering::Acquire);
+        let mut p = b.load(Ordering::Acquire);
         while !is_marker(p) {
             // SAFETY: as in `HashMap::find`: reached through published links under the
             // iterator's guard (`'g`).
@@ -1613,7 +1764,7 @@ impl<K, V, S, F> Drop for HashMap<K, V, S, F> {
             let table = unsafe { Box::from_raw(t) };
             for b in table.buckets.iter() {
                 let end = marker(b);
-                let mut p = b.head.load(Ordering::Relaxed);
+                let mut p = b.load(Ordering::Relaxed);
                 while p != end {
                     // SAFETY: at rest each node is in exactly one chain (a migration moves a
                     // node under its bucket's lock, which no one holds now); freed once.
