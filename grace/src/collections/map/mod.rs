@@ -164,10 +164,13 @@ pub(crate) enum Fault {
 }
 
 /// One entry: immutable once published, except for `next`.
+///
+/// The key's hash is not stored (as in `rhashtable`): a lookup compares keys, and a resize
+/// or an iteration during one hashes the keys it moves or filters. That keeps a node of
+/// `u64` keys and values at 24 bytes, one 32-byte allocator chunk instead of 48.
 struct Node<K, V> {
     /// The next node of the chain, or the chain's end marker.
     next: AtomicPtr<Node<K, V>>,
-    hash: u64,
     key: K,
     value: V,
 }
@@ -735,7 +738,7 @@ where
                 // caller's guard; a node is freed only a grace period after it was unlinked,
                 // and the guard's section began before that.
                 let n = unsafe { &*p };
-                if n.hash == hash && n.key.borrow() == key {
+                if n.key.borrow() == key {
                     return Some(n);
                 }
                 // Acquire: as above.
@@ -778,7 +781,6 @@ where
     #[allow(clippy::type_complexity)]
     fn find_locked<'b, Q>(
         b: &'b BucketLock<'b, K, V>,
-        hash: u64,
         key: &Q,
     ) -> Option<(Link<'b, K, V>, *mut Node<K, V>)>
     where
@@ -792,7 +794,7 @@ where
         while !is_marker(p) {
             // SAFETY: a node of a chain we hold the lock of: nobody unlinks it meanwhile.
             let n: &'b Node<K, V> = unsafe { &*p };
-            if n.hash == hash && n.key.borrow() == key {
+            if n.key.borrow() == key {
                 return Some((prev, p));
             }
             prev = Link::Next(&n.next);
@@ -802,10 +804,9 @@ where
     }
 
     /// Link `node`, replacing an entry with its key (`replace`) or keeping it.
-    fn put<'g>(&'g self, node: Box<Node<K, V>>, replace: bool) -> Put<'g, K, V> {
-        let hash = node.hash;
+    fn put<'g>(&'g self, hash: u64, node: Box<Node<K, V>>, replace: bool) -> Put<'g, K, V> {
         let (_, lk) = self.lock_home(hash);
-        let found = Self::find_locked(&lk, hash, &node.key);
+        let found = Self::find_locked(&lk, &node.key);
         // SAFETY: a node of the chain we hold the lock of; after the unlink below, freed only
         // a grace period later, which the caller's guard holds back.
         let found = found.map(|(prev, p)| (prev, p, unsafe { &*p }));
@@ -945,13 +946,13 @@ where
     /// ```
     pub fn insert<'g>(&'g self, key: K, value: V, guard: &'g F::Guard<'_>) -> Option<&'g V> {
         self.flavor.assert_guard(guard);
+        let hash = self.hash(&key);
         let node = Box::new(Node {
             next: AtomicPtr::new(ptr::null_mut()),
-            hash: self.hash(&key),
             key,
             value,
         });
-        match self.put(node, true) {
+        match self.put(hash, node, true) {
             Put::Replaced(old) => Some(&old.value),
             _ => None,
         }
@@ -990,13 +991,12 @@ where
         let node = try_box(
             Node {
                 next: AtomicPtr::new(ptr::null_mut()),
-                hash,
                 key,
                 value,
             },
             "a hash map entry",
         )?;
-        Ok(match self.put(node, true) {
+        Ok(match self.put(hash, node, true) {
             Put::Replaced(old) => Some(&old.value),
             _ => None,
         })
@@ -1028,11 +1028,10 @@ where
         }
         let node = Box::new(Node {
             next: AtomicPtr::new(ptr::null_mut()),
-            hash,
             key,
             value: make(),
         });
-        match self.put(node, false) {
+        match self.put(hash, node, false) {
             Put::Inserted(n) | Put::Kept(n) => &n.value,
             Put::Replaced(_) => unreachable!("put(_, false) never replaces"),
         }
@@ -1067,13 +1066,12 @@ where
         self.flavor.assert_guard(guard);
         let hash = self.hash(key);
         let (_, lk) = self.lock_home(hash);
-        let (prev, old_ptr) = Self::find_locked(&lk, hash, key)?;
+        let (prev, old_ptr) = Self::find_locked(&lk, key)?;
         // SAFETY: a node of the chain we hold the lock of.
         let old = unsafe { &*old_ptr };
         let new = Box::into_raw(Box::new(Node {
             // Relaxed: under the lock; published by the Release store below.
             next: AtomicPtr::new(old.next.load(Ordering::Relaxed)),
-            hash,
             key: old.key.clone(),
             value: f(&old.value),
         }));
@@ -1109,7 +1107,7 @@ where
         self.flavor.assert_guard(guard);
         let hash = self.hash(key);
         let (_, lk) = self.lock_home(hash);
-        let (prev, old_ptr) = Self::find_locked(&lk, hash, key)?;
+        let (prev, old_ptr) = Self::find_locked(&lk, key)?;
         // SAFETY: a node of the chain we hold the lock of; after the unlink, freed only a
         // grace period later, which the caller's guard holds back.
         let old = unsafe { &*old_ptr };
@@ -1164,7 +1162,7 @@ where
                     // Relaxed: the node is unlinked; its `next` was last written under the
                     // lock we held.
                     let next = n.next.load(Ordering::Relaxed);
-                    self.count(n.hash, -1);
+                    self.count(self.hash(&n.key), -1);
                     // SAFETY: unlinked above by us alone, retired once; readers hold guards of
                     // the flavor.
                     unsafe { self.flavor.retire_raw(p) };
@@ -1193,11 +1191,12 @@ where
     /// assert_eq!(pairs[3], (3, 6));
     /// assert_eq!(pairs.len(), 10);
     /// ```
-    pub fn iter<'g>(&'g self, guard: &'g F::Guard<'_>) -> Iter<'g, K, V> {
+    pub fn iter<'g>(&'g self, guard: &'g F::Guard<'_>) -> Iter<'g, K, V, S> {
         self.flavor.assert_guard(guard);
         let t = self.root();
         Iter {
             table: t,
+            hasher: &self.hasher,
             group: 0,
             buf: Vec::new(),
             pos: 0,
@@ -1378,7 +1377,7 @@ where
             }
             // SAFETY: as above.
             let node = unsafe { &*p };
-            let target = n.bucket(node.hash);
+            let target = n.bucket(self.hash(&node.key));
             #[cfg(loom)]
             if self.fault == Fault::UnlinkFirst {
                 // Release: as the real unlink below; only the order is wrong (the bug).
@@ -1610,7 +1609,7 @@ where
     /// let map: grace::collections::HashMap<u8, u8> = (0..4).map(|i| (i, i)).collect();
     /// assert_eq!(map.pin().iter().count(), 4);
     /// ```
-    pub fn iter(&self) -> Iter<'_, K, V> {
+    pub fn iter(&self) -> Iter<'_, K, V, S> {
         self.map.iter(&self.guard)
     }
 
@@ -1676,9 +1675,12 @@ where
 /// let sum: u32 = map.iter(&g).map(|(_, v)| v).sum();
 /// assert_eq!(sum, 3);
 /// ```
-pub struct Iter<'g, K, V> {
+pub struct Iter<'g, K, V, S = RandomState> {
     /// The table current when the iteration started; its buckets are the groups.
     table: &'g Table<K, V>,
+    /// The map's hasher: where a walk may hold nodes of other groups (a shrunk table, or a
+    /// chain a migration diverted it into), it hashes their keys to keep its group's only.
+    hasher: &'g S,
     /// The next group to collect.
     group: usize,
     /// The current group's nodes.
@@ -1687,12 +1689,13 @@ pub struct Iter<'g, K, V> {
     pos: usize,
 }
 
-impl<'g, K: Eq, V> Iter<'g, K, V> {
+impl<'g, K: Hash + Eq, V, S: BuildHasher> Iter<'g, K, V, S> {
     /// Walk bucket `j` of `x`, adding the nodes of group `i` (hash & `m` == `i`) whose keys
     /// `buf` does not have yet. A walk that a migration diverted into another chain (it ends
     /// at another bucket's marker) goes on to its end: what it skipped is in the next table,
     /// which `collect` walks next.
     fn walk(&mut self, x: &'g Table<K, V>, j: usize, i: usize, m: usize) {
+        let start = self.buf.len();
         let b = &x.buckets[j];
         // Acquire: pairs with the Release stores that link nodes (see `HashMap::find`).
         let mut p = b.load(Ordering::Acquire);
@@ -1700,11 +1703,25 @@ impl<'g, K: Eq, V> Iter<'g, K, V> {
             // SAFETY: as in `HashMap::find`: reached through published links under the
             // iterator's guard (`'g`).
             let n: &'g Node<K, V> = unsafe { &*p };
-            if n.hash as usize & m == i && !self.buf.iter().any(|q| q.key == n.key) {
+            // A node of another group never has the key of one of ours (its hash differs).
+            if !self.buf.iter().any(|q| q.key == n.key) {
                 self.buf.push(n);
             }
             // Acquire: as above.
             p = n.next.load(Ordering::Acquire);
+        }
+        // Bucket j of a table at least as large as the first holds group i's keys only
+        // (j & m == i); a smaller table's bucket, or a chain a migration diverted the walk
+        // into (it ended at another bucket's marker), may hold other groups' keys.
+        if x.mask < m || p != marker(b) {
+            let mut kept = start;
+            for k in start..self.buf.len() {
+                if self.hasher.hash_one(&self.buf[k].key) as usize & m == i {
+                    self.buf.swap(kept, k);
+                    kept += 1;
+                }
+            }
+            self.buf.truncate(kept);
         }
     }
 
@@ -1734,7 +1751,7 @@ impl<'g, K: Eq, V> Iter<'g, K, V> {
     }
 }
 
-impl<'g, K: Eq, V> Iterator for Iter<'g, K, V> {
+impl<'g, K: Hash + Eq, V, S: BuildHasher> Iterator for Iter<'g, K, V, S> {
     type Item = (&'g K, &'g V);
 
     fn next(&mut self) -> Option<(&'g K, &'g V)> {
