@@ -76,10 +76,12 @@
 //!   Dropping the map frees what it still holds at once. (`kvfree` counts an object as
 //!   `size_of` its type, so a retired table shows in the pending bytes as its header, not its
 //!   bucket array.)
-//! * **Length** is kept in striped, cache-padded counters (one stripe per range of hashes),
-//!   summed by [`len`](HashMap::len): exact when no write runs concurrently, approximate
-//!   otherwise. The resize check reads the stripe a write just touched and sums all stripes
-//!   only when that estimate crosses a threshold.
+//! * **Length** is kept in per-CPU, cache-padded counters (the kernel's percpu counters;
+//!   `rhashtable` keeps one atomic, which every writer on every CPU bounces), summed by
+//!   [`len`](HashMap::len): exact when no write runs concurrently, approximate otherwise. A
+//!   write touches only its CPU's line; the resize check sums the stripes on every write to
+//!   a small table and on every 16th write of a CPU to a larger one (a load between checks
+//!   can pass the threshold by those few writes per CPU).
 //!
 //! ## Why chaining, and not liburcu's split-ordered list
 //!
@@ -142,6 +144,19 @@ mod tests;
 const MIN_BUCKETS: usize = 8;
 /// Old buckets a writer migrates after its own operation while a resize is under way.
 const HELP_BATCH: usize = 4;
+/// Writes per length stripe between two resize checks, once a table has [`SMALL_TABLE`]
+/// buckets (a check sums every stripe, which costs a cache miss per stripe another CPU wrote).
+const CHECK_EVERY: usize = 16;
+/// Below this many buckets every write checks the load (a small table grows at once).
+const SMALL_TABLE: usize = 256;
+
+/// One CPU's part of the length: the net count of its inserts and removals, and the writes it
+/// made (the resize check's sampling clock). One cache line each, written by one CPU.
+struct Stripe {
+    count: AtomicUsize,
+    writes: AtomicUsize,
+}
+
 /// Length stripes (a power of two); one under loom, where each is a modelled atomic.
 #[cfg(not(loom))]
 const STRIPES: usize = 16;
@@ -447,7 +462,7 @@ pub struct HashMap<K, V, S = RandomState, F = Rcu> {
     /// The current table: the one writers start from.
     root: AtomicPtr<Table<K, V>>,
     /// Striped length counters, each a wrapping count of inserts minus removals.
-    count: Box<[CachePadded<AtomicUsize>]>,
+    count: Box<[CachePadded<Stripe>]>,
     /// The fewest buckets a shrink leaves.
     min_buckets: usize,
     hasher: S,
@@ -589,7 +604,12 @@ impl<K, V, S, F> HashMap<K, V, S, F> {
         HashMap {
             root: AtomicPtr::new(Box::into_raw(table)),
             count: (0..STRIPES)
-                .map(|_| CachePadded::new(AtomicUsize::new(0)))
+                .map(|_| {
+                    CachePadded::new(Stripe {
+                        count: AtomicUsize::new(0),
+                        writes: AtomicUsize::new(0),
+                    })
+                })
                 .collect(),
             min_buckets: buckets,
             hasher,
@@ -654,7 +674,7 @@ impl<K, V, S, F> HashMap<K, V, S, F> {
     pub fn len(&self) -> usize {
         let sum = self.count.iter().fold(0usize, |acc, c| {
             // Relaxed: a count; no data is read through it.
-            acc.wrapping_add(c.load(Ordering::Relaxed))
+            acc.wrapping_add(c.count.load(Ordering::Relaxed))
         });
         // A removal may count itself before the insert it undoes: never report below zero.
         (sum as isize).max(0) as usize
@@ -673,13 +693,22 @@ impl<K, V, S, F> HashMap<K, V, S, F> {
         self.len() == 0
     }
 
-    /// Add `delta` to the stripe of `hash`; returns the stripe's new value.
+    /// Add `delta` to this CPU's stripe; returns whether this write is one the resize check
+    /// samples (every [`CHECK_EVERY`]-th of the stripe's).
     #[inline]
-    fn count(&self, hash: u64, delta: isize) -> isize {
-        let c = &self.count[(hash >> 48) as usize & (STRIPES - 1)];
+    fn count(&self, delta: isize) -> bool {
+        #[cfg(not(loom))]
+        let i = crate::sys::current_cpu() & (STRIPES - 1);
+        #[cfg(loom)]
+        let i = 0;
+        let s = &self.count[i];
         // Relaxed: a count (see `len`).
-        c.fetch_add(delta as usize, Ordering::Relaxed)
-            .wrapping_add(delta as usize) as isize
+        s.count.fetch_add(delta as usize, Ordering::Relaxed);
+        // Relaxed, and a load and a store rather than an atomic add: a sampling clock; two
+        // threads on one stripe may lose a tick, which only moves the next check.
+        let w = s.writes.load(Ordering::Relaxed);
+        s.writes.store(w.wrapping_add(1), Ordering::Relaxed);
+        w % CHECK_EVERY == 0
     }
 
     /// The current table.
@@ -848,8 +877,8 @@ where
         };
         drop(lk);
         if let Put::Inserted(_) = result {
-            let stripe = self.count(hash, 1);
-            self.after_write(stripe, true);
+            let check = self.count(1);
+            self.after_write(check, true);
         }
         result
     }
@@ -1119,8 +1148,8 @@ where
         drop(lk);
         // SAFETY: as in `put`.
         unsafe { self.flavor.retire_raw(old_ptr) };
-        let stripe = self.count(hash, -1);
-        self.after_write(stripe, false);
+        let check = self.count(-1);
+        self.after_write(check, false);
         Some(&old.value)
     }
 
@@ -1162,7 +1191,7 @@ where
                     // Relaxed: the node is unlinked; its `next` was last written under the
                     // lock we held.
                     let next = n.next.load(Ordering::Relaxed);
-                    self.count(self.hash(&n.key), -1);
+                    self.count(-1);
                     // SAFETY: unlinked above by us alone, retired once; readers hold guards of
                     // the flavor.
                     unsafe { self.flavor.retire_raw(p) };
@@ -1172,7 +1201,7 @@ where
             // SAFETY: we hold a guard.
             t = unsafe { next_table(table) };
         }
-        self.after_write(0, false);
+        self.after_write(true, false);
     }
 
     /// Iterate over the entries under `guard` (the kernel's `rhashtable_walk_*`). Concurrent
@@ -1272,9 +1301,9 @@ where
         }
     }
 
-    /// After a write: help a resize under way, or start one if the stripe estimate says the
-    /// load crossed a threshold.
-    fn after_write(&self, stripe: isize, grew: bool) {
+    /// After a write: help a resize under way, or, when `check` (a sampled write) or the table
+    /// is small, start one if the load crossed a threshold.
+    fn after_write(&self, check: bool, grew: bool) {
         let t = self.root();
         // SAFETY: every writer holds a guard.
         if let Some(n) = unsafe { next_table(t) } {
@@ -1286,16 +1315,17 @@ where
             return;
         }
         let len = t.buckets.len();
-        let est = stripe.max(0) as usize * STRIPES;
+        if !check && len >= SMALL_TABLE {
+            return;
+        }
         // The new size is the one for the count now (load between 3/8 and 3/4), so a map that
         // grew or shrank a lot (or whose earlier resizes failed to allocate) gets there in one
         // resize.
-        let want = if grew && est * 4 > len * 3 {
-            let n = self.len();
-            (n * 4 > len * 3).then(|| buckets_for(n).max(len * 2))
-        } else if !grew && len > self.min_buckets && est * 10 < len * 3 {
-            let n = self.len();
-            (n * 10 < len * 3).then(|| buckets_for(n).clamp(self.min_buckets, len / 2))
+        let n = self.len();
+        let want = if grew && n * 4 > len * 3 {
+            Some(buckets_for(n).max(len * 2))
+        } else if !grew && len > self.min_buckets && n * 10 < len * 3 {
+            Some(buckets_for(n).clamp(self.min_buckets, len / 2))
         } else {
             None
         };
