@@ -73,7 +73,7 @@ enum Command {
         flavor: Flavor,
     },
     /// Benchmark grace against its peers (liburcu, crossbeam-epoch, seize, haphazard)
-    Bench(BenchArgs),
+    Bench(Box<BenchArgs>),
     /// The tour: short tortures of every part, then the headline benchmarks, and a summary
     Tour,
 }

@@ -1023,7 +1023,7 @@ fn bench_map_measures_every_peer_in_its_own_process_and_plots_it() {
     }
     // Every target is listed and judged (met or missed) against the grace row.
     let targets = v["targets"].as_array().expect("targets is an array");
-    assert!(targets.len() >= 2 * 2 * 2 + 1, "{v}");
+    assert!(targets.len() > 2 * 2 * 2, "{v}");
     assert!(targets.iter().all(|t| t["met"].is_boolean()), "{v}");
     let text = std::fs::read_to_string(&svg).expect("the plot was written");
     let _ = std::fs::remove_file(&svg);
