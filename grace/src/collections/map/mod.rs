@@ -878,7 +878,7 @@ where
         drop(lk);
         if let Put::Inserted(_) = result {
             let check = self.count(1);
-            self.after_write(check, true);
+            self.after_write(check);
         }
         result
     }
@@ -1149,7 +1149,7 @@ where
         // SAFETY: as in `put`.
         unsafe { self.flavor.retire_raw(old_ptr) };
         let check = self.count(-1);
-        self.after_write(check, false);
+        self.after_write(check);
         Some(&old.value)
     }
 
@@ -1201,7 +1201,7 @@ where
             // SAFETY: we hold a guard.
             t = unsafe { next_table(table) };
         }
-        self.after_write(true, false);
+        self.after_write(true);
     }
 
     /// Iterate over the entries under `guard` (the kernel's `rhashtable_walk_*`). Concurrent
@@ -1303,7 +1303,7 @@ where
 
     /// After a write: help a resize under way, or, when `check` (a sampled write) or the table
     /// is small, start one if the load crossed a threshold.
-    fn after_write(&self, check: bool, grew: bool) {
+    fn after_write(&self, check: bool) {
         let t = self.root();
         // SAFETY: every writer holds a guard.
         if let Some(n) = unsafe { next_table(t) } {
@@ -1322,9 +1322,11 @@ where
         // grew or shrank a lot (or whose earlier resizes failed to allocate) gets there in one
         // resize.
         let n = self.len();
-        let want = if grew && n * 4 > len * 3 {
+        // Both ways on every check, whichever write it samples (with inserts and removals
+        // alternating, the sampled writes may all be of one kind).
+        let want = if n * 4 > len * 3 {
             Some(buckets_for(n).max(len * 2))
-        } else if !grew && len > self.min_buckets && n * 10 < len * 3 {
+        } else if len > self.min_buckets && n * 10 < len * 3 {
             Some(buckets_for(n).clamp(self.min_buckets, len / 2))
         } else {
             None
