@@ -32,6 +32,58 @@ pub fn run_with_stderr<T: DeserializeOwned>(args: &[String]) -> Result<(T, Strin
     Ok((answer, String::from_utf8_lossy(&out.stderr).into_owned()))
 }
 
+/// A measurement result a child process answers with: it records whether it ran in a process
+/// of its own, and carries a note for caveats.
+pub trait Answer: DeserializeOwned {
+    /// It was measured in a child process.
+    fn mark_isolated(&mut self);
+    /// Its caveat, if any.
+    fn note_mut(&mut self) -> &mut Option<String>;
+}
+
+/// Measure in a child process (this binary re-run with `args`); if that fails, measure
+/// `here`, in this process, and say so first in the result's note.
+pub fn measure<T: Answer>(args: &[&str], here: impl FnOnce() -> T) -> T {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    match run::<T>(&args) {
+        Ok(mut r) => {
+            r.mark_isolated();
+            r
+        }
+        Err(why) => {
+            let mut r = here();
+            let first = format!("run in the parent process ({why})");
+            let note = r.note_mut();
+            *note = Some(match note.take() {
+                Some(n) => format!("{first}; {n}"),
+                None => first,
+            });
+            r
+        }
+    }
+}
+
+/// [`Answer`] for result types with `isolated` and `note` fields.
+macro_rules! answer_with_fields {
+    ($($t:ty),*) => {$(
+        impl Answer for $t {
+            fn mark_isolated(&mut self) {
+                self.isolated = true;
+            }
+            fn note_mut(&mut self) -> &mut Option<String> {
+                &mut self.note
+            }
+        }
+    )*};
+}
+
+answer_with_fields!(
+    grace_bench::ListResult,
+    grace_bench::RculistResult,
+    grace_bench::MapResult,
+    grace_bench::ResizeResult
+);
+
 /// The child's side: print `result` as one JSON object on standard output (`what` names it in
 /// the error message should that fail).
 pub fn answer<T: Serialize>(what: &str, result: &T) -> ExitCode {

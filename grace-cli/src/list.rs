@@ -58,38 +58,27 @@ impl ListOptions {
 
 /// Measure `name` with `p` in a child process, or here if that fails.
 pub fn run_isolated(name: &str, p: &ListParams) -> ListResult {
-    let args: Vec<String> = [
-        "bench",
-        "list",
-        "--child",
-        name,
-        "--threads",
-        &p.threads.to_string(),
-        "--keys",
-        &p.keys.to_string(),
-        "--reads",
-        &p.read_pct.to_string(),
-        "--duration",
-        &format!("{}ms", p.duration.as_secs_f64() * 1e3),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    match crate::child::run::<ListResult>(&args) {
-        Ok(mut r) => {
-            r.isolated = true;
-            r
-        }
-        Err(why) => {
-            let mut r = grace_bench::run_list_one(name, p, false);
-            let note = format!("run in the parent process ({why})");
-            r.note = Some(match r.note.take() {
-                Some(n) => format!("{note}; {n}"),
-                None => note,
-            });
-            r
-        }
-    }
+    let threads = p.threads.to_string();
+    let keys = p.keys.to_string();
+    let reads = p.read_pct.to_string();
+    let duration = format!("{}ms", p.duration.as_secs_f64() * 1e3);
+    crate::child::measure(
+        &[
+            "bench",
+            "list",
+            "--child",
+            name,
+            "--threads",
+            &threads,
+            "--keys",
+            &keys,
+            "--reads",
+            &reads,
+            "--duration",
+            &duration,
+        ],
+        || grace_bench::run_list_one(name, p, false),
+    )
 }
 
 /// The hidden child mode: one measurement, its result as JSON on standard output.

@@ -87,77 +87,55 @@ fn ms(d: Duration) -> String {
     format!("{}ms", d.as_secs_f64() * 1e3)
 }
 
-fn with_note(note: Option<String>, why: String) -> Option<String> {
-    let first = format!("run in the parent process ({why})");
-    Some(match note {
-        Some(n) => format!("{first}; {n}"),
-        None => first,
-    })
-}
-
 /// Measure `name` with `p` in a child process, or here if that fails.
 pub fn run_isolated(name: &str, p: &MapParams) -> MapResult {
-    let args: Vec<String> = [
-        "bench",
-        "map",
-        "--child",
-        name,
-        "--threads",
-        &p.threads.to_string(),
-        "--keys",
-        &p.keys.to_string(),
-        "--reads",
-        &p.read_pct.to_string(),
-        "--dist",
-        &p.dist.to_string(),
-        "--duration",
-        &ms(p.duration),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    match crate::child::run::<MapResult>(&args) {
-        Ok(mut r) => {
-            r.isolated = true;
-            r
-        }
-        Err(why) => {
-            let mut r = grace_bench::run_map_one(name, p, false);
-            r.note = with_note(r.note.take(), why);
-            r
-        }
-    }
+    let threads = p.threads.to_string();
+    let keys = p.keys.to_string();
+    let reads = p.read_pct.to_string();
+    let dist = p.dist.to_string();
+    let duration = ms(p.duration);
+    crate::child::measure(
+        &[
+            "bench",
+            "map",
+            "--child",
+            name,
+            "--threads",
+            &threads,
+            "--keys",
+            &keys,
+            "--reads",
+            &reads,
+            "--dist",
+            &dist,
+            "--duration",
+            &duration,
+        ],
+        || grace_bench::run_map_one(name, p, false),
+    )
 }
 
 /// Measure the resize latency of `name` with `p` in a child process, or here if that fails.
 pub fn run_resize_isolated(name: &str, p: &ResizeParams) -> ResizeResult {
-    let args: Vec<String> = [
-        "bench",
-        "map",
-        "--child",
-        name,
-        "--resize-child",
-        "--threads",
-        &p.readers.to_string(),
-        "--resize-keys",
-        &p.keys.to_string(),
-        "--duration",
-        &ms(p.duration),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    match crate::child::run::<ResizeResult>(&args) {
-        Ok(mut r) => {
-            r.isolated = true;
-            r
-        }
-        Err(why) => {
-            let mut r = grace_bench::run_resize_one(name, p, false);
-            r.note = with_note(r.note.take(), why);
-            r
-        }
-    }
+    let readers = p.readers.to_string();
+    let keys = p.keys.to_string();
+    let duration = ms(p.duration);
+    crate::child::measure(
+        &[
+            "bench",
+            "map",
+            "--child",
+            name,
+            "--resize-child",
+            "--threads",
+            &readers,
+            "--resize-keys",
+            &keys,
+            "--duration",
+            &duration,
+        ],
+        || grace_bench::run_resize_one(name, p, false),
+    )
 }
 
 /// The hidden child mode: one measurement (a throughput row, or with `resize` a resize row,

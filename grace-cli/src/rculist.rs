@@ -52,38 +52,27 @@ impl RculistOptions {
 
 /// Measure `name` with `p` in a child process, or here if that fails.
 pub fn run_isolated(name: &str, p: &RculistParams) -> RculistResult {
-    let args: Vec<String> = [
-        "bench",
-        "rculist",
-        "--child",
-        name,
-        "--threads",
-        &p.threads.to_string(),
-        "--lengths",
-        &p.len.to_string(),
-        "--reads",
-        &p.read_pct.to_string(),
-        "--duration",
-        &format!("{}ms", p.duration.as_secs_f64() * 1e3),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    match crate::child::run::<RculistResult>(&args) {
-        Ok(mut r) => {
-            r.isolated = true;
-            r
-        }
-        Err(why) => {
-            let mut r = grace_bench::run_rculist_one(name, p, false);
-            let note = format!("run in the parent process ({why})");
-            r.note = Some(match r.note.take() {
-                Some(n) => format!("{note}; {n}"),
-                None => note,
-            });
-            r
-        }
-    }
+    let threads = p.threads.to_string();
+    let len = p.len.to_string();
+    let reads = p.read_pct.to_string();
+    let duration = format!("{}ms", p.duration.as_secs_f64() * 1e3);
+    crate::child::measure(
+        &[
+            "bench",
+            "rculist",
+            "--child",
+            name,
+            "--threads",
+            &threads,
+            "--lengths",
+            &len,
+            "--reads",
+            &reads,
+            "--duration",
+            &duration,
+        ],
+        || grace_bench::run_rculist_one(name, p, false),
+    )
 }
 
 /// The hidden child mode: one measurement, its result as JSON on standard output.
