@@ -3,8 +3,9 @@
 //! First the correctness story (a 15-second `torture rcu`; a 5-second `torture srcu`: five
 //! domains, one with a reader sleeping 100 ms in its section, the others' grace periods
 //! unaffected; then a 3-second `torture pending` (RCU, then an SRCU domain, with `dequeue`
-//! reuse racing readers) and a 2-second `torture kvfree`, both with one in 50 allocations
-//! failing), then the performance story (the headline `read`, `sync`, `call` and `free`
+//! reuse racing readers), a 2-second `torture kvfree` and a 2-second `torture map`
+//! (`collections::HashMap` resized under readers, on RCU then an SRCU domain), each with one
+//! in 50 allocations failing), then the performance story (the headline `read`, `sync`, `call` and `free`
 //! benchmarks against the peers at 1 and 2 threads, and at up to 4 on machines with more
 //! CPUs, with the SRCU rows, and a short `list` run: one key range and read share at the
 //! largest of those thread counts, a few seconds), then one summary: every torture verdict
@@ -32,6 +33,9 @@ const PENDING_TORTURE: Duration = Duration::from_secs(3);
 
 /// How long the tour tortures `kvfree`.
 const KVFREE_TORTURE: Duration = Duration::from_secs(2);
+
+/// How long the tour tortures `collections::HashMap` (half on RCU, half on an SRCU domain).
+const MAP_TORTURE: Duration = Duration::from_secs(2);
 
 /// Each `free` measurement's duration in the tour: it sizes the work (half a million objects
 /// per thread), so that the suite takes a few seconds in all.
@@ -101,11 +105,12 @@ pub fn run() -> ExitCode {
     let started = Instant::now();
     let cpus = grace::sys::num_cpus();
     ui::out(&format!(
-        "grace tour: {} s of RCU torture, {} s of SRCU torture, {} s of Pending and {} s of kvfree torture, then the headline benchmarks ({} CPUs)\n\n",
+        "grace tour: {} s of RCU torture, {} s of SRCU torture, {} s of Pending, {} s of kvfree and {} s of HashMap torture, then the headline benchmarks ({} CPUs)\n\n",
         TORTURE.as_secs(),
         SRCU_TORTURE.as_secs(),
         PENDING_TORTURE.as_secs(),
         KVFREE_TORTURE.as_secs(),
+        MAP_TORTURE.as_secs(),
         cpus
     ));
 
@@ -141,13 +146,21 @@ pub fn run() -> ExitCode {
         torture::kvfree::DEFAULT_FAIL_ONE_IN,
         torture::kvfree::run,
     );
+    let map = torture(
+        "map",
+        MAP_TORTURE,
+        torture::map::default_readers(),
+        torture::kvfree::DEFAULT_FAIL_ONE_IN,
+        torture::map::run,
+    );
     let tortures = Tortures {
         rcu: &report,
         srcu: &srcu,
         pending: &pending,
         kvfree: &kvfree,
+        map: &map,
     };
-    // What grace holds back after the four tortures, and why.
+    // What grace holds back after the five tortures, and why.
     ui::out(&format!("{}\n", grace::report()));
 
     bench::print_liburcu_notice();
@@ -196,11 +209,16 @@ struct Tortures<'a> {
     srcu: &'a torture::srcu::Report,
     pending: &'a torture::pending::Report,
     kvfree: &'a torture::kvfree::Report,
+    map: &'a torture::map::Report,
 }
 
 impl Tortures<'_> {
     fn passed(&self) -> bool {
-        self.rcu.passed() && self.srcu.passed() && self.pending.passed() && self.kvfree.passed()
+        self.rcu.passed()
+            && self.srcu.passed()
+            && self.pending.passed()
+            && self.kvfree.passed()
+            && self.map.passed()
     }
 }
 
@@ -263,6 +281,7 @@ fn summary(
     ));
     o.push_str(&pending_line(t.pending));
     o.push_str(&kvfree_line(t.kvfree));
+    o.push_str(&map_line(t.map));
     let mut t = Table::new(&[
         ("suite", Align::Left),
         ("threads", Align::Right),
@@ -401,6 +420,31 @@ fn kvfree_line(k: &torture::kvfree::Report) -> String {
         k.fail_one_in,
         ui::count(k.injected_failures),
         k.kvfree.fallbacks()
+    )
+}
+
+fn map_line(m: &torture::map::Report) -> String {
+    let sum = |f: fn(&torture::map::FlavorReport) -> u64| m.runs.iter().map(f).sum::<u64>();
+    format!(
+        "  torture map: {} ({} errors; on {}: {} reads, {} iterations, {} updates, {} resizes; \
+         {} allocation failures injected; every value made was dropped once: {})\n",
+        verdict(m.passed()),
+        ui::count(m.errors),
+        m.runs
+            .iter()
+            .map(|r| r.flavor)
+            .collect::<Vec<_>>()
+            .join(" and "),
+        ui::si(sum(|r| r.reads) as f64),
+        ui::count(sum(|r| r.iterations)),
+        ui::count(sum(|r| r.updates)),
+        ui::count(sum(|r| r.resizes)),
+        ui::count(m.injected_failures),
+        if sum(|r| r.values_made) == sum(|r| r.values_dropped) {
+            "yes"
+        } else {
+            "NO"
+        }
     )
 }
 
