@@ -255,14 +255,16 @@ type Map<F> = HashMap<u64, Value, RandomState, F>;
 /// Run the torture: half the duration on RCU, half on an SRCU domain.
 pub fn run(opts: &Options, bar: &ProgressBar) -> Report {
     let started = Instant::now();
-    let injection = FailureInjection::start(opts.fail_one_in);
-    let half = opts.duration / 2;
-    let mut messages = Vec::new();
-    let rcu = run_flavor(Rcu, "rcu", half, opts, bar, Duration::ZERO, &mut messages);
+    // The domain is made before the global injection starts: its construction is a fallible
+    // allocation too, and the torture is about the map, not about refusing to start.
     let srcu = match Srcu::new() {
         Ok(d) => Arc::new(d),
         Err(e) => super::fail(&format!("cannot create an SRCU domain: {e}")),
     };
+    let injection = FailureInjection::start(opts.fail_one_in);
+    let half = opts.duration / 2;
+    let mut messages = Vec::new();
+    let rcu = run_flavor(Rcu, "rcu", half, opts, bar, Duration::ZERO, &mut messages);
     let srcu = run_flavor(
         srcu,
         "srcu",
