@@ -63,6 +63,9 @@ pub mod config;
 pub mod cookie;
 pub(crate) mod gp;
 pub mod kvfree;
+/// The hand-driven stand-in flavor of the loom models and the Miri tests.
+#[cfg(test)]
+pub(crate) mod limbo;
 pub mod pending;
 #[cfg(not(loom))]
 pub mod pressure;

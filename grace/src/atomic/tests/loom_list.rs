@@ -3,14 +3,9 @@
 //! node is freed exactly once, never while a reader can reach it, and every operation's result
 //! is one some sequential order allows.
 //!
-//! The flavor is a stand-in, driven by hand: a guard counts itself in a reader counter; `retire`
-//! puts the node in a limbo list; a thread outside any section calls `grace_point`, which
-//! takes the limbo list, executes a `SeqCst` fence and frees the batch only if it then reads
-//! the counter at zero (otherwise it puts the batch back). That is a correct, if impatient,
-//! grace period: a reader counted as zero either ended (its Release decrement pairs with our
-//! Acquire load) or started after the fence, and then sees every unlink made before the batch
-//! was taken (store-buffering through the two `SeqCst` fences). What is left in limbo is freed
-//! after every thread has joined.
+//! The flavor is `crate::limbo`'s stand-in, driven by hand: a grace point frees a batch of
+//! retired nodes only when no reader is counted inside a section (see that module for why
+//! that is a correct grace period, and for its `broken` variant).
 //!
 //! Keys and values hold loom `UnsafeCell`s that their destructor overwrites: a reader that
 //! compares a key or reads a value without happening-before its free is a causality
@@ -18,8 +13,8 @@
 //! ignores the reader counter) proves the model sees an early free.
 
 use super::list::List;
-use crate::atomic::{Flavor, Retire};
-use crate::sync::{fence, lock, AtomicUsize, Mutex, Ordering};
+use crate::limbo::Limbo;
+use crate::sync::{AtomicUsize, Ordering};
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 use loom::thread;
@@ -119,162 +114,13 @@ impl Drop for Val {
     }
 }
 
-/// A retired box, with its typed destructor and deallocation.
-struct Retired {
-    ptr: *mut (),
-    drop: unsafe fn(*mut ()),
-    dealloc: unsafe fn(*mut ()),
-}
-
-// SAFETY: it stands for a `Box<T>` with `T: Send` (`retire_raw`'s bound).
-unsafe impl Send for Retired {}
-
-/// # Safety
-///
-/// `p` is a `Box<T>::into_raw` pointer whose `T` nothing uses any more and is dropped once.
-unsafe fn drop_value<T>(p: *mut ()) {
-    // SAFETY: per the contract.
-    unsafe { std::ptr::drop_in_place(p.cast::<T>()) }
-}
-
-/// # Safety
-///
-/// `p` is a `Box<T>::into_raw` pointer whose `T` was dropped, and nothing uses it any more.
-unsafe fn dealloc<T>(p: *mut ()) {
-    // SAFETY: per the contract; `ManuallyDrop` does not drop the `T` again.
-    drop(unsafe { Box::from_raw(p.cast::<std::mem::ManuallyDrop<T>>()) });
-}
-
-impl Retired {
-    /// Drop and free.
-    ///
-    /// # Safety
-    ///
-    /// Nothing uses the object any more.
-    unsafe fn free(self) {
-        // SAFETY: per the contract.
-        unsafe {
-            (self.drop)(self.ptr);
-            (self.dealloc)(self.ptr);
-        }
-    }
-}
-
-struct Domain {
-    readers: AtomicUsize,
-    limbo: Mutex<Vec<Retired>>,
-    /// The negative model: drop without looking at the readers (the memory itself is
-    /// deallocated only at the end, so that the early drop is a race loom reports rather than
-    /// a use-after-free of the test's own memory).
-    broken: bool,
-    /// Dropped early by the negative model; deallocated by `free_all`.
-    zombies: Mutex<Vec<Retired>>,
-}
-
-/// The stand-in flavor, a handle on a `Domain`.
-#[derive(Clone)]
-struct Model(Arc<Domain>);
-
-struct ModelGuard<'a>(&'a Domain);
-
-impl Drop for ModelGuard<'_> {
-    fn drop(&mut self) {
-        // Release: the section's accesses happen-before a grace point's Acquire load that
-        // counts this decrement (every update of the counter is a read-modify-write, so the
-        // release sequence carries it).
-        self.0.readers.fetch_sub(1, Ordering::Release);
-    }
-}
-
-impl Flavor for Model {
-    type Guard<'a> = ModelGuard<'a>;
-}
-
-// SAFETY: `grace_point` frees a node only when no section that could reach it is still
-// running (module docs); every guard of a `Model` counts in its own domain, which is the only
-// domain a model uses.
-unsafe impl Retire for Model {
-    unsafe fn retire_raw<T: Send + 'static>(&self, ptr: *mut T) {
-        lock(&self.0.limbo).push(Retired {
-            ptr: ptr.cast(),
-            drop: drop_value::<T>,
-            dealloc: dealloc::<T>,
-        });
-    }
-    fn owns_guard<'a>(&self, guard: &ModelGuard<'a>) -> bool
-    where
-        Self: 'a,
-    {
-        std::ptr::eq(guard.0, &*self.0)
-    }
-    fn retire_barrier(&self) {
-        self.free_all();
-    }
-}
-
-impl Model {
-    fn new(broken: bool) -> Model {
-        Model(Arc::new(Domain {
-            readers: AtomicUsize::new(0),
-            limbo: Mutex::new(Vec::new()),
-            broken,
-            zombies: Mutex::new(Vec::new()),
-        }))
-    }
-
-    fn read_lock(&self) -> ModelGuard<'_> {
-        // SeqCst, then the fence: a grace point that misses this increment is SeqCst-before
-        // our fence, so our loads after it see every unlink made before that grace point's
-        // batch was taken (pairs with the fence in `grace_point`).
-        self.0.readers.fetch_add(1, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-        ModelGuard(&self.0)
-    }
-
-    /// Free what was retired before now if no reader is inside a section; outside sections.
-    fn grace_point(&self) {
-        let batch = std::mem::take(&mut *lock(&self.0.limbo));
-        // SeqCst: pairs with the fence in `read_lock` (see there).
-        fence(Ordering::SeqCst);
-        if self.0.broken {
-            for r in &batch {
-                // SAFETY: the negative model's deliberate early drop (dropped once: the batch
-                // goes to the zombies, which are only deallocated).
-                unsafe { (r.drop)(r.ptr) };
-            }
-            lock(&self.0.zombies).extend(batch);
-        // Acquire: pairs with the Release decrements of ended sections.
-        } else if self.0.readers.load(Ordering::Acquire) == 0 {
-            for r in batch {
-                // SAFETY: retired (so unlinked) before we took the batch, and no reader can
-                // still reach it (module docs).
-                unsafe { r.free() };
-            }
-        } else {
-            lock(&self.0.limbo).extend(batch);
-        }
-    }
-
-    /// After every thread joined: free what is left.
-    fn free_all(&self) {
-        for r in std::mem::take(&mut *lock(&self.0.limbo)) {
-            // SAFETY: no reader is left.
-            unsafe { r.free() };
-        }
-        for z in std::mem::take(&mut *lock(&self.0.zombies)) {
-            // SAFETY: dropped already by the negative model; no reader is left.
-            unsafe { (z.dealloc)(z.ptr) };
-        }
-    }
-}
-
 /// List {1, 2}. Thread A removes 1 and inserts 3; thread B removes 2 (its search meets 1
 /// marked and may unlink and retire it, racing A's own unlink), looks 1 up, and inserts 1
 /// again (which succeeds only after A's remove); each passes a grace point between its
 /// sections.
 fn remove_insert_search(broken: bool) {
     let drops: Arc<[AtomicUsize; VALUES]> = Arc::new(Default::default());
-    let model = Model::new(broken);
+    let model = Limbo::new(broken);
     let list = Arc::new(List::new(model.clone()));
     {
         let g = model.read_lock();
@@ -335,7 +181,7 @@ fn loom_list_remove_insert_search_with_retirement() {
 fn loom_list_same_key_insert_remove() {
     loom::model(|| {
         let drops: Arc<[AtomicUsize; VALUES]> = Arc::new(Default::default());
-        let model = Model::new(false);
+        let model = Limbo::new(false);
         let list = Arc::new(List::new(model.clone()));
         let spawn = |id: usize| {
             let (list, model, drops) = (list.clone(), model.clone(), drops.clone());

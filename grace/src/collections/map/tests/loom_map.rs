@@ -16,15 +16,14 @@
 //! does, and loom reports the reader spinning while the migrator is preempted: the reason
 //! the map's walks go on to the next table instead (module docs).
 //!
-//! The flavor is a stand-in driven by hand, as in `atomic/tests/loom_list.rs`: a guard counts
-//! itself in a reader counter; `retire` puts the box in a limbo list; `grace_point`, called
-//! outside any section, frees the limbo list only if, after a `SeqCst` fence, it reads the
-//! counter at zero. Values hold loom `UnsafeCell`s that their destructor overwrites, so a
+//! The flavor is `crate::limbo`'s stand-in driven by hand: a guard counts itself in a reader
+//! counter; `retire` puts the box in a limbo list; `grace_point`, called outside any section,
+//! frees the limbo list only if, after a `SeqCst` fence, it reads the counter at zero. Values
+//! hold loom `UnsafeCell`s that their destructor overwrites, so a
 //! read of a freed (or not yet visible) value is a causality violation for loom.
 
 use super::super::{Fault, HashMap};
-use crate::atomic::{Flavor, Retire};
-use crate::sync::{fence, lock, AtomicUsize, Mutex, Ordering};
+use crate::limbo::Limbo;
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 use loom::thread;
@@ -93,115 +92,12 @@ impl BuildHasher for Identity {
     }
 }
 
-/// A retired box, with its typed destructor.
-struct Retired {
-    ptr: *mut (),
-    free: unsafe fn(*mut ()),
-}
+type Map = HashMap<u64, Val, Identity, Limbo>;
 
-// SAFETY: it stands for a `Box<T>` with `T: Send` (`retire_raw`'s bound).
-unsafe impl Send for Retired {}
-
-/// # Safety
-///
-/// `p` is a `Box<T>::into_raw` pointer that nothing uses any more, freed once.
-unsafe fn free<T>(p: *mut ()) {
-    // SAFETY: per the contract.
-    drop(unsafe { Box::from_raw(p.cast::<T>()) });
-}
-
-struct Domain {
-    readers: AtomicUsize,
-    limbo: Mutex<Vec<Retired>>,
-}
-
-/// The stand-in flavor, a handle on a `Domain`.
-#[derive(Clone)]
-struct Model(Arc<Domain>);
-
-struct ModelGuard<'a>(&'a Domain);
-
-impl Drop for ModelGuard<'_> {
-    fn drop(&mut self) {
-        // Release: the section's accesses happen-before a grace point's Acquire load that
-        // counts this decrement.
-        self.0.readers.fetch_sub(1, Ordering::Release);
-    }
-}
-
-impl Flavor for Model {
-    type Guard<'a> = ModelGuard<'a>;
-}
-
-// SAFETY: `grace_point` frees a box only when no section that could reach it is still
-// running (module docs); every guard of a `Model` counts in its own domain.
-unsafe impl Retire for Model {
-    unsafe fn retire_raw<T: Send + 'static>(&self, ptr: *mut T) {
-        lock(&self.0.limbo).push(Retired {
-            ptr: ptr.cast(),
-            free: free::<T>,
-        });
-    }
-    fn owns_guard<'a>(&self, guard: &ModelGuard<'a>) -> bool
-    where
-        Self: 'a,
-    {
-        std::ptr::eq(guard.0, &*self.0)
-    }
-    fn retire_barrier(&self) {
-        self.free_all();
-    }
-}
-
-impl Model {
-    fn new() -> Model {
-        Model(Arc::new(Domain {
-            readers: AtomicUsize::new(0),
-            limbo: Mutex::new(Vec::new()),
-        }))
-    }
-
-    fn read_lock(&self) -> ModelGuard<'_> {
-        // SeqCst, then the fence: pairs with the fence in `grace_point` (store buffering: a
-        // grace point that misses this increment is before our fence, so our loads see every
-        // unlink made before it took its batch).
-        self.0.readers.fetch_add(1, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-        ModelGuard(&self.0)
-    }
-
-    /// Free what was retired before now if no reader is inside a section; outside sections.
-    fn grace_point(&self) {
-        let batch = std::mem::take(&mut *lock(&self.0.limbo));
-        // SeqCst: pairs with the fence in `read_lock`.
-        fence(Ordering::SeqCst);
-        // Acquire: pairs with the Release decrements of ended sections.
-        if self.0.readers.load(Ordering::Acquire) == 0 {
-            for r in batch {
-                // SAFETY: retired (so unlinked) before we took the batch, and no reader can
-                // still reach it (module docs).
-                unsafe { (r.free)(r.ptr) };
-            }
-        } else {
-            lock(&self.0.limbo).extend(batch);
-        }
-    }
-
-    /// After every thread joined: free what is left.
-    fn free_all(&self) {
-        for r in std::mem::take(&mut *lock(&self.0.limbo)) {
-            // SAFETY: no reader is left.
-            unsafe { (r.free)(r.ptr) };
-        }
-    }
-}
-
-type Map = HashMap<u64, Val, Identity, Model>;
-
-/// Model 1. Bucket 0 of 8 holds key 0. A writer inserts key 8 (same bucket) and removes key
+/// Limbo 1. Bucket 0 of 8 holds key 0. A writer inserts key 8 (same bucket) and removes key
 /// 0, then passes a grace point; the reader looks up 8 and 0 and reads what it finds.
 fn insert_remove_vs_reader(fault: Fault) {
-    let model = Model::new();
+    let model = Limbo::new(false);
     let map = Arc::new(Map::with_fault(8, Identity, model.clone(), fault));
     {
         let g = model.read_lock();
@@ -242,11 +138,11 @@ fn loom_map_bucket_insert_remove_vs_reader() {
     loom::model(|| insert_remove_vs_reader(Fault::None));
 }
 
-/// Model 2. Two buckets: keys 1 and 3 in bucket 1 (which splits into buckets 1 and 3 of the
+/// Limbo 2. Two buckets: keys 1 and 3 in bucket 1 (which splits into buckets 1 and 3 of the
 /// new table), key 0 in bucket 0. A migrator resizes to 4 buckets; a writer removes key 3; the
 /// reader looks up key 1, present throughout, and must find it.
 fn migration_vs_reader_and_writer(fault: Fault) {
-    let model = Model::new();
+    let model = Limbo::new(false);
     let map = Arc::new(Map::with_fault(2, Identity, model.clone(), fault));
     {
         let g = model.read_lock();
@@ -299,11 +195,11 @@ fn loom_map_migration_vs_reader_and_writer() {
     loom::model(|| migration_vs_reader_and_writer(Fault::None));
 }
 
-/// Model 3. The reverse: four buckets shrink to two, old buckets 1 and 3 merging into new
+/// Limbo 3. The reverse: four buckets shrink to two, old buckets 1 and 3 merging into new
 /// bucket 1, while a writer inserts key 5 (old bucket 1, new bucket 1) and the reader looks up
 /// key 3, present throughout.
 fn shrink_vs_reader_and_writer(fault: Fault) {
-    let model = Model::new();
+    let model = Limbo::new(false);
     let map = Arc::new(Map::with_fault(4, Identity, model.clone(), fault));
     {
         let g = model.read_lock();
