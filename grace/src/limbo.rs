@@ -207,3 +207,55 @@ impl Limbo {
         }
     }
 }
+
+/// What a loom model stores: a value that counts its drops by id (in an array of `N` counters)
+/// and overwrites itself with a poison when dropped. Its payload is a loom `UnsafeCell`, so a
+/// read that does not happen-before the drop (or after the write that made it) is a causality
+/// violation loom reports.
+#[cfg(loom)]
+pub(crate) struct Val<const N: usize> {
+    pub(crate) id: usize,
+    payload: loom::cell::UnsafeCell<u64>,
+    drops: Arc<[AtomicUsize; N]>,
+}
+
+/// What a dropped [`Val`]'s payload holds.
+#[cfg(loom)]
+const POISON: u64 = u64::MAX;
+
+#[cfg(loom)]
+impl<const N: usize> Val<N> {
+    pub(crate) fn new(id: usize, drops: &Arc<[AtomicUsize; N]>) -> Self {
+        Val {
+            id,
+            payload: loom::cell::UnsafeCell::new(id as u64),
+            drops: drops.clone(),
+        }
+    }
+
+    /// The payload, checked: panics if the value was freed.
+    pub(crate) fn read(&self) -> u64 {
+        // SAFETY: loom's cell checks the access against the destructor's write itself.
+        let v = self.payload.with(|p| unsafe { *p });
+        assert_eq!(v, self.id as u64, "read a freed value");
+        v
+    }
+}
+
+// SAFETY: the cell is loom's, which checks every access for races itself; that check is what
+// the models are for.
+#[cfg(loom)]
+unsafe impl<const N: usize> Sync for Val<N> {}
+
+#[cfg(loom)]
+impl<const N: usize> Drop for Val<N> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return; // loom is unwinding a failed execution: touching its objects would abort
+        }
+        // SAFETY: as in `read`; this write is what a reader racing with the free collides with.
+        self.payload.with_mut(|p| unsafe { *p = POISON });
+        // Relaxed: read after every thread joined.
+        self.drops[self.id].fetch_add(1, Ordering::Relaxed);
+    }
+}

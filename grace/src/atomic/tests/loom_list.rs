@@ -76,43 +76,7 @@ impl Ord for Key {
 
 const VALUES: usize = 4;
 
-/// A value that counts its drops by id and poisons itself.
-struct Val {
-    id: usize,
-    payload: UnsafeCell<u64>,
-    drops: Arc<[AtomicUsize; VALUES]>,
-}
-
-impl Val {
-    fn new(id: usize, drops: &Arc<[AtomicUsize; VALUES]>) -> Val {
-        Val {
-            id,
-            payload: UnsafeCell::new(id as u64),
-            drops: drops.clone(),
-        }
-    }
-    fn read(&self) -> u64 {
-        // SAFETY: as in `Key::get`.
-        let v = self.payload.with(|p| unsafe { *p });
-        assert_eq!(v, self.id as u64, "read a freed value");
-        v
-    }
-}
-
-// SAFETY: as for `Key`.
-unsafe impl Sync for Val {}
-
-impl Drop for Val {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            return; // as in `Key::drop`
-        }
-        // SAFETY: as in `Key::drop`.
-        self.payload.with_mut(|p| unsafe { *p = POISON });
-        // Relaxed: read after every thread joined.
-        self.drops[self.id].fetch_add(1, Ordering::Relaxed);
-    }
-}
+type Val = crate::limbo::Val<VALUES>;
 
 /// List {1, 2}. Thread A removes 1 and inserts 3; thread B removes 2 (its search meets 1
 /// marked and may unlink and retire it, racing A's own unlink), looks 1 up, and inserts 1

@@ -11,51 +11,12 @@
 
 use super::{Limbo, List};
 use crate::sync::{AtomicUsize, Ordering};
-use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 use loom::thread;
 
-const POISON: u64 = u64::MAX;
 const VALUES: usize = 5;
 
-/// A value that counts its drops by id and poisons itself.
-struct Val {
-    id: usize,
-    payload: UnsafeCell<u64>,
-    drops: Arc<[AtomicUsize; VALUES]>,
-}
-
-impl Val {
-    fn new(id: usize, drops: &Arc<[AtomicUsize; VALUES]>) -> Val {
-        Val {
-            id,
-            payload: UnsafeCell::new(id as u64),
-            drops: drops.clone(),
-        }
-    }
-    fn read(&self) -> u64 {
-        // SAFETY: loom's cell checks the access against the destructor's write itself.
-        let v = self.payload.with(|p| unsafe { *p });
-        assert_eq!(v, self.id as u64, "read a freed value");
-        v
-    }
-}
-
-// SAFETY: the cell is loom's, which checks every access for races itself; that check is what
-// the model is for.
-unsafe impl Sync for Val {}
-
-impl Drop for Val {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            return; // loom is unwinding a failed execution: touching its objects would abort
-        }
-        // SAFETY: as in `read`; this write is what a reader racing with the free collides with.
-        self.payload.with_mut(|p| unsafe { *p = POISON });
-        // Relaxed: read after every thread joined.
-        self.drops[self.id].fetch_add(1, Ordering::Relaxed);
-    }
-}
+type Val = crate::limbo::Val<VALUES>;
 
 /// List [0, 1, 2]. The writer removes 1, passes a grace point, replaces 2 with 3, pushes 4 at
 /// the back, and passes another; the reader walks once, reading every value.
